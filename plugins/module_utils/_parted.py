@@ -1,0 +1,144 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""pyparted backend: read a disk into the model, write partition-table steps back."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+import traceback
+
+from ansible_collections.inplace.migration.plugins.module_utils import _fs
+from ansible_collections.inplace.migration.plugins.module_utils._disk import (
+    CreatePartition, DeletePartition, Disk, Partition, ResizePartition,
+)
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+
+try:
+    import parted
+except ImportError:
+    HAS_PARTED = False
+    PARTED_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_PARTED = True
+    PARTED_IMPORT_ERROR = None
+
+GPT_ENTRIES_BYTES = 128 * 128
+NODE_TIMEOUT = 10.0
+
+
+def _kind(part):
+    if part.type & parted.PARTITION_EXTENDED:
+        return "extended"
+    if part.type & parted.PARTITION_LOGICAL:
+        return "logical"
+    return "primary"
+
+
+def _check_whole_disk(path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise MigrationError("disk %s does not exist on this host." % path)
+    if not stat.S_ISBLK(mode):
+        raise MigrationError("%s is not a block device; name a whole disk such as /dev/sda." % path)
+    name = os.path.basename(os.path.realpath(path))
+    if os.path.exists("/sys/class/block/%s/partition" % name):
+        raise MigrationError("%s is a partition; name the whole disk it is on." % path)
+
+
+def _open(path):
+    device = parted.getDevice(path)
+    try:
+        return device, parted.newDisk(device)
+    except parted.DiskException:
+        raise MigrationError("%s has no partition table (or one libparted cannot read); only msdos and gpt "
+                             "disks can be changed." % path)
+
+
+def read_disk(runner, path, filesystems=True):
+    """The disk at ``path`` as a model, with each partition's filesystem when ``filesystems``."""
+    _check_whole_disk(path)
+    device, pdisk = _open(path)
+    sector = device.sectorSize
+    total = device.length * sector
+    if pdisk.type == "gpt":
+        entries = -(-GPT_ENTRIES_BYTES // sector)
+        first_usable, usable_end, max_partitions = (2 + entries) * sector, total - (1 + entries) * sector, \
+            pdisk.maxPrimaryPartitionCount
+    else:
+        first_usable, usable_end, max_partitions = sector, total, 4
+    mount_table = _fs.mounts()
+    partitions = []
+    for part in pdisk.partitions:
+        kind = _kind(part)
+        fs = None
+        if filesystems and kind != "extended":
+            fs = _fs.probe(runner, part.path, mount_table)
+        name = None
+        if pdisk.supportsFeature(parted.DISK_TYPE_PARTITION_NAME):
+            name = part.name or None
+        partitions.append(Partition(
+            number=part.number, start=part.geometry.start * sector, end=(part.geometry.end + 1) * sector,
+            kind=kind, name=name, fs=fs, path=part.path))
+    return Disk(path=path, size=total, sector_size=sector, label=pdisk.type, partitions=tuple(partitions),
+                first_usable=first_usable, usable_end=usable_end, max_partitions=max_partitions)
+
+
+def _geometry(device, start, end, sector):
+    return parted.Geometry(device=device, start=start // sector, end=end // sector - 1)
+
+
+def _by_number(pdisk, number):
+    for part in pdisk.partitions:
+        if part.number == number:
+            return part
+    raise MigrationError("partition %d is no longer on the disk; stopping." % number)
+
+
+def apply_table_step(model, step):
+    """Write one partition-table step to the disk ``model`` describes, then wait for its nodes."""
+    device, pdisk = _open(model.path)
+    sector = model.sector_size
+    if isinstance(step, DeletePartition):
+        pdisk.deletePartition(_by_number(pdisk, step.number))
+    elif isinstance(step, ResizePartition):
+        part = _by_number(pdisk, step.number)
+        geometry = _geometry(device, step.start, step.end, sector)
+        pdisk.setPartitionGeometry(partition=part, constraint=parted.Constraint(exactGeom=geometry),
+                                   start=geometry.start, end=geometry.end)
+    elif isinstance(step, CreatePartition):
+        geometry = _geometry(device, step.start, step.end, sector)
+        kind = parted.PARTITION_LOGICAL if step.kind == "logical" else parted.PARTITION_NORMAL
+        part = parted.Partition(disk=pdisk, type=kind, geometry=geometry)
+        pdisk.addPartition(partition=part, constraint=parted.Constraint(exactGeom=geometry))
+        if part.number != step.number:
+            raise MigrationError("libparted would number the new partition %d, not %d as planned; nothing was "
+                                 "written." % (part.number, step.number))
+        if step.name:
+            part.getPedPartition().set_name(step.name)
+    else:
+        raise TypeError("not a partition table step: %r" % (step,))
+    pdisk.commit()
+
+
+def wait_for_nodes(runner, model):
+    """Wait until every partition of ``model`` has its device node (udev may be slow, or absent)."""
+    if runner.has("udevadm"):
+        runner.run(["udevadm", "settle"], ok=None)
+    deadline = time.time() + NODE_TIMEOUT
+    asked_partx = False
+    while True:
+        missing = [p for p in model.partitions if p.kind != "extended" and not os.path.exists(model.partition_path(p.number))]
+        if not missing:
+            return
+        if time.time() > deadline:
+            if asked_partx:
+                raise MigrationError("the kernel shows no device node for %s after the partition table changed." % (
+                    ", ".join(model.partition_path(p.number) for p in missing)))
+            # Without udev nobody else asks the kernel to add the nodes.
+            runner.run(["partx", "-a", model.path], ok=None)
+            asked_partx = True
+            deadline = time.time() + NODE_TIMEOUT
+        time.sleep(0.1)

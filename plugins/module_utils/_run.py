@@ -1,0 +1,54 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Running system tools from modules, with output that parses the same everywhere."""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+
+C_LOCALE = {"LANGUAGE": "C", "LC_ALL": "C"}
+SYSTEM_DIRS = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+PACKAGE_OF = {
+    "e2fsck": "e2fsprogs", "resize2fs": "e2fsprogs", "dumpe2fs": "e2fsprogs", "mkfs.ext4": "e2fsprogs",
+    "mkfs.ext3": "e2fsprogs", "mkfs.ext2": "e2fsprogs", "btrfs": "btrfs-progs", "xfs_growfs": "xfsprogs",
+    "blkid": "util-linux", "wipefs": "util-linux", "partx": "util-linux", "mount": "mount", "umount": "mount",
+}
+
+
+class Runner:
+    """Runs commands through an AnsibleModule: argument lists only, C locale, clear failures."""
+
+    def __init__(self, module):
+        self.module = module
+        self._paths = {}
+
+    def path(self, tool):
+        if tool not in self._paths:
+            found = self.module.get_bin_path(tool, opt_dirs=SYSTEM_DIRS)
+            if not found:
+                raise MigrationError("%s is not installed on this host; install the %s package." % (
+                    tool, PACKAGE_OF.get(tool, tool)))
+            self._paths[tool] = found
+        return self._paths[tool]
+
+    def has(self, tool):
+        try:
+            self.path(tool)
+        except MigrationError:
+            return False
+        return True
+
+    def run(self, args, ok=(0,), data=None):
+        """Run ``args`` and return (rc, stdout, stderr); raise unless rc is in ``ok``."""
+        argv = [args[0] if os.path.isabs(args[0]) else self.path(args[0])] + [str(a) for a in args[1:]]
+        rc, out, err = self.module.run_command(argv, environ_update=C_LOCALE, data=data, binary_data=data is not None)
+        if ok is not None and rc not in ok:
+            detail = (err or out or "").strip().splitlines()
+            raise MigrationError("%s failed with exit code %d: %s" % (
+                " ".join(argv), rc, " / ".join(detail[-3:]) or "no output"))
+        return rc, out, err
+
+    def output(self, args, ok=(0,)):
+        return self.run(args, ok=ok)[1]
