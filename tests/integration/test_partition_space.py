@@ -87,6 +87,20 @@ def shape(layout):
     return [(p["number"], p["kind"], p["start"], p["end"]) for p in layout["partitions"]]
 
 
+def converge(loop, **args):
+    """Check mode first (the disk's bytes must not change), then the change, then a rerun that changes nothing."""
+    before = loop.digest()
+    planned = partition_space(check=True, **args)
+    assert planned["rc"] == 0 and planned["changed"] is True, planned.get("msg")
+    assert loop.digest() == before, "check mode changed the disk"
+    made = partition_space(**args)
+    assert made["rc"] == 0 and made["changed"] is True, made.get("msg")
+    assert shape(made["layout_after"]) == shape(planned["layout_after"]), "the disk is not as check mode planned"
+    again = partition_space(**args)
+    assert again["rc"] == 0 and again["changed"] is False and again["actions"] == []
+    return made
+
+
 def assert_store(disk, result, number, kind, size):
     store = result["store"]
     assert store["number"] == number and store["kind"] == kind and store["device"] == disk.part(number)
@@ -154,8 +168,7 @@ def test_msdos_three_primaries_gets_a_primary_store(make_disk, content):
         make_fs(disk.part(number), "ext4", tree)
     layout = partitions(disk)
 
-    made = partition_space(disk=disk.path, size="256MiB")
-    assert made["changed"] is True, made.get("msg")
+    made = converge(disk, disk=disk.path, size="256MiB")
     table = partitions(disk)
     assert sorted(table) == [1, 2, 3, 4]
     # Partition 1 can give most; the store sits right behind it, before partition 2.
@@ -167,7 +180,6 @@ def test_msdos_three_primaries_gets_a_primary_store(make_disk, content):
     for number, (unused_tree, digests) in enumerate(trees, start=1):
         assert_clean(disk.part(number))
         assert files_on(disk.part(number)) == digests
-    assert partition_space(disk=disk.path, size="256MiB")["changed"] is False
 
 
 def test_msdos_four_primaries_with_extended_gets_a_logical_store(make_disk, content):
@@ -179,11 +191,7 @@ def test_msdos_four_primaries_with_extended_gets_a_logical_store(make_disk, cont
     make_fs(disk.part(5), "ext4", tree)
     layout = partitions(disk)
 
-    planned = partition_space(disk=disk.path, size="300MiB", check=True)
-    assert planned["store"]["kind"] == "logical" and planned["store"]["number"] == 6
-
-    made = partition_space(disk=disk.path, size="300MiB")
-    assert made["changed"] is True, made.get("msg")
+    made = converge(disk, disk=disk.path, size="300MiB")
     table = partitions(disk)
     assert sorted(table) == [1, 2, 3, 4, 5, 6]
     assert table[5]["end_bytes"] < layout[5]["end_bytes"]
@@ -193,7 +201,6 @@ def test_msdos_four_primaries_with_extended_gets_a_logical_store(make_disk, cont
     assert_store(disk, made, 6, "logical", 300 * MiB)
     assert_clean(disk.part(5))
     assert files_on(disk.part(5)) == digests
-    assert partition_space(disk=disk.path, size="300MiB")["changed"] is False
 
     removed = partition_space(disk=disk.path, state="absent")
     assert removed["changed"] is True, removed.get("msg")
@@ -210,8 +217,7 @@ def test_gpt_store_is_a_named_partition(make_disk, content):
                               "start=4096, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n")
     tree, digests = content(big=16 * MiB)
     make_fs(disk.part(2), "ext4", tree)
-    made = partition_space(disk=disk.path, size="700MiB", shrink=disk.part(2))
-    assert made["changed"] is True, made.get("msg")
+    made = converge(disk, disk=disk.path, size="700MiB", shrink=disk.part(2))
     table = partitions(disk)
     assert sorted(table) == [1, 2, 3]
     assert table[3]["name"] == LABEL
@@ -219,7 +225,6 @@ def test_gpt_store_is_a_named_partition(make_disk, content):
     assert_store(disk, made, 3, "primary", 700 * MiB)
     assert files_on(disk.part(2)) == digests
     assert_clean(disk.part(2))
-    assert partition_space(disk=disk.path, size="700MiB", shrink=disk.part(2))["changed"] is False
 
     removed = partition_space(disk=disk.path, state="absent")
     assert removed["changed"] is True, removed.get("msg")
@@ -236,19 +241,13 @@ def test_btrfs_is_shrunk_and_grown_back(make_disk, content):
     disk = make_disk(2 * GiB, "label: dos\nstart=2048, type=83\n")
     tree, digests = content(big=32 * MiB)
     make_fs(disk.part(1), "btrfs", tree)
-    before = disk.digest()
-    assert partition_space(disk=disk.path, size="400MiB", check=True)["changed"] is True
-    assert disk.digest() == before, "check mode changed the disk"
-
-    made = partition_space(disk=disk.path, size="400MiB")
-    assert made["changed"] is True, made.get("msg")
+    made = converge(disk, disk=disk.path, size="400MiB")
     table = partitions(disk)
     assert sorted(table) == [1, 2]
     assert fs_bytes(disk.part(1)) == table[1]["end_bytes"] - table[1]["start_bytes"]
     assert_store(disk, made, 2, "primary", 400 * MiB)
     assert_clean(disk.part(1))
     assert files_on(disk.part(1)) == digests
-    assert partition_space(disk=disk.path, size="400MiB")["changed"] is False
 
     removed = partition_space(disk=disk.path, state="absent")
     assert removed["changed"] is True, removed.get("msg")
@@ -265,15 +264,13 @@ def test_free_space_only_leaves_existing_partitions_alone(make_disk, content):
     layout = partitions(disk)
     fs_before = fs_bytes(disk.part(1))
 
-    made = partition_space(disk=disk.path, size="512MiB", shrink="none")
-    assert made["changed"] is True, made.get("msg")
+    made = converge(disk, disk=disk.path, size="512MiB", shrink="none")
     assert made["notes"] == ["unallocated space suffices; no partition is shrunk"]
     table = partitions(disk)
     assert table[1] == layout[1] and fs_bytes(disk.part(1)) == fs_before
     assert table[2]["start_bytes"] == layout[1]["end_bytes"]
     assert_store(disk, made, 2, "primary", 512 * MiB)
     assert files_on(disk.part(1)) == digests
-    assert partition_space(disk=disk.path, size="512MiB", shrink="none")["changed"] is False
 
 
 def test_xfs_is_refused_and_nothing_changes(make_disk):
@@ -347,9 +344,24 @@ def test_half_full_filesystem_shrinks_below_resize2fs_estimate(make_disk, conten
     # With that minimum plus 256 MiB headroom, no 512 MiB store would fit on this disk.
     assert estimate > 1500 * MiB
 
-    made = partition_space(disk=disk.path, size="512MiB")
-    assert made["changed"] is True, made.get("msg")
+    made = converge(disk, disk=disk.path, size="512MiB")
     assert fs_bytes(disk.part(1)) < 1600 * MiB
     assert_clean(disk.part(1))
     assert files_on(disk.part(1)) == digests
     assert_store(disk, made, 2, "primary", 512 * MiB)
+
+
+def test_mounted_btrfs_is_shrunk_online(make_disk, content):
+    disk = make_disk(2 * GiB, "label: dos\nstart=2048, type=83\n")
+    tree, digests = content(big=16 * MiB)
+    make_fs(disk.part(1), "btrfs", tree)
+    with mounted(disk.part(1), readonly=False) as directory:
+        made = partition_space(disk=disk.path, size="400MiB")
+        assert made["changed"] is True, made.get("msg")
+        assert tree_digests(directory) == digests
+        table = partitions(disk)
+        out = run("btrfs", "filesystem", "show", "--raw", directory).stdout
+        assert int(out.split("size")[1].split()[0]) == table[1]["end_bytes"] - table[1]["start_bytes"]
+        assert partition_space(disk=disk.path, size="400MiB")["changed"] is False
+    assert_store(disk, made, 2, "primary", 400 * MiB)
+    assert_clean(disk.part(1))
