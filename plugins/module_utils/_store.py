@@ -1,0 +1,184 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The migration store: its layout, atomic files and the journal every phase records progress in.
+
+The store outlives power cuts and reboots between phases, so whatever is written
+here is written whole or not at all (temporary file, fsync, rename, fsync of the
+directory), and the journal is the single source of truth for "how far did we get".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+
+FORMAT_VERSION = 1
+TOP = "inplace"
+JOURNAL = "inplace/journal.json"
+JOURNAL_LOCK = "inplace/journal.lock"
+PROFILES = "inplace/profiles"
+MANIFEST = "inplace/profiles/manifest.json"
+IMAGES = "inplace/images"
+BOOT = "inplace/boot"
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def fsync_directory(path):
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def atomic_write(path, data, mode=PRIVATE_FILE_MODE):
+    """Replace ``path`` with ``data`` (bytes) so that a crash leaves the old or the new file, never a mix."""
+    directory = os.path.dirname(path) or "."
+    descriptor, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.rename(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    fsync_directory(directory)
+
+
+def atomic_write_json(path, value, mode=PRIVATE_FILE_MODE):
+    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"), mode)
+
+
+def read_json(path):
+    """The JSON value in ``path``, or None when the file does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise MigrationError("%s is damaged (%s); it was not written by this collection or was cut short." % (
+            path, error))
+
+
+class Store:
+    """A mounted store: ``root`` is its mount point."""
+
+    def __init__(self, root):
+        self.root = root
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def check(self, writable=True):
+        """Refuse a store that is missing, not a directory, or (with ``writable``) read-only."""
+        if not os.path.isdir(self.root):
+            raise MigrationError("the store %s does not exist or is not a directory; mount the store there first." %
+                                 self.root)
+        if writable and not os.access(self.root, os.W_OK):
+            raise MigrationError("the store %s is not writable." % self.root)
+        if writable:
+            try:
+                probe = tempfile.TemporaryFile(dir=self.root)
+                probe.close()
+            except OSError as error:
+                raise MigrationError("the store %s is not writable: %s." % (self.root, error.strerror))
+
+    def ensure_dir(self, relative):
+        """Create ``relative`` (and the store's top directory) root-only, as the store holds password hashes."""
+        path = self.path(relative)
+        current = self.root
+        for part in relative.split("/"):
+            current = os.path.join(current, part)
+            if not os.path.isdir(current):
+                os.mkdir(current, PRIVATE_DIR_MODE)
+                fsync_directory(os.path.dirname(current))
+            os.chmod(current, PRIVATE_DIR_MODE)
+        return path
+
+    def free_bytes(self):
+        stat = os.statvfs(self.root)
+        return stat.f_bavail * stat.f_frsize
+
+    @property
+    def journal(self):
+        return Journal(self)
+
+
+class Journal:
+    """Phase and step records, as one JSON document rewritten atomically on every change."""
+
+    def __init__(self, store):
+        self.store = store
+        self.path = store.path(JOURNAL)
+
+    def load(self):
+        data = read_json(self.path)
+        if data is None:
+            return {"version": FORMAT_VERSION, "records": {}}
+        if data.get("version") != FORMAT_VERSION:
+            raise MigrationError("the journal %s has format version %s; this collection reads version %d." % (
+                self.path, data.get("version"), FORMAT_VERSION))
+        return data
+
+    def get(self, key, default=None):
+        return self.load()["records"].get(key, default)
+
+    def put(self, key, value):
+        """Record ``value`` under ``key``, durable before this returns."""
+        self.store.ensure_dir(TOP)
+        data = self.load()
+        data["records"][key] = value
+        data["updated"] = time.time()
+        atomic_write_json(self.path, data)
+
+    def update(self, key, **fields):
+        record = dict(self.get(key) or {})
+        record.update(fields)
+        self.put(key, record)
+        return record
+
+    def remove(self, key):
+        data = self.load()
+        if key in data["records"]:
+            del data["records"][key]
+            atomic_write_json(self.path, data)
+
+    @contextlib.contextmanager
+    def lock(self, holder, wait=0.0):
+        """Hold the store's lock (one restore or deploy at a time), or fail saying who holds it."""
+        self.store.ensure_dir(TOP)
+        path = self.store.path(JOURNAL_LOCK)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+        try:
+            deadline = time.time() + wait
+            while True:
+                try:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as error:
+                    if error.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.time() >= deadline:
+                        os.lseek(descriptor, 0, os.SEEK_SET)
+                        other = os.read(descriptor, 200).decode("utf-8", "replace").strip() or "another process"
+                        raise MigrationError("the store %s is locked by %s; wait for it to finish." % (
+                            self.store.root, other))
+                    time.sleep(0.2)
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, ("%s (pid %d)" % (holder, os.getpid())).encode("utf-8"), 0)
+            yield
+        finally:
+            os.close(descriptor)

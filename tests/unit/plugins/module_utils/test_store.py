@@ -1,0 +1,65 @@
+"""The store's journal and atomic files, on a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+
+import pytest
+
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils._store import Store, atomic_write_json, read_json
+
+
+def test_journal_records_survive_a_reload_and_are_root_only(tmp_path):
+    store = Store(str(tmp_path))
+    store.journal.put("image_deploy", {"offset": 4096})
+    store.journal.update("image_deploy", state="writing")
+    assert Store(str(tmp_path)).journal.get("image_deploy") == {"offset": 4096, "state": "writing"}
+    assert stat.S_IMODE(os.stat(tmp_path / "inplace").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "inplace" / "journal.json").st_mode) == 0o600
+    assert json.loads((tmp_path / "inplace" / "journal.json").read_text())["version"] == 1
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    target = tmp_path / "manifest.json"
+    atomic_write_json(str(target), {"a": 1})
+    atomic_write_json(str(target), {"a": 2})
+    assert read_json(str(target)) == {"a": 2}
+    assert os.listdir(tmp_path) == ["manifest.json"]
+
+
+def test_a_damaged_journal_is_reported_not_ignored(tmp_path):
+    (tmp_path / "inplace").mkdir()
+    (tmp_path / "inplace" / "journal.json").write_text('{"version": 1, "rec')
+    with pytest.raises(MigrationError, match="is damaged"):
+        Store(str(tmp_path)).journal.get("x")
+
+
+def test_missing_store_is_refused(tmp_path):
+    with pytest.raises(MigrationError, match="does not exist"):
+        Store(str(tmp_path / "nope")).check()
+
+
+def _hold_lock(root, ready, release):
+    with Store(root).journal.lock("first-boot restore"):
+        ready.set()
+        release.wait(10)
+
+
+def test_the_lock_names_its_holder(tmp_path):
+    ready, release = multiprocessing.Event(), multiprocessing.Event()
+    holder = multiprocessing.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(MigrationError, match="locked by first-boot restore"):
+            with Store(str(tmp_path)).journal.lock("controller restore"):
+                pass
+    finally:
+        release.set()
+        holder.join()
+    with Store(str(tmp_path)).journal.lock("controller restore"):
+        pass
