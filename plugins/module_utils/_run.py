@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
 
@@ -24,9 +26,15 @@ class Runner:
         self.module = module
         self._paths = {}
 
+    def _find(self, tool):
+        return self.module.get_bin_path(tool, opt_dirs=SYSTEM_DIRS)
+
+    def _execute(self, argv, data):
+        return self.module.run_command(argv, environ_update=C_LOCALE, data=data, binary_data=data is not None)
+
     def path(self, tool):
         if tool not in self._paths:
-            found = self.module.get_bin_path(tool, opt_dirs=SYSTEM_DIRS)
+            found = self._find(tool)
             if not found:
                 raise MigrationError("%s is not installed on this host; install the %s package." % (
                     tool, PACKAGE_OF.get(tool, tool)))
@@ -43,7 +51,7 @@ class Runner:
     def run(self, args, ok=(0,), data=None):
         """Run ``args`` and return (rc, stdout, stderr); raise unless rc is in ``ok``."""
         argv = [args[0] if os.path.isabs(args[0]) else self.path(args[0])] + [str(a) for a in args[1:]]
-        rc, out, err = self.module.run_command(argv, environ_update=C_LOCALE, data=data, binary_data=data is not None)
+        rc, out, err = self._execute(argv, data)
         if ok is not None and rc not in ok:
             detail = (err or out or "").strip().splitlines()
             raise MigrationError("%s failed with exit code %d: %s" % (
@@ -52,3 +60,19 @@ class Runner:
 
     def output(self, args, ok=(0,)):
         return self.run(args, ok=ok)[1]
+
+
+class ProcessRunner(Runner):
+    """The same, without Ansible: for programs the collection installs on a host (the first-boot hook)."""
+
+    def __init__(self):
+        super().__init__(module=None)
+
+    def _find(self, tool):
+        return shutil.which(tool, path=os.pathsep.join([os.environ.get("PATH", "")] + SYSTEM_DIRS))
+
+    def _execute(self, argv, data):
+        env = dict(os.environ, **C_LOCALE)
+        proc = subprocess.run(argv, input=data.encode("utf-8") if isinstance(data, str) else data,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, check=False)
+        return proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
