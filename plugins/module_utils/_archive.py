@@ -1,0 +1,282 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Profile archives: GNU tar (pax, ACLs, xattrs, sparse, numeric owners) streamed through zstd.
+
+The archive format is GNU tar's; this code only moves the bytes (hashing them on the
+way, in bounded memory) and guards extraction: every member is checked before tar
+sees its header, so a hostile archive cannot write outside its target directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import subprocess
+import tarfile
+import tempfile
+
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils._run import C_LOCALE
+from ansible_collections.inplace.migration.plugins.module_utils._store import fsync_directory
+
+CHUNK = 1 << 20
+TAR_FORMAT = ["--format=pax", "--xattrs", "--xattrs-include=*", "--acls", "--sparse", "--numeric-owner"]
+TAR_EXTRACT = ["--xattrs", "--xattrs-include=*", "--acls", "--sparse", "--numeric-owner", "--same-owner",
+               "--same-permissions"]
+
+
+class StoreFull(MigrationError):
+    pass
+
+
+class ArchiveRejected(MigrationError):
+    pass
+
+
+def _environment():
+    return dict(os.environ, **C_LOCALE)
+
+
+def _tail(handle):
+    handle.seek(0)
+    lines = handle.read().decode("utf-8", "replace").strip().splitlines()
+    return " / ".join(lines[-3:]) or "no output"
+
+
+def _write_all(descriptor, data):
+    view = memoryview(data)
+    while view:
+        written = os.write(descriptor, view)
+        view = view[written:]
+
+
+def create_archive(runner, directory, listing, destination, level=3):
+    """Archive the entries named in ``listing`` (relative to ``directory``) into ``destination``.
+
+    Returns ``{"sha256", "bytes", "warnings"}``. The archive is written as
+    ``destination + ".part"``, fsync'd and renamed, so a cut leaves no archive that
+    looks whole.
+    """
+    tar = [runner.path("tar"), "--create", "--file=-", "--directory", directory, "--no-recursion", "--null",
+           "--verbatim-files-from", "--files-from", listing] + TAR_FORMAT
+    zstd = [runner.path("zstd"), "-q", "-c", "-T0", "-%d" % level]
+    partial = destination + ".part"
+    digest = hashlib.sha256()
+    size = 0
+    with tempfile.TemporaryFile() as tar_errors, tempfile.TemporaryFile() as zstd_errors:
+        tar_proc = subprocess.Popen(tar, stdout=subprocess.PIPE, stderr=tar_errors, env=_environment())
+        zstd_proc = subprocess.Popen(zstd, stdin=tar_proc.stdout, stdout=subprocess.PIPE, stderr=zstd_errors,
+                                     env=_environment())
+        tar_proc.stdout.close()
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            source = zstd_proc.stdout.fileno()
+            while True:
+                chunk = os.read(source, CHUNK)
+                if not chunk:
+                    break
+                digest.update(chunk)
+                _write_all(descriptor, chunk)
+                size += len(chunk)
+            os.fsync(descriptor)
+        except OSError as error:
+            for proc in (tar_proc, zstd_proc):
+                proc.kill()
+            os.close(descriptor)
+            descriptor = None
+            os.unlink(partial)
+            if error.errno == errno.ENOSPC:
+                raise StoreFull("the store is full after %d bytes of %s." % (size, os.path.basename(destination)))
+            raise
+        finally:
+            if descriptor is not None:
+                os.close(descriptor)
+            zstd_proc.stdout.close()
+            tar_rc, zstd_rc = tar_proc.wait(), zstd_proc.wait()
+        warnings = []
+        if tar_rc == 1:
+            # GNU tar's exit code 1: some file changed while it was read (only online).
+            warnings.append("tar: %s" % _tail(tar_errors))
+        elif tar_rc != 0:
+            os.unlink(partial)
+            raise MigrationError("tar failed archiving %s (exit code %d): %s" % (directory, tar_rc, _tail(tar_errors)))
+        if zstd_rc != 0:
+            os.unlink(partial)
+            raise MigrationError("zstd failed (exit code %d): %s" % (zstd_rc, _tail(zstd_errors)))
+    os.rename(partial, destination)
+    fsync_directory(os.path.dirname(destination))
+    return {"sha256": digest.hexdigest(), "bytes": size, "warnings": warnings}
+
+
+def file_sha256(path):
+    """(sha256 hex, size) of the file at ``path``, read in bounded chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(4 * CHUNK)
+        view = memoryview(buffer)
+        while True:
+            count = handle.readinto(buffer)
+            if not count:
+                break
+            digest.update(view[:count])
+            size += count
+    return digest.hexdigest(), size
+
+
+def verify(path, sha256, size):
+    """Raise unless the archive at ``path`` has exactly the recorded size and sha256."""
+    if not os.path.exists(path):
+        raise MigrationError("%s is missing from the store." % path)
+    actual, actual_size = file_sha256(path)
+    if actual != sha256 or actual_size != size:
+        raise MigrationError("%s does not match the manifest (sha256 %s, %d bytes; recorded %s, %d bytes): the "
+                             "store is damaged." % (path, actual, actual_size, sha256, size))
+
+
+class _Guard:
+    """Refuses members that could write outside the directory they are extracted into.
+
+    Absolute names and '..' components are refused, as is any name (or hard-link
+    target) whose leading components pass through a symlink the archive made earlier,
+    and device nodes, which have no place in a home.
+    """
+
+    def __init__(self):
+        self.symlinks = set()
+
+    @staticmethod
+    def _parts(name, what):
+        if name.startswith("/"):
+            raise ArchiveRejected("%s %r is an absolute path" % (what, name))
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise ArchiveRejected("%s %r has a '..' component" % (what, name))
+        return parts
+
+    def _through_symlink(self, parts, what, name):
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix in self.symlinks:
+                raise ArchiveRejected("%s %r passes through the symlink %r earlier in the archive" % (
+                    what, name, prefix))
+
+    def check(self, member):
+        if member.ischr() or member.isblk():
+            raise ArchiveRejected("member %r is a device node" % member.name)
+        parts = self._parts(member.name, "member")
+        self._through_symlink(parts, "member", member.name)
+        if member.islnk():
+            target = self._parts(member.linkname, "hard link target")
+            self._through_symlink(target + ["x"], "hard link target", member.linkname)
+        path = "/".join(parts)
+        if member.issym():
+            self.symlinks.add(path)
+        else:
+            self.symlinks.discard(path)
+
+
+# One member of `tar --list --verbose --quoting-style=c`: the type letter of the mode
+# string, then (after owner, size, date) the quoted name and, for links, the quoted target.
+_LISTING = re.compile(r'^(?P<type>.)\S* [^"]*"(?P<name>(?:[^"\\]|\\.)*)"'
+                      r'(?: (?P<link>->|link to) "(?P<target>(?:[^"\\]|\\.)*)")?$')
+_C_ESCAPES = {"n": b"\n", "t": b"\t", "r": b"\r", "a": b"\a", "b": b"\b", "f": b"\f", "v": b"\v",
+              "\\": b"\\", '"': b'"', "?": b"?", "'": b"'"}
+_MEMBER_TYPES = {"-": tarfile.REGTYPE, "d": tarfile.DIRTYPE, "l": tarfile.SYMTYPE, "h": tarfile.LNKTYPE,
+                 "p": tarfile.FIFOTYPE, "c": tarfile.CHRTYPE, "b": tarfile.BLKTYPE}
+
+
+def _unquote(text):
+    """Bytes of a name as GNU tar's C quoting style prints it."""
+    out = bytearray()
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char != "\\":
+            out += char.encode("utf-8", "surrogateescape")
+            index += 1
+        elif text[index + 1] in "01234567":
+            out.append(int(text[index + 1:index + 4], 8))
+            index += 4
+        else:
+            out += _C_ESCAPES[text[index + 1]]
+            index += 2
+    return bytes(out)
+
+
+def _check_members(runner, archive, stop):
+    """List the archive with GNU tar itself and refuse the first hostile member.
+
+    Runs beside the extraction, on its own decompression of the archive, and reads
+    only tar's listing, so the file data never passes through Python. The same
+    tar parses the listing and the extraction, so both see the same names.
+    ``stop`` is called before raising, to end the extraction.
+    """
+    guard = _Guard()
+    zstd = subprocess.Popen([runner.path("zstd"), "-q", "-d", "-c", archive], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=_environment())
+    # --absolute-names: show names as stored, where tar would otherwise strip a leading '/' or '../'.
+    listing = subprocess.Popen([runner.path("tar"), "--list", "--verbose", "--numeric-owner", "--quoting-style=c",
+                                "--absolute-names", "--file=-"], stdin=zstd.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=_environment())
+    zstd.stdout.close()
+    members = 0
+    try:
+        for raw in listing.stdout:
+            line = raw.decode("utf-8", "surrogateescape").rstrip("\n")
+            found = _LISTING.match(line)
+            if not found or found.group("type") not in _MEMBER_TYPES:
+                raise ArchiveRejected("tar lists a member this restore does not accept: %s" % line[:200])
+            member = tarfile.TarInfo(os.fsdecode(_unquote(found.group("name"))))
+            member.type = _MEMBER_TYPES[found.group("type")]
+            if found.group("target") is not None:
+                member.linkname = os.fsdecode(_unquote(found.group("target")))
+            guard.check(member)
+            members += 1
+        if listing.wait() != 0:
+            raise ArchiveRejected("tar cannot read it: %s" % listing.stderr.read().decode("utf-8", "replace").strip())
+    except ArchiveRejected as error:
+        stop()
+        raise ArchiveRejected("%s: %s." % (os.path.basename(archive), error))
+    finally:
+        for proc in (listing, zstd):
+            proc.kill()
+            proc.wait()
+        listing.stdout.close()
+        listing.stderr.close()
+    return members
+
+
+def extract_archive(runner, archive, target):
+    """Extract ``archive`` into ``target``, a private, empty staging directory.
+
+    GNU tar extracts (its defaults already strip leading '/' and refuse '..', and it
+    makes symlinks to outside its directory only at the very end) while, beside it,
+    every member is checked; a hostile member stops tar and fails the archive, and
+    the caller discards the staging directory, so nothing of it reaches a home.
+    Returns the number of members.
+    """
+    tar = [runner.path("tar"), "--extract", "--file=-", "--directory", target] + TAR_EXTRACT
+    zstd = [runner.path("zstd"), "-q", "-d", "-c", archive]
+    with tempfile.TemporaryFile() as tar_errors, tempfile.TemporaryFile() as zstd_errors:
+        zstd_proc = subprocess.Popen(zstd, stdout=subprocess.PIPE, stderr=zstd_errors, env=_environment())
+        tar_proc = subprocess.Popen(tar, stdin=zstd_proc.stdout, stderr=tar_errors, env=_environment())
+        zstd_proc.stdout.close()
+
+        def stop():
+            for proc in (tar_proc, zstd_proc):
+                proc.kill()
+
+        try:
+            members = _check_members(runner, archive, stop)
+        finally:
+            tar_rc, zstd_rc = tar_proc.wait(), zstd_proc.wait()
+        if zstd_rc != 0:
+            raise MigrationError("zstd could not decompress %s (exit code %d): %s" % (
+                archive, zstd_rc, _tail(zstd_errors)))
+        if tar_rc != 0:
+            raise MigrationError("tar failed extracting %s into %s (exit code %d): %s" % (
+                archive, target, tar_rc, _tail(tar_errors)))
+    return members
