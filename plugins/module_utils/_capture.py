@@ -1,0 +1,298 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""profile_capture's work: choose users, walk their homes, archive, verify, write the manifest last."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+from ansible_collections.inplace.migration.plugins.module_utils import _accounts, _archive, _profiles
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils._store import (
+    MANIFEST, PROFILES, Store, atomic_write_json, fsync_directory, read_json,
+)
+from ansible_collections.inplace.migration.plugins.module_utils._units import MiB, human
+
+MANIFEST_FORMAT = 1
+SETTINGS_ARCHIVE = "settings.tar.zst"
+# Per archive member, what tar's pax headers cost after compression, roughly.
+HEADER_BYTES = 512
+ESTIMATE_MARGIN = 0.10
+ESTIMATE_FIXED = 64 * MiB
+WORK_DIR = "inplace/profiles/.work"
+
+
+def _os_release(root):
+    values = {}
+    for relative in ("etc/os-release", "usr/lib/os-release"):
+        try:
+            with open(os.path.join(root, relative)) as handle:
+                for line in handle:
+                    key, sep, value = line.strip().partition("=")
+                    if sep:
+                        values[key] = value.strip('"')
+            break
+        except OSError:
+            continue
+    return {k: values.get(k) for k in ("ID", "VERSION_ID", "PRETTY_NAME")}
+
+
+def _hostname(root):
+    try:
+        with open(os.path.join(root, "etc/hostname")) as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return socket.gethostname() if root == "/" else None
+
+
+def _fstab_mountpoints(root):
+    points = []
+    try:
+        with open(os.path.join(root, "etc/fstab")) as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) >= 3 and not fields[0].startswith("#") and fields[1].startswith("/") \
+                        and fields[1] != "/" and fields[2] != "swap":
+                    points.append(fields[1].rstrip("/"))
+    except OSError:
+        pass
+    return sorted(points, key=len, reverse=True)
+
+
+def _preserved_mount(root, home, mountpoints, root_dev):
+    """The mount point a home lives on when that is a partition of its own (which a reimage keeps)."""
+    path = os.path.join(root, home.lstrip("/"))
+    if os.path.isdir(path) and os.lstat(path).st_dev != root_dev:
+        return "a separately mounted filesystem"
+    for point in mountpoints:
+        if home == point or home.startswith(point + "/"):
+            return point
+    return None
+
+
+def _check_root(root):
+    if not os.path.isdir(root) or not os.access(os.path.join(root, "etc/passwd"), os.R_OK):
+        raise MigrationError("root %s is not readable or holds no etc/passwd; mount the old system there first." % root)
+
+
+def estimate_ratio(runner, samples, level):
+    """Compressed/raw ratio of the sampled files' first bytes through zstd at ``level``."""
+    if not samples:
+        return 1.0
+    proc = subprocess.Popen([runner.path("zstd"), "-q", "-c", "-T0", "-%d" % level], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    fed = 0
+    compressed = 0
+
+    def drain():
+        nonlocal compressed
+        while True:
+            chunk = proc.stdout.read(_archive.CHUNK)
+            if not chunk:
+                return
+            compressed += len(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        for path, size in samples:
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read(min(size, _profiles.SAMPLE_BYTES_PER_FILE))
+            except OSError:
+                continue
+            proc.stdin.write(data)
+            fed += len(data)
+    finally:
+        proc.stdin.close()
+        reader.join()
+        proc.wait()
+    return compressed / fed if fed else 1.0
+
+
+class Capture:
+    def __init__(self, runner, root, store, users=None, exclude_users=None, include=None, exclude=None,
+                 max_file_size=None, skip_preserved_mounts=True, settings=None, compression=3):
+        self.runner = runner
+        self.root = root
+        self.store = Store(store)
+        self.users = users or ["auto"]
+        self.exclude_users = exclude_users or []
+        self.rules = _profiles.Rules(include, exclude, max_file_size)
+        self.rules_spec = {"include": include or [], "exclude": _profiles.DEFAULT_EXCLUDE if exclude is None else exclude,
+                           "max_file_size": max_file_size}
+        self.skip_preserved_mounts = skip_preserved_mounts
+        self.settings = settings or []
+        self.compression = compression
+
+    def _select(self):
+        selected, groups = _accounts.select_users(self.root, self.users, self.exclude_users)
+        mountpoints = _fstab_mountpoints(self.root)
+        root_dev = os.lstat(self.root).st_dev
+        captured, skipped = [], []
+        for user in selected:
+            if "/" in user["name"] or user["name"].startswith("."):
+                raise MigrationError("user name %r cannot name an archive file." % user["name"])
+            home = os.path.join(self.root, user["home"].lstrip("/"))
+            point = _preserved_mount(self.root, user["home"], mountpoints, root_dev)
+            if point and self.skip_preserved_mounts:
+                skipped.append({"name": user["name"], "reason": "home %s is on %s, which the reimage keeps" % (
+                    user["home"], point)})
+            elif not os.path.isdir(home):
+                skipped.append({"name": user["name"], "reason": "home %s does not exist" % user["home"]})
+            else:
+                captured.append(user)
+        return captured, skipped, _accounts.supplementary_groups(captured, groups)
+
+    def _walk_all(self, users, listings):
+        scans = {}
+        for user in users:
+            home = os.path.join(self.root, user["home"].lstrip("/"))
+            if listings is None:
+                scans[user["name"]] = _profiles.walk(home, self.rules)
+            else:
+                with open(os.path.join(listings, user["name"] + ".list"), "wb") as listing:
+                    scans[user["name"]] = _profiles.walk(home, self.rules, listing)
+        return scans
+
+    def _fingerprint(self, users, groups, scans, settings_paths):
+        digest = hashlib.sha256()
+        digest.update(json.dumps({"users": users, "groups": groups, "rules": self.rules_spec,
+                                  "settings": self.settings, "compression": self.compression},
+                                 sort_keys=True).encode("utf-8"))
+        for name in sorted(scans):
+            digest.update(scans[name].fingerprint.digest())
+        for relative in settings_paths:
+            try:
+                info = os.lstat(os.path.join(os.fsencode(self.root), relative))
+            except OSError:
+                continue
+            digest.update(b"%s %d %d\n" % (relative, info.st_size, info.st_mtime_ns))
+        return digest.hexdigest()
+
+    def _estimate(self, users, scans):
+        samples = [s for scan in scans.values() for s in scan.samples]
+        ratio = estimate_ratio(self.runner, samples, self.compression)
+        per_user = {}
+        for user in users:
+            scan = scans[user["name"]]
+            per_user[user["name"]] = int(scan.allocated * ratio) + scan.files * HEADER_BYTES
+        archives = sum(per_user.values())
+        needed = int(archives * (1 + ESTIMATE_MARGIN)) + ESTIMATE_FIXED
+        return ratio, per_user, archives, needed
+
+    def run(self, check_mode=False, force=False):
+        _check_root(self.root)
+        if not check_mode:
+            self.store.check(writable=True)
+        users, skipped_users, groups = self._select()
+        settings_paths = _profiles.settings_paths(self.root, self.settings, [u["name"] for u in users])
+        result = {"changed": False, "users": [], "skipped_users": skipped_users, "settings": {
+            "groups": self.settings, "paths": [os.fsdecode(p) for p in settings_paths]}}
+
+        if check_mode:
+            scans = self._walk_all(users, None)
+        else:
+            work = self.store.ensure_dir(WORK_DIR)
+            scans = self._walk_all(users, work)
+        for user in users:
+            result["users"].append(dict(name=user["name"], uid=user["uid"], home=user["home"], source=user["source"],
+                                        **scans[user["name"]].summary()))
+        fingerprint = self._fingerprint(users, groups, scans, settings_paths)
+        manifest_path = self.store.path(MANIFEST)
+
+        if check_mode:
+            # Only the estimate reads file contents (a sample); a real run needs none of it.
+            ratio, per_user, archives, needed = self._estimate(users, scans)
+            for summary in result["users"]:
+                summary["estimated_archive_bytes"] = per_user[summary["name"]]
+            result.update(compression_ratio=round(ratio, 4), estimated_archive_bytes=archives,
+                          store_bytes_needed=needed)
+            existing = read_json(manifest_path) if os.path.isdir(self.store.root) else None
+            result["changed"] = force or not self._is_current(existing, fingerprint)
+            return result
+        existing = read_json(manifest_path)
+        if not force and self._is_current(existing, fingerprint):
+            shutil.rmtree(self.store.path(WORK_DIR), ignore_errors=True)
+            result["manifest"] = manifest_path
+            return result
+
+        result["changed"] = True
+        if existing is not None:
+            # From here on no manifest may claim a capture that is being replaced.
+            os.unlink(manifest_path)
+            fsync_directory(os.path.dirname(manifest_path))
+        profiles = self.store.path(PROFILES)
+        work = self.store.path(WORK_DIR)
+        written = []
+        manifest_users = []
+        for user, summary in zip(users, result["users"]):
+            name = user["name"]
+            destination = os.path.join(profiles, name + ".tar.zst")
+            home = os.path.join(self.root, user["home"].lstrip("/"))
+            try:
+                archive = _archive.create_archive(self.runner, home, os.path.join(work, name + ".list"), destination,
+                                                  self.compression)
+            except _archive.StoreFull:
+                for path in written:
+                    os.unlink(path)
+                shutil.rmtree(work, ignore_errors=True)
+                unused_ratio, per_user, archives, unused_needed = self._estimate(users, scans)
+                raise MigrationError("the store %s is full: the archives need about %s, and %s is free with this "
+                                     "capture's archives removed; make it about %s larger." % (
+                                         self.store.root, human(archives), human(self.store.free_bytes()),
+                                         human(max(MiB, archives - self.store.free_bytes()))), **result)
+            written.append(destination)
+            summary.update(archive=os.path.basename(destination), archive_bytes=archive["bytes"],
+                           sha256=archive["sha256"], warnings=archive["warnings"])
+            manifest_users.append(dict(user, archive=os.path.basename(destination), sha256=archive["sha256"],
+                                       bytes=archive["bytes"], files=scans[name].files, data_bytes=scans[name].bytes,
+                                       skipped=summary["skipped"], excluded=summary["excluded"]))
+        settings_record = self._capture_settings(settings_paths, work, result)
+        for entry in manifest_users + ([settings_record] if settings_record else []):
+            _archive.verify(os.path.join(profiles, entry["archive"]), entry["sha256"], entry["bytes"])
+        shutil.rmtree(work, ignore_errors=True)
+        manifest = {
+            "format": MANIFEST_FORMAT, "complete": True, "verified": True, "created": time.time(),
+            "fingerprint": fingerprint,
+            "source": {"root": self.root, "hostname": _hostname(self.root), "os_release": _os_release(self.root)},
+            "rules": self.rules_spec, "compression": self.compression,
+            "users": manifest_users, "skipped_users": skipped_users, "groups": groups, "settings": settings_record,
+        }
+        atomic_write_json(manifest_path, manifest)
+        result.update(manifest=manifest_path, archive_bytes=sum(u["bytes"] for u in manifest_users) + (
+            settings_record or {}).get("bytes", 0))
+        return result
+
+    def _capture_settings(self, paths, work, result):
+        if not self.settings:
+            return None
+        listing = os.path.join(work, "settings.list")
+        with open(listing, "wb") as handle:
+            for relative in paths:
+                handle.write(relative + b"\0")
+        destination = self.store.path(PROFILES, SETTINGS_ARCHIVE)
+        archive = _archive.create_archive(self.runner, self.root, listing, destination, self.compression)
+        record = {"groups": self.settings, "archive": SETTINGS_ARCHIVE, "sha256": archive["sha256"],
+                  "bytes": archive["bytes"], "files": len(paths), "paths": [os.fsdecode(p) for p in paths]}
+        result["settings"].update(record)
+        return record
+
+    def _is_current(self, manifest, fingerprint):
+        if not manifest or not manifest.get("complete") or not manifest.get("verified"):
+            return False
+        if manifest.get("format") != MANIFEST_FORMAT or manifest.get("fingerprint") != fingerprint:
+            return False
+        entries = list(manifest.get("users", [])) + ([manifest["settings"]] if manifest.get("settings") else [])
+        for entry in entries:
+            path = self.store.path(PROFILES, entry["archive"])
+            if not os.path.isfile(path) or os.path.getsize(path) != entry["bytes"]:
+                return False
+        return True

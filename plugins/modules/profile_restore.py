@@ -1,0 +1,194 @@
+#!/usr/bin/python
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: profile_restore
+short_description: Restore captured accounts, profiles and settings from the migration store
+version_added: 0.1.0
+description:
+  - Reads the manifest that M(inplace.migration.profile_capture) wrote on the store and restores each
+    user's account and home into O(root), and the settings groups asked for.
+  - Each archive's sha256 is checked against the manifest before anything of it is extracted.
+  - Extraction never writes outside the user's home. Absolute names, C(..) components and any name (or
+    hard link target) that would pass through a symlink, whether made earlier by the archive or already in
+    the target, are refused; tar is stopped before it reads such a member. A bad archive fails that user
+    with a clear message; the other users are still restored, and the result lists both.
+  - Each archive is extracted into a staging directory beside the home, on the same filesystem, then moved
+    into place by the O(conflict) rule.
+  - Progress is recorded per user in the store's journal; a user restored once is not restored again, so a
+    second run reports no change.
+author:
+  - inplace.migration developers (@inplace-migration)
+requirements:
+  - GNU tar, zstd and shadow-utils (useradd, groupadd, chpasswd, chage) on the managed host
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports which users, accounts and settings would be restored, without extracting anything.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  store:
+    description: Mount point of the migration store.
+    type: path
+    required: true
+  root:
+    description:
+      - The system to restore into, V(/) for the running system. Another path restores into a system mounted
+        there (accounts are then made with C(useradd --root)).
+    type: path
+    default: /
+  users:
+    description: Users to restore; all captured users when empty.
+    type: list
+    elements: str
+    default: []
+  accounts:
+    description:
+      - V(create) makes missing groups and users with their original UID and GID when those are free in the
+        new system, and otherwise allocates new ones, reports the remapping and re-owns that user's files
+        (file owners and groups; named ACL entries keep their old ids). The password hash and shadow aging
+        fields are kept. A shell the new system lacks becomes its default shell (reported). An account that
+        already exists is kept as it is, and the files follow its UID.
+      - V(require) fails if an account is missing. V(skip) restores files only, with their captured owners.
+      - Users from a directory service are never created; their files keep their numeric owners.
+    type: str
+    choices: [create, require, skip]
+    default: create
+  conflict:
+    description:
+      - What to do with a file the new system already put in a home (skeleton dotfiles).
+      - V(overwrite) replaces it with the captured one; V(keep_new) keeps the new system's file and drops the
+        captured one; V(rename) keeps the new system's file and saves the captured one beside it with the
+        suffix C(.inplace-old).
+    type: str
+    choices: [overwrite, keep_new, rename]
+    default: overwrite
+  settings:
+    description:
+      - Settings groups to apply, from those captured; none unless asked.
+        See M(inplace.migration.profile_capture) for what each group holds.
+    type: list
+    elements: str
+    choices: [hostname, network, ssh_host_keys, machine_id, timezone, locale, crontabs, printers]
+    default: []
+seealso:
+  - module: inplace.migration.profile_capture
+"""
+
+EXAMPLES = r"""
+- name: Restore every captured user into the new system
+  inplace.migration.profile_restore:
+    store: /mnt/store
+
+- name: Restore two users, keep the new system's dotfiles, apply network and crontabs
+  inplace.migration.profile_restore:
+    store: /mnt/store
+    users: [alice, bob]
+    conflict: rename
+    settings: [network, crontabs]
+"""
+
+RETURN = r"""
+restored:
+  description: Users restored in this run.
+  returned: always
+  type: list
+  elements: str
+already_restored:
+  description: Users the journal records as restored before this run.
+  returned: always
+  type: list
+  elements: str
+failed_users:
+  description: Users that could not be restored, with the reason (a bad archive, a refused member).
+  returned: always
+  type: dict
+accounts_created:
+  description: Accounts created (or, in check mode, to be created).
+  returned: always
+  type: list
+  elements: str
+accounts_kept:
+  description: Accounts that already existed in the new system and were kept.
+  returned: always
+  type: list
+  elements: str
+groups_created:
+  description: Groups created.
+  returned: always
+  type: list
+  elements: str
+remapped_users:
+  description: Users whose UID differs in the new system, as C(old) and C(new); their files were re-owned.
+  returned: always
+  type: dict
+remapped_groups:
+  description: Groups whose GID differs in the new system, as C(old) and C(new).
+  returned: always
+  type: dict
+shells_replaced:
+  description: Users whose shell the new system lacks, with the shell given instead.
+  returned: always
+  type: dict
+directory_users:
+  description: Directory-service users whose accounts were left to the directory.
+  returned: always
+  type: list
+  elements: str
+conflicts:
+  description: Per user, the rule applied and the paths that met a file already in the new home.
+  returned: always
+  type: dict
+settings_restored:
+  description: Settings groups applied in this run.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils._restore import Restore
+from ansible_collections.inplace.migration.plugins.module_utils._run import Runner
+
+SETTINGS = ["hostname", "network", "ssh_host_keys", "machine_id", "timezone", "locale", "crontabs", "printers"]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            store=dict(type="path", required=True),
+            root=dict(type="path", default="/"),
+            users=dict(type="list", elements="str", default=[]),
+            accounts=dict(type="str", choices=["create", "require", "skip"], default="create"),
+            conflict=dict(type="str", choices=["overwrite", "keep_new", "rename"], default="overwrite"),
+            settings=dict(type="list", elements="str", choices=SETTINGS, default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        result = Restore(Runner(module), params["store"], root=params["root"], users=params["users"],
+                         accounts=params["accounts"], conflict=params["conflict"],
+                         settings=params["settings"]).run(check_mode=module.check_mode)
+    except MigrationError as error:
+        module.fail_json(msg=str(error), **error.partial)
+    if result["failed_users"]:
+        failed = result["failed_users"]
+        module.fail_json(msg="could not restore %s: %s" % (
+            ", ".join(sorted(failed)), " ".join(failed[name] for name in sorted(failed))), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
