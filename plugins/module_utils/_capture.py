@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 
-from ansible_collections.inplace.migration.plugins.module_utils import _accounts, _archive, _profiles
+from ansible_collections.inplace.migration.plugins.module_utils import _accounts, _archive, _profiles, _standalone
 from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils._store import (
     MANIFEST, PROFILES, Store, atomic_write_json, fsync_directory, read_json,
@@ -259,6 +259,7 @@ class Capture:
         for entry in manifest_users + ([settings_record] if settings_record else []):
             _archive.verify(os.path.join(profiles, entry["archive"]), entry["sha256"], entry["bytes"])
         shutil.rmtree(work, ignore_errors=True)
+        _standalone.write_restore_program(self.store)
         manifest = {
             "format": MANIFEST_FORMAT, "complete": True, "verified": True, "created": time.time(),
             "fingerprint": fingerprint,

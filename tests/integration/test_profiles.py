@@ -318,3 +318,21 @@ def test_capture_again_only_when_the_source_changed_or_forced(systems, make_disk
     assert capture(root=old, store=store, check=True)["changed"] is False
     assert capture(root=old, store=store, force=True)["changed"] is True
     assert capture(root=old, store=store, exclude=[".cache"])["changed"] is True, "other rules, other capture"
+
+
+def test_the_store_carries_a_restore_program_that_needs_no_ansible(systems):
+    old, store, new = systems["old"], systems["store"], systems["new"]
+    assert capture(root=old, store=store, settings=["hostname"])["changed"] is True
+    program = os.path.join(store, "inplace/bin/inplace-restore")
+    assert oct(os.stat(program).st_mode & 0o777) == "0o700"
+    with open(os.path.join(store, "inplace/restore-options.json"), "w") as handle:
+        json.dump({"settings": ["hostname"], "conflict": "rename"}, handle)
+    # The system's own Python, isolated from this venv: no Ansible anywhere on its path.
+    proc = subprocess.run(["/usr/bin/python3", "-I", program, "--store", store, "--root", new],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["restored"] == ["alice", "bob"] and result["settings_restored"] == ["hostname"]
+    assert open(os.path.join(new, "etc/hostname")).read() == "old-pc-17\n"
+    assert int(passwd(new)["bob"][2]) == result["remapped_users"]["bob"]["new"]
+    assert restore(store=store, root=new, settings=["hostname"])["changed"] is False
