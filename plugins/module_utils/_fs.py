@@ -72,10 +72,11 @@ def mountpoint_of(device, mount_table=None):
 
 
 @contextlib.contextmanager
-def temporary_mount(runner, device, fstype, readonly=False):
+def temporary_mount(runner, device, fstype, readonly=False, options=()):
     """Mount ``device`` on a private directory for the duration of the block."""
     directory = tempfile.mkdtemp(prefix="inplace-mnt-", dir="/run" if os.path.isdir("/run") else None)
-    options = ["-o", "ro"] if readonly else []
+    wanted = (["ro"] if readonly else []) + list(options)
+    options = ["-o", ",".join(wanted)] if wanted else []
     try:
         runner.run(["mount", "-t", fstype] + options + [device, directory])
         try:

@@ -27,6 +27,7 @@ PROFILES = "inplace/profiles"
 MANIFEST = "inplace/profiles/manifest.json"
 IMAGES = "inplace/images"
 BOOT = "inplace/boot"
+LOCKED_BY_ENV = "INPLACE_STORE_LOCKED_BY"
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 
@@ -158,7 +159,14 @@ class Journal:
 
     @contextlib.contextmanager
     def lock(self, holder, wait=0.0):
-        """Hold the store's lock (one restore or deploy at a time), or fail saying who holds it."""
+        """Hold the store's lock (one restore or deploy at a time), or fail saying who holds it.
+
+        A program started by the lock's holder (the first-boot hook runs the restore
+        program) is told so in LOCKED_BY_ENV and does not take it again.
+        """
+        if os.environ.get(LOCKED_BY_ENV):
+            yield
+            return
         self.store.ensure_dir(TOP)
         path = self.store.path(JOURNAL_LOCK)
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)

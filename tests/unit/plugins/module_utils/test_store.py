@@ -63,3 +63,17 @@ def test_the_lock_names_its_holder(tmp_path):
         holder.join()
     with Store(str(tmp_path)).journal.lock("controller restore"):
         pass
+
+
+def test_a_child_of_the_holder_does_not_take_the_lock_again(tmp_path, monkeypatch):
+    ready, release = multiprocessing.Event(), multiprocessing.Event()
+    holder = multiprocessing.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        monkeypatch.setenv("INPLACE_STORE_LOCKED_BY", "first-boot restore")
+        with Store(str(tmp_path)).journal.lock("restore program"):
+            pass
+    finally:
+        release.set()
+        holder.join()

@@ -1,0 +1,91 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Where a PC is in its migration: which system runs, whether a store exists, what its journal says.
+
+The playbook asks this first on every run, so a rerun after any interruption
+continues from the PC's real state rather than from what the controller remembers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ansible_collections.inplace.migration.plugins.module_utils import _fs
+from ansible_collections.inplace.migration.plugins.module_utils._store import JOURNAL, MANIFEST, read_json
+
+MAINTENANCE_MARKER = "/etc/inplace-maintenance"
+HOST_RECORD = "/etc/inplace/host.json"
+COMPLETION_RECORD = "/etc/inplace-migration/complete.json"
+CMDLINE_FLAG = "inplace.maintenance"
+
+
+def _cmdline():
+    try:
+        with open("/proc/cmdline") as handle:
+            return handle.read().split()
+    except OSError:
+        return []
+
+
+def _root_filesystem(runner):
+    rc, out, unused_err = runner.run(["findmnt", "--noheadings", "--pairs", "--output", "SOURCE,UUID,FSTYPE", "/"],
+                                     ok=None)
+    fields = dict(re.findall(r'(\w+)="([^"]*)"', out)) if rc == 0 else {}
+    return {"device": fields.get("SOURCE") or None, "uuid": fields.get("UUID") or None,
+            "fstype": fields.get("FSTYPE") or None}
+
+
+def _store_device(runner, label):
+    rc, out, unused_err = runner.run(["blkid", "--label", label], ok=None)
+    return (out.strip() or None) if rc == 0 else None
+
+
+def _read_store(runner, device, mountpoint):
+    """The journal records and manifest state, from the mounted store or a read-only mount of it."""
+    def read(root):
+        manifest = read_json(os.path.join(root, MANIFEST))
+        journal = read_json(os.path.join(root, JOURNAL)) or {}
+        return journal.get("records", {}), {
+            "exists": manifest is not None,
+            "complete": bool(manifest and manifest.get("complete") and manifest.get("verified")),
+            "users": [u["name"] for u in (manifest or {}).get("users", [])],
+        }
+    if mountpoint:
+        return read(mountpoint)
+    # noload: do not replay the journal of a store that was cut off mid-write; reading must not write.
+    fstype = _fs.blkid(runner, device).get("TYPE", "ext4")
+    with _fs.temporary_mount(runner, device, fstype, readonly=True,
+                             options=["noload"] if fstype.startswith("ext") else []) as directory:
+        return read(directory)
+
+
+def detect(runner, label):
+    cmdline = _cmdline()
+    maintenance = os.path.exists(MAINTENANCE_MARKER) or CMDLINE_FLAG in cmdline
+    root = _root_filesystem(runner)
+    completion = read_json(COMPLETION_RECORD) if not maintenance else None
+    device = _store_device(runner, label)
+    store = {"device": device, "mounted_at": _fs.mountpoint_of(device) if device else None}
+    records, manifest = {}, {"exists": False, "complete": False, "users": []}
+    if device:
+        records, manifest = _read_store(runner, device, store["mounted_at"])
+    deploy = records.get("image_deploy") or {}
+    if maintenance:
+        environment = "maintenance"
+    elif deploy.get("state") == "complete" and deploy.get("fs_uuid") and deploy.get("fs_uuid") == root["uuid"]:
+        environment = "new"
+    elif completion is not None:
+        environment = "new"
+    else:
+        environment = "old"
+    return {
+        "environment": environment,
+        "completed": completion is not None,
+        "completion": completion,
+        "root": root,
+        "store": store,
+        "manifest": manifest,
+        "journal": records,
+        "host": read_json(HOST_RECORD) if maintenance else None,
+    }

@@ -1,0 +1,104 @@
+#!/usr/bin/python
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: migration_state
+short_description: Tell where a PC is in its in-place migration
+version_added: 0.1.0
+description:
+  - Reports which system is running (the old one, the RAM-only maintenance environment, or the new one),
+    whether the migration store exists and what its journal and manifest record, and whether the migration
+    was completed on this PC.
+  - The playbook asks this first on every run and after every reboot, so a rerun after any interruption
+    continues from the PC's real state.
+  - Read-only. A store that is not mounted is mounted read-only (ext without journal replay) on a private
+    directory while its journal is read.
+author:
+  - inplace.migration developers (@inplace-migration)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  store_label:
+    description: Filesystem label of the store.
+    type: str
+    default: INPLACE-STORE
+seealso:
+  - module: inplace.migration.partition_space
+"""
+
+EXAMPLES = r"""
+- name: Find where this PC is
+  inplace.migration.migration_state:
+  register: migration
+
+- name: Nothing to do on a PC that finished
+  ansible.builtin.meta: end_host
+  when: migration.completed
+"""
+
+RETURN = r"""
+environment:
+  description: V(old) (the system being replaced), V(maintenance) (the RAM-only environment) or V(new).
+  returned: always
+  type: str
+  sample: maintenance
+completed:
+  description: Whether this PC recorded a finished migration (C(/etc/inplace-migration/complete.json)).
+  returned: always
+  type: bool
+completion:
+  description: The completion record, when there is one.
+  returned: always
+  type: dict
+root:
+  description: The running root filesystem, as C(device), C(uuid) and C(fstype).
+  returned: always
+  type: dict
+store:
+  description: The store's C(device) (V(null) when there is none) and where it is mounted (C(mounted_at)).
+  returned: always
+  type: dict
+manifest:
+  description: Whether the store holds a profile manifest (C(exists)), whether it is C(complete), and its C(users).
+  returned: always
+  type: dict
+journal:
+  description: The store journal's records, by module.
+  returned: always
+  type: dict
+host:
+  description: In the maintenance environment, what the old system recorded about itself before rebooting.
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils._run import Runner
+from ansible_collections.inplace.migration.plugins.module_utils._state import detect
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(store_label=dict(type="str", default="INPLACE-STORE")),
+                           supports_check_mode=True)
+    try:
+        state = detect(Runner(module), module.params["store_label"])
+    except MigrationError as error:
+        module.fail_json(msg=str(error), **error.partial)
+    module.exit_json(changed=False, **state)
+
+
+if __name__ == "__main__":
+    main()
