@@ -9,6 +9,8 @@ before the next step builds on it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ansible_collections.inplace.migration.plugins.module_utils import _disk, _fs, _parted
 from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils._units import human
@@ -60,8 +62,12 @@ class PartitionSpace:
     def read(self):
         return _parted.read_disk(self.runner, self.path)
 
-    def present(self, size, shrink, min_free, fstype, check_mode):
+    def present(self, size, shrink, min_free, fstype, check_mode, plan_offline=False):
         disk = self.read()
+        if plan_offline:
+            # Planned from the old system for the maintenance environment, where none of it is mounted.
+            disk = disk.with_partitions(
+                replace(p, fs=replace(p.fs, mountpoint=None)) if p.fs else p for p in disk.partitions)
         store_bytes = _fs.store_partition_bytes(self.runner, fstype, size)
         plan = _disk.plan_present(disk, store_bytes, label=self.label, fstype=fstype, shrink=shrink,
                                   min_free=min_free)

@@ -80,6 +80,12 @@ options:
     type: str
     choices: [ext4, ext3, ext2]
     default: ext4
+  plan_offline:
+    description:
+      - Plan as the maintenance environment will run it, treating filesystems mounted now as unmounted, so the
+        old system can check that the store will fit before it reboots. Only with check mode.
+    type: bool
+    default: false
   label:
     description:
       - Filesystem label of the store (and its GPT partition name); also how an existing store is found.
@@ -227,6 +233,7 @@ def main():
             min_free=dict(type="str"),
             fstype=dict(type="str", choices=["ext4", "ext3", "ext2"], default="ext4"),
             label=dict(type="str", default="INPLACE-STORE"),
+            plan_offline=dict(type="bool", default=False),
         ),
         required_if=[("state", "present", ["size"])],
         supports_check_mode=True,
@@ -234,6 +241,8 @@ def main():
     if not HAS_PARTED:
         module.fail_json(msg=missing_required_lib("pyparted (python3-parted)"), exception=PARTED_IMPORT_ERROR)
     params = module.params
+    if params["plan_offline"] and not module.check_mode:
+        module.fail_json(msg="plan_offline only plans; run it in check mode.")
     if len(params["label"]) > 16:
         module.fail_json(msg="label=%s is longer than the 16 characters an ext filesystem label can hold." % params["label"])
 
@@ -242,7 +251,8 @@ def main():
         if params["state"] == "present":
             size = parse_size(params["size"], "size")
             min_free = parse_size(params["min_free"], "min_free") if params["min_free"] else None
-            result = space.present(size, params["shrink"], min_free, params["fstype"], module.check_mode)
+            result = space.present(size, params["shrink"], min_free, params["fstype"], module.check_mode,
+                                   plan_offline=params["plan_offline"])
         else:
             result = space.absent(module.check_mode)
     except MigrationError as error:

@@ -307,6 +307,10 @@ def test_refusals_change_nothing(make_disk, content):
     with mounted(disk.part(1), readonly=False):
         result = partition_space(disk=disk.path, size="100MiB")
         assert result["rc"] != 0 and "maintenance environment" in result["msg"]
+        planned = partition_space(disk=disk.path, size="100MiB", plan_offline=True, check=True)
+        assert planned["rc"] == 0 and planned["changed"] is True and len(planned["actions"]) == 4
+        refused = partition_space(disk=disk.path, size="100MiB", plan_offline=True)
+        assert refused["rc"] != 0 and "only plans" in refused["msg"]
     after_mount = disk.digest()
 
     made = partition_space(disk=disk.path, size="100MiB")
