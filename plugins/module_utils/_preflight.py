@@ -1,0 +1,123 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the old system must be for an in-place migration to work, checked before anything changes.
+
+Each problem is an *inhibitor*: one sentence that says what stops this PC and,
+where there is one, what to do about it. Nothing here writes anything.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from ansible_collections.inplace.migration.plugins.module_utils._units import human
+
+SUPPORTED_ROOT_FS = ("ext2", "ext3", "ext4", "btrfs")
+STACKED = {"lvm": "LVM", "crypt": "LUKS encryption", "raid0": "md RAID", "raid1": "md RAID", "raid4": "md RAID",
+           "raid5": "md RAID", "raid6": "md RAID", "raid10": "md RAID", "md": "md RAID", "dm": "device mapper"}
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def memory_mib():
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+def on_battery(power_supply="/sys/class/power_supply"):
+    """True when a battery is present and no mains supply is online."""
+    batteries, mains = [], []
+    for supply in glob.glob(os.path.join(power_supply, "*")):
+        kind = _read(os.path.join(supply, "type"))
+        if kind == "Battery" and _read(os.path.join(supply, "present")) != "0":
+            batteries.append(_read(os.path.join(supply, "status")))
+        elif kind == "Mains":
+            mains.append(_read(os.path.join(supply, "online")) == "1")
+    if not batteries:
+        return False
+    return not any(mains) if mains else any(status == "Discharging" for status in batteries)
+
+
+def _lsblk(runner):
+    out = runner.output(["lsblk", "--json", "--bytes", "--output",
+                         "NAME,PATH,TYPE,FSTYPE,MOUNTPOINT,PKNAME,SIZE,PARTUUID,UUID"])
+    devices = {}
+
+    def index(nodes, parent):
+        for node in nodes:
+            node["parent"] = parent
+            devices.setdefault(node["path"], node)
+            index(node.get("children", []), node["path"])
+    index(json.loads(out).get("blockdevices", []), None)
+    return devices
+
+
+def _findmnt(runner, target):
+    rc, out, unused_err = runner.run(["findmnt", "--noheadings", "--json", "--output", "SOURCE,UUID,FSTYPE,TARGET",
+                                      target], ok=None)
+    if rc != 0:
+        return None
+    return json.loads(out)["filesystems"][0]
+
+
+def inspect(runner, min_ram_mib=768, boot_bytes_needed=0):
+    """Facts about the system's root, disk, /boot, memory and power; and the inhibitors found."""
+    inhibitors = []
+    root = _findmnt(runner, "/")
+    devices = _lsblk(runner)
+    source = os.path.realpath(root["source"]) if root else None
+    node = devices.get(source)
+    facts = {"root": {"device": source, "uuid": root and root.get("uuid"), "fstype": root and root.get("fstype"),
+                      "partuuid": node and node.get("partuuid")}}
+    if node is None:
+        inhibitors.append("the root filesystem's device %s is not a block device this tool can follow." % source)
+    else:
+        chain, current = [], node
+        while current is not None:
+            chain.append(current)
+            current = devices.get(current["parent"]) if current.get("parent") else None
+        stacked = [STACKED[d["type"]] for d in chain if d["type"] in STACKED]
+        if stacked:
+            inhibitors.append("the root filesystem is on %s, which an in-place migration does not support yet." %
+                              stacked[0])
+        elif node["type"] != "part" or chain[-1]["type"] != "disk":
+            inhibitors.append("the root filesystem is not on a partition of a disk (%s is a %s)." % (
+                source, node["type"]))
+        else:
+            facts["disk"] = chain[-1]["path"]
+            facts["disk_bytes"] = int(chain[-1]["size"])
+    if facts["root"]["fstype"] not in SUPPORTED_ROOT_FS:
+        inhibitors.append("the root filesystem is %s; only %s can be shrunk and reimaged here." % (
+            facts["root"]["fstype"], ", ".join(SUPPORTED_ROOT_FS)))
+    if os.path.isdir("/sys/firmware/efi"):
+        inhibitors.append("this PC boots through UEFI; only BIOS booting with GRUB is supported so far.")
+    elif not glob.glob("/boot/grub/i386-pc") and not glob.glob("/boot/grub2/i386-pc"):
+        inhibitors.append("no GRUB for BIOS (/boot/grub/i386-pc) was found; the maintenance environment boots "
+                          "through GRUB.")
+    boot = _findmnt(runner, "/boot")
+    stat = os.statvfs("/boot")
+    facts["boot"] = {"separate": bool(boot and boot.get("target") == "/boot"),
+                     "uuid": (boot or root or {}).get("uuid"), "free_bytes": stat.f_bavail * stat.f_frsize}
+    if boot_bytes_needed and facts["boot"]["free_bytes"] < boot_bytes_needed:
+        inhibitors.append("/boot has %s free and the maintenance environment needs %s there; free some space." % (
+            human(facts["boot"]["free_bytes"]), human(boot_bytes_needed)))
+    facts["memory_mib"] = memory_mib()
+    if facts["memory_mib"] < min_ram_mib:
+        inhibitors.append("the PC has %d MiB of RAM and the RAM-only maintenance environment needs %d MiB." % (
+            facts["memory_mib"], min_ram_mib))
+    facts["on_battery"] = on_battery()
+    if facts["on_battery"]:
+        inhibitors.append("the PC runs on battery; plug it in, a power cut while the disk is rewritten can cost "
+                          "its data.")
+    facts["inhibitors"] = inhibitors
+    return facts

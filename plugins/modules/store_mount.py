@@ -1,0 +1,104 @@
+#!/usr/bin/python
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: store_mount
+short_description: Mount or unmount the migration store (or another filesystem) by label or device
+version_added: 0.1.0
+description:
+  - Mounts the filesystem labelled O(label) (or O(device)) at O(path), creating the directory root-only, or
+    unmounts it. Idempotent; nothing is written to fstab, since the store and the old root are only mounted
+    for the phases that need them.
+  - A store already mounted elsewhere is reported, not mounted twice.
+author:
+  - inplace.migration developers (@inplace-migration)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  label:
+    description: Filesystem label to mount. One of O(label) and O(device) is required.
+    type: str
+  device:
+    description: Block device (or C(UUID=), C(PARTUUID=), C(LABEL=)) to mount.
+    type: str
+  path:
+    description: Mount point.
+    type: path
+    required: true
+  state:
+    description: V(mounted) or V(unmounted).
+    type: str
+    choices: [mounted, unmounted]
+    default: mounted
+  readonly:
+    description: Mount read-only (and, for ext, without replaying its journal, so nothing is written).
+    type: bool
+    default: false
+"""
+
+EXAMPLES = r"""
+- name: Mount the store
+  inplace.migration.store_mount:
+    label: INPLACE-STORE
+    path: /run/inplace/store
+
+- name: Mount the old system's root read-only
+  inplace.migration.store_mount:
+    device: PARTUUID=0b4e1c2a-01
+    path: /run/inplace/old
+    readonly: true
+"""
+
+RETURN = r"""
+device:
+  description: The device mounted (or unmounted).
+  returned: when found
+  type: str
+path:
+  description: Where it is mounted now (V(null) when unmounted).
+  returned: always
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils._mount import mount, unmount
+from ansible_collections.inplace.migration.plugins.module_utils._run import Runner
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(label=dict(type="str"), device=dict(type="str"), path=dict(type="path", required=True),
+                           state=dict(type="str", choices=["mounted", "unmounted"], default="mounted"),
+                           readonly=dict(type="bool", default=False)),
+        required_if=[("state", "mounted", ("label", "device"), True)],
+        mutually_exclusive=[("label", "device")],
+        supports_check_mode=True,
+    )
+    params = module.params
+    runner = Runner(module)
+    try:
+        if params["state"] == "mounted":
+            source = "LABEL=%s" % params["label"] if params["label"] else params["device"]
+            result = mount(runner, source, params["path"], params["readonly"], module.check_mode)
+        else:
+            result = unmount(runner, params["path"], module.check_mode)
+    except MigrationError as error:
+        module.fail_json(msg=str(error), **error.partial)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
