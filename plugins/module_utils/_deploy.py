@@ -178,16 +178,15 @@ class Deploy:
 
     def refuse_target(self, index, device):
         spec = self.params["dest"]
+        if os.stat(device).st_rdev == os.stat(self.store.root).st_dev:
+            raise MigrationError("dest=%s (%s) holds the store %s; it is never written." % (
+                spec, device, self.store.root))
         mounted = _fs.mountpoint_of(device)
         if mounted:
             raise MigrationError("dest=%s (%s) is mounted at %s; unmount it first." % (spec, device, mounted))
         users = holders(device)
         if users:
             raise MigrationError("dest=%s (%s) is in use by %s." % (spec, device, ", ".join(users)))
-        store_dev = os.stat(self.store.root).st_dev
-        if os.stat(device).st_rdev == store_dev:
-            raise MigrationError("dest=%s (%s) holds the store %s; it is never written." % (
-                spec, device, self.store.root))
         number = device_number(device)
         for protected in self.params.get("protect") or []:
             for path in index.resolve(protected):
@@ -493,14 +492,16 @@ class Deploy:
         touched = bool(ours and record.get("state") != "complete" and (
             record.get("touched") or record.get("state") in WRITTEN_STATES))
         state = record.get("state") if same else None
+        # A local image is verified before anything is recorded or written: a mismatch changes nothing.
+        identity = self.verify(expected)
         if not same:
+            # "verifying": the image is verified, the old system's data is being carried; dest is untouched.
             record = {"dest": params["dest"], "partuuid": partuuid, "device": device, "src": params["src"],
                       "checksum": "sha256:" + expected, "format": fmt, "state": "verifying", "touched": touched,
                       "started": now(), "updated": now()}
             self.journal.put(KEY, record)
         self.result["changed"] = True
         try:
-            identity = self.verify(expected)
             store_values = index.devices.get(os.path.realpath(self.store_device() or "")) or {}
             if state in (None, "verifying", "invalid") or (state == "writing" and fmt in ("qcow2",) + _images.ARCHIVE_FORMATS):
                 with self.timed("carry"):
