@@ -28,6 +28,8 @@ CARRY_VERSION = 1
 PSEUDO_FSTYPES = {"tmpfs", "proc", "sysfs", "devpts", "devtmpfs", "efivarfs", "debugfs", "securityfs", "cgroup",
                   "cgroup2", "mqueue", "hugetlbfs", "overlay", "binfmt_misc", "configfs", "fusectl", "tracefs"}
 DEVICE_PREFIXES = ("UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=", "/dev/")
+FSTAB_HEADER = ("# /etc/fstab, written by inplace.migration image_deploy: the root by its filesystem UUID,",
+                "# the image's own entries whose devices exist, and those of the old system that survive it.")
 BIOS_BOOT_TYPE = "21686148-6449-6e6f-744e-656564454649"
 SUDOERS_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -184,9 +186,7 @@ def merge_fstab(new_text, old_text, root_uuid, root_type, resolve, excluded, sto
     Returns (text, report).
     """
     options, passno = ("errors=remount-ro", 1) if root_type.startswith("ext") else ("defaults", 0)
-    lines = ["# /etc/fstab, written by inplace.migration image_deploy: the root by its filesystem UUID,",
-             "# the image's own entries whose devices exist, and those of the old system that survive it.",
-             "UUID=%s\t/\t%s\t%s\t0\t%d" % (root_uuid, root_type, options, passno)]
+    lines = list(FSTAB_HEADER) + ["UUID=%s\t/\t%s\t%s\t0\t%d" % (root_uuid, root_type, options, passno)]
     report = {"root": "UUID=" + root_uuid, "kept": [], "carried": [], "dropped": []}
     taken = {"/"}
 
@@ -211,7 +211,7 @@ def merge_fstab(new_text, old_text, root_uuid, root_type, resolve, excluded, sto
 
     for line, fields in _entries(new_text):
         if fields is None:
-            if line.strip() and "UNCONFIGURED FSTAB" not in line:
+            if line.strip() and "UNCONFIGURED FSTAB" not in line and line not in FSTAB_HEADER:
                 lines.append(line)
             continue
         why = verdict(fields)

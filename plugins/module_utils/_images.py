@@ -598,6 +598,17 @@ class ImageWriter:
                 if buffer is not None:
                     free.put(buffer)
 
+    @staticmethod
+    def _fill(stream, view):
+        """Read until ``view`` is full or the stream ends: chunks stay whole, so their offsets stay aligned."""
+        total = 0
+        while total < len(view):
+            count = stream.readinto(view[total:])
+            if not count:
+                break
+            total += count
+        return total
+
     def write(self, stream):
         """Copy ``stream`` (anything with ``readinto``); returns the stream's length in bytes."""
         free = queue.Queue()
@@ -613,7 +624,7 @@ class ImageWriter:
         try:
             while self._error is None:
                 raw, view, base = free.get()
-                count = stream.readinto(view)
+                count = self._fill(stream, view)
                 if not count:
                     free.put((raw, view, base))
                     break

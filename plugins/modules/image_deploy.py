@@ -127,7 +127,7 @@ options:
   carry_accounts:
     description:
       - Accounts to carry from the old system so the controller can connect before profiles are restored (usually
-        the account Ansible connects with): passwd, shadow and group entries with their groups, the same UID and GID
+        the account Ansible connects with) with their passwd, shadow and group entries and their groups, the same UID and GID
         when free in the new system, C(~/.ssh/authorized_keys) with the right owner and modes, and the drop-ins in
         C(/etc/sudoers.d) that name them (checked with C(visudo -c) when it is installed).
     type: list
