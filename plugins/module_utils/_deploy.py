@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import stat
 import tempfile
 import time
@@ -543,6 +544,9 @@ class Deploy:
                     self.fixups(index, device, disk, fs, store_values)
             self.record(state="complete", completed=now(), offset=None)
             self.result["state"] = "complete"
+            self.result["peak_rss"] = {
+                "module": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
             return self.result
         except MigrationError as error:
             error.partial.update(self.result)

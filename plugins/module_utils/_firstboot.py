@@ -29,6 +29,7 @@ from ansible_collections.inplace.migration.plugins.module_utils._fs import mount
 from ansible_collections.inplace.migration.plugins.module_utils._run import ProcessRunner
 from ansible_collections.inplace.migration.plugins.module_utils._store import Store, atomic_write, read_json
 
+DESCRIPTION = "Confirm the first boot of the new system and restore profiles from the migration store."
 UNIT_NAME = "inplace-firstboot.service"
 PROGRAM = "usr/local/sbin/inplace-firstboot"
 CONFIG = "etc/inplace-migration/firstboot.json"
@@ -213,7 +214,7 @@ def confirm(runner, root, store_root, config, restore=True):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="inplace-firstboot", description="Confirm the first boot of the new system and restore profiles from the migration store.")
+    parser = argparse.ArgumentParser(prog="inplace-firstboot", description=DESCRIPTION)
     parser.add_argument("--root", default="/", help="the new system's root (another one for tests)")
     parser.add_argument("--store", help="the store's mount point (default: find the store by its label, mount it)")
     parser.add_argument("--label", help="the store's filesystem label (default: from the hook's configuration)")

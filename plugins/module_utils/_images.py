@@ -22,7 +22,8 @@ import subprocess
 import tempfile
 import threading
 from urllib.parse import urlparse
-from urllib.request import urlopen
+
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils._units import KiB, MiB, human
@@ -211,8 +212,8 @@ class Source:
         if not self.is_url:
             return open(self.spec, "rb", buffering=0)
         try:
-            return urlopen(self.spec, timeout=60)  # noqa: S310 (http and https only, checked above)
-        except OSError as error:
+            return open_url(self.spec, timeout=60)
+        except Exception as error:  # urllib's, ssl's and open_url's own errors alike
             raise MigrationError("cannot fetch %s: %s." % (self.spec, getattr(error, "reason", None) or error))
 
     def head(self, count=HEAD_BYTES):

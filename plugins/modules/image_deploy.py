@@ -289,6 +289,11 @@ timings:
   description: Seconds spent in each step (C(verify), C(carry), C(write), C(grow), C(fixups), C(bootloader)).
   returned: always
   type: dict
+peak_rss:
+  description: Peak resident memory in bytes of the module's process (C(module)) and of the largest tool it ran
+    and waited for (C(largest_child), such as zstd or tar).
+  returned: when the deploy completed in this run
+  type: dict
 message:
   description: Why nothing was done, when nothing was.
   returned: when the same image was already deployed

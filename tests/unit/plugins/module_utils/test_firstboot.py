@@ -17,11 +17,11 @@ if [ "${next_entry}" ] ; then
    set default="${next_entry}"
 fi
 menuentry 'Debian GNU/Linux' --class debian --class os $menuentry_id_option 'gnulinux-simple-1234' {
-	linux	/boot/vmlinuz root=UUID=1234 ro quiet
+\tlinux\t/boot/vmlinuz root=UUID=1234 ro quiet
 }
 submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-1234' {
-	menuentry 'Debian GNU/Linux, with Linux 6.1' --class debian $menuentry_id_option 'gnulinux-6.1-advanced-1234' {
-	}
+\tmenuentry 'Debian GNU/Linux, with Linux 6.1' --class debian $menuentry_id_option 'gnulinux-6.1-advanced-1234' {
+\t}
 }
 ### BEGIN /etc/grub.d/45_inplace_maintenance ###
 menuentry 'Maintenance environment (inplace.migration store)' --id inplace-maintenance {
@@ -82,7 +82,7 @@ def run(root, store, *extra):
     program = os.path.join(root, _firstboot.PROGRAM)
     # -I: the collection is not importable; the program must stand alone.
     return subprocess.run([sys.executable, "-I", program, "--root", root, "--store", store] + list(extra),
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
 
 
 def wanted(root):
