@@ -48,7 +48,6 @@ GRUBENV_HEADER = "# GRUB Environment Block\n"
 
 UNIT_TEXT = """[Unit]
 Description=inplace.migration: confirm the first boot of the new system, restore profiles from the store
-Documentation=https://github.com/inplace-migration/inplace.migration
 After=local-fs.target
 ConditionPathExists=/{config}
 
