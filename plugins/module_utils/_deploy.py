@@ -310,7 +310,11 @@ class Deploy:
         writer = _images.ImageWriter(descriptor, size, skip=skip, checkpoint=checkpoint, direct=direct,
                                      on_checkpoint=lambda offset: self.record(offset=offset))
         try:
-            length = writer.write(stream)
+            try:
+                length = writer.write(stream)
+            except MigrationError as error:  # the image does not fit: running again cannot help
+                self.record(state="invalid", error=str(error))
+                raise
             digest = stream.finish()
         except BaseException:
             stream.abort()
@@ -478,8 +482,8 @@ class Deploy:
                 human(needed), params["dest"], device, human(size)))
         disk = self.check_bootloader_target(index, device)
         if self.check_mode:
-            identity = self.verify(expected)
-            self.result.update(changed=True, state="planned", image_bytes=needed, identity=bool(identity))
+            self.verify(expected)
+            self.result.update(changed=True, state="planned", image_bytes=needed)
             return self.result
         with self.journal.lock(KEY):
             return self._run_locked(index, device, partuuid, disk, fmt, compression, expected, size)
