@@ -10,12 +10,10 @@ write from its fix-ups; a completed deploy of the same image is left alone.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
 import stat
-import tempfile
 import time
 
 from ansible_collections.inplace.migration.plugins.module_utils import _fixups, _fs, _images
@@ -102,11 +100,9 @@ class BlockIndex:
         for prefix, field in fields.items():
             if spec.startswith(prefix):
                 wanted = spec[len(prefix):].strip('"')
-                if field in ("UUID", "PART_ENTRY_UUID"):
-                    wanted = wanted.lower()
-                return sorted(path for path, values in self.devices.items()
-                              if (values.get(field, "").lower() if field in ("UUID", "PART_ENTRY_UUID")
-                                  else values.get(field)) == wanted)
+                if field.endswith("UUID"):  # hexadecimal: either case names the same
+                    return sorted(p for p, v in self.devices.items() if v.get(field, "").lower() == wanted.lower())
+                return sorted(p for p, v in self.devices.items() if v.get(field) == wanted)
         if spec.startswith("/dev/") and os.path.exists(spec):
             real = os.path.realpath(spec)
             return [real]
@@ -198,11 +194,10 @@ class Deploy:
                     raise MigrationError("dest=%s (%s) is protected by protect=%s." % (spec, device, protected))
 
     def store_device(self):
-        store_dev = os.stat(self.store.root).st_dev
-        path = "/dev/block/%d:%d" % (os.major(store_dev), os.minor(store_dev))
-        name = os.path.basename(os.path.realpath("/sys/dev/block/%d:%d" % (os.major(store_dev), os.minor(store_dev))))
-        device = "/dev/" + name
-        return device if os.path.exists(device) else (path if os.path.exists(path) else None)
+        """The block device the store is mounted from, or None (a store on something else)."""
+        number = os.stat(self.store.root).st_dev
+        name = os.path.basename(os.path.realpath("/sys/dev/block/%d:%d" % (os.major(number), os.minor(number))))
+        return "/dev/" + name if os.path.exists("/dev/" + name) else None
 
     # -- what the image is
 
@@ -270,7 +265,8 @@ class Deploy:
             fstype = values.get("TYPE")
             if fstype in ("ext2", "ext3", "ext4", "btrfs", "xfs"):
                 try:
-                    with self.mounted(device, fstype, READ_ONLY_OPTIONS.get(fstype, "ro")) as root:
+                    with _fs.temporary_mount(self.runner, device, fstype,
+                                             options=READ_ONLY_OPTIONS.get(fstype, "ro")) as root:
                         if _fixups.looks_like_root(root):
                             data = _fixups.gather(root, wanted)
                             data.update(source=device, partuuid=(values.get("PART_ENTRY_UUID") or "").lower())
@@ -285,23 +281,17 @@ class Deploy:
         return {"source": "the store's copy (%s, %s)" % (data.get("source"), data.get("time")),
                 "accounts": [a["passwd"][0] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
 
-    @contextlib.contextmanager
-    def mounted(self, device, fstype, options=None):
-        with _fs.temporary_mount(self.runner, device, fstype) if options is None else \
-                self._mount_with(device, fstype, options) as directory:
-            yield directory
-
-    @contextlib.contextmanager
-    def _mount_with(self, device, fstype, options):
-        directory = tempfile.mkdtemp(prefix="inplace-mnt-", dir="/run" if os.path.isdir("/run") else None)
-        try:
-            self.runner.run(["mount", "-t", fstype, "-o", options, device, directory])
-            try:
-                yield directory
-            finally:
-                self.runner.run(["umount", directory])
-        finally:
-            os.rmdir(directory)
+    def check_source(self, device, digest, expected, identity):
+        """After a write: a streamed image must have hashed right, a local one must not have changed meanwhile."""
+        if digest is not None and digest != expected:
+            problem = "the sha256 of the image streamed from %s is %s, not %s as checksum says" % (
+                self.params["src"], digest, expected)
+        elif identity is not None and self.source.identity() != identity:
+            problem = "%s changed while it was written" % self.params["src"]
+        else:
+            return
+        self.record(state="invalid", error=problem)
+        raise MigrationError("%s; %s now holds no valid system." % (problem, device))
 
     def write_raw(self, device, compression, expected, skip, identity, size):
         stream = _images.Pipeline(self.source, compression, self.tool, hash_source=self.source.is_url)
@@ -321,14 +311,7 @@ class Deploy:
             raise
         finally:
             os.close(descriptor)
-        if digest is not None and digest != expected:
-            self.record(state="invalid", error="checksum mismatch")
-            raise MigrationError("the sha256 of the image streamed from %s is %s, not %s as checksum says; %s now "
-                                 "holds no valid system." % (self.params["src"], digest, expected, device))
-        if identity is not None and self.source.identity() != identity:
-            self.record(state="invalid", error="the source changed while it was written")
-            raise MigrationError("%s changed while it was written; %s now holds no valid system." % (
-                self.params["src"], device))
+        self.check_source(device, digest, expected, identity)
         return {"image_bytes": length, "written_bytes": writer.written, "zeroed_bytes": writer.zeroed,
                 "resumed_from": skip, "direct_io": direct}
 
@@ -342,10 +325,7 @@ class Deploy:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
-        if identity is not None and self.source.identity() != identity:
-            self.record(state="invalid", error="the source changed while it was written")
-            raise MigrationError("%s changed while it was written; %s now holds no valid system." % (
-                self.params["src"], device))
+        self.check_source(device, None, None, identity)
         return {"image_bytes": None, "resumed_from": 0}
 
     def write_archive(self, device, compression, expected, identity):
@@ -366,14 +346,7 @@ class Deploy:
             except BaseException:
                 stream.abort()
                 raise
-        if digest is not None and digest != expected:
-            self.record(state="invalid", error="checksum mismatch")
-            raise MigrationError("the sha256 of the archive streamed from %s is %s, not %s as checksum says; %s now "
-                                 "holds no valid system." % (self.params["src"], digest, expected, device))
-        if identity is not None and self.source.identity() != identity:
-            self.record(state="invalid", error="the source changed while it was written")
-            raise MigrationError("%s changed while it was extracted; %s now holds no valid system." % (
-                self.params["src"], device))
+        self.check_source(device, digest, expected, identity)
         return {"image_bytes": None, "resumed_from": 0}
 
     def grow(self, device, fstype):

@@ -72,10 +72,10 @@ def mountpoint_of(device, mount_table=None):
 
 
 @contextlib.contextmanager
-def temporary_mount(runner, device, fstype, readonly=False):
-    """Mount ``device`` on a private directory for the duration of the block."""
+def temporary_mount(runner, device, fstype, readonly=False, options=None):
+    """Mount ``device`` on a private directory for the duration of the block (``options``: mount's -o)."""
     directory = tempfile.mkdtemp(prefix="inplace-mnt-", dir="/run" if os.path.isdir("/run") else None)
-    options = ["-o", "ro"] if readonly else []
+    options = ["-o", options] if options else ["-o", "ro"] if readonly else []
     try:
         runner.run(["mount", "-t", fstype] + options + [device, directory])
         try:
