@@ -481,27 +481,24 @@ class Deploy:
         self.result["changed"] = True
         try:
             store_values = index.devices.get(os.path.realpath(self.store_device() or "")) or {}
-            if state in (None, "verifying", "invalid") or (state == "writing" and fmt in ("qcow2",) + _images.ARCHIVE_FORMATS):
+            if state in ("written", "fixups", "bootloader"):
+                written = {"resumed_from": "fix-ups (the image was written before)"}
+                self.result["carry"] = self.carry(index, device, pristine=False)
+            else:
+                # Only a raw stream resumes part-way; qcow2 and archives start over.
+                resumable = state == "writing" and fmt in ("raw", "raw.zst", "raw.gz", "raw.xz")
                 with self.timed("carry"):
                     self.result["carry"] = self.carry(index, device, pristine=not touched)
-                kind = _images.split_format(fmt)[0]
-                skip = 0
-                self.record(state="writing", touched=True, offset=0)
+                skip = (record.get("offset") or 0) if resumable else 0
+                if not resumable:
+                    self.record(state="writing", touched=True, offset=0)
                 with self.timed("write"):
                     if fmt == "qcow2":
                         written = self.write_qcow2(device, identity)
-                    elif kind == "tar":
+                    elif fmt in _images.ARCHIVE_FORMATS:
                         written = self.write_archive(device, compression, expected, identity)
                     else:
                         written = self.write_raw(device, compression, expected, skip, identity, size)
-            elif state == "writing":
-                self.result["carry"] = self.carry(index, device, pristine=False)
-                skip = record.get("offset") or 0
-                with self.timed("write"):
-                    written = self.write_raw(device, compression, expected, skip, identity, size)
-            else:
-                written = {"resumed_from": "fix-ups (the image was written before)"}
-                self.result["carry"] = self.carry(index, device, pristine=False)
             self.result.update(written)
             if state not in ("written", "fixups", "bootloader"):
                 self.record(state="written", image_bytes=written.get("image_bytes"))

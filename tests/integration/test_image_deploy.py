@@ -425,6 +425,34 @@ def test_fixups_carry_identity_access_and_fstab_into_the_new_system(rig, tmp_pat
     assert again["rc"] == 0 and again["changed"] is False, again.get("msg")
 
 
+def test_a_run_stopped_after_the_write_continues_with_the_fixups_from_the_store_s_copy(rig, tmp_path):
+    r = rig()
+    old = str(tmp_path / "old")
+    _old_system(old, blkid(r.swap, "UUID"))
+    run("mkfs.ext4", "-q", "-F", "-d", old, r.dest)
+    new = str(tmp_path / "new")
+    _new_image(new)
+    src = images.tar_archive(new, str(tmp_path / "new.tar.zst"), "zst")
+    args = dict(store=r.store, src=src, checksum=checksum_of(src), dest=r.dest, bootloader="none", firstboot=False)
+    assert deploy(**args)["rc"] == 0
+    # As if the run had stopped during the fix-ups: the new system is on dest, the old one is gone.
+    path = os.path.join(r.store, "inplace", "journal.json")
+    with open(path) as handle:
+        journal = json.load(handle)
+    journal["records"]["image_deploy"]["state"] = "fixups"
+    with open(path, "w") as handle:
+        json.dump(journal, handle)
+    with mounted(r.dest, readonly=False) as root:
+        os.unlink(os.path.join(root, "etc", "hostname"))
+    again = deploy(**args)
+    assert again["rc"] == 0 and again["changed"] is True, again.get("msg")
+    assert again["resumed_from"].startswith("fix-ups")
+    assert again["carry"]["source"].startswith("the store's copy")
+    with mounted(r.dest) as root:
+        with open(os.path.join(root, "etc", "hostname")) as handle:
+            assert handle.read() == "labpc07\n"
+
+
 def test_machine_id_can_be_regenerated(rig, tmp_path):
     r = rig()
     old = str(tmp_path / "old")
