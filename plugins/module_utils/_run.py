@@ -16,6 +16,7 @@ PACKAGE_OF = {
     "e2fsck": "e2fsprogs", "resize2fs": "e2fsprogs", "dumpe2fs": "e2fsprogs", "mkfs.ext4": "e2fsprogs",
     "mkfs.ext3": "e2fsprogs", "mkfs.ext2": "e2fsprogs", "btrfs": "btrfs-progs", "xfs_growfs": "xfsprogs",
     "blkid": "util-linux", "wipefs": "util-linux", "partx": "util-linux", "mount": "mount", "umount": "mount",
+    "xz": "xz-utils", "qemu-img": "qemu-utils", "visudo": "sudo", "mkfs.btrfs": "btrfs-progs", "mkfs.xfs": "xfsprogs",
 }
 
 

@@ -1,0 +1,528 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""image_deploy's run: refuse what is unsafe, then verify, carry, write, grow, fix up, hand over the boot.
+
+Every refusal comes before the first byte is written to the partition. The journal
+on the store records each step (fsync'd), so a rerun continues where the last run
+stopped: a raw write from its last checkpoint, an archive from mkfs, a finished
+write from its fix-ups; a completed deploy of the same image is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import stat
+import time
+
+from ansible_collections.inplace.migration.plugins.module_utils import _fixups, _fs, _images
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils._firstboot import install as install_firstboot
+from ansible_collections.inplace.migration.plugins.module_utils._store import Store
+from ansible_collections.inplace.migration.plugins.module_utils._units import human
+
+KEY = "image_deploy"
+WRITTEN_STATES = ("writing", "invalid", "written", "fixups", "bootloader")
+MKFS = {"ext2": ["mkfs.ext2", "-F", "-q"], "ext3": ["mkfs.ext3", "-F", "-q"], "ext4": ["mkfs.ext4", "-F", "-q"],
+        "btrfs": ["mkfs.btrfs", "-f", "-q"], "xfs": ["mkfs.xfs", "-f", "-q"]}
+# Mounting the old root must not write to it either (no journal replay).
+READ_ONLY_OPTIONS = {"ext3": "ro,noload", "ext4": "ro,noload", "xfs": "ro,norecovery", "btrfs": "ro,rescue=nologreplay"}
+
+
+def now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# Block devices -----------------------------------------------------------------------------------------
+
+def device_number(path):
+    rdev = os.stat(path).st_rdev
+    return "%d:%d" % (os.major(rdev), os.minor(rdev))
+
+
+def sysfs(path):
+    return os.path.realpath("/sys/dev/block/" + device_number(path))
+
+
+def is_partition(path):
+    return os.path.exists(os.path.join(sysfs(path), "partition"))
+
+
+def parent_disk(path):
+    return "/dev/" + os.path.basename(os.path.dirname(sysfs(path)))
+
+
+def device_size(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(descriptor, 0, os.SEEK_END)
+    finally:
+        os.close(descriptor)
+
+
+def holders(path):
+    try:
+        return sorted(os.listdir(os.path.join(sysfs(path), "holders")))
+    except OSError:
+        return []
+
+
+class BlockIndex:
+    """Every block device with content, as ``blkid -p`` reads it now (no cache)."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.devices = {}
+        for name in sorted(os.listdir("/sys/class/block")):
+            path = "/dev/" + name
+            try:
+                with open("/sys/class/block/%s/size" % name) as handle:
+                    if int(handle.read().strip() or 0) == 0:
+                        continue
+            except (OSError, ValueError):
+                continue
+            if not os.path.exists(path) or name.startswith(("ram", "zram")):
+                continue
+            self.devices[path] = self.probe(path)
+
+    def probe(self, path):
+        rc, out, unused_err = self.runner.run(["blkid", "-p", "-o", "export", path], ok=None)
+        values = {}
+        for line in out.splitlines():
+            key, unused_sep, value = line.partition("=")
+            values[key] = value
+        return values
+
+    def resolve(self, spec):
+        """The device paths ``spec`` (a path, UUID=, LABEL=, PARTUUID=, PARTLABEL=) names here now."""
+        fields = {"UUID=": "UUID", "LABEL=": "LABEL", "PARTUUID=": "PART_ENTRY_UUID", "PARTLABEL=": "PART_ENTRY_NAME"}
+        for prefix, field in fields.items():
+            if spec.startswith(prefix):
+                wanted = spec[len(prefix):].strip('"')
+                if field.endswith("UUID"):  # hexadecimal: either case names the same
+                    return sorted(p for p, v in self.devices.items() if v.get(field, "").lower() == wanted.lower())
+                return sorted(p for p, v in self.devices.items() if v.get(field) == wanted)
+        if spec.startswith("/dev/") and os.path.exists(spec):
+            real = os.path.realpath(spec)
+            return [real]
+        return []
+
+
+# The run -----------------------------------------------------------------------------------------------
+
+class Deploy:
+    def __init__(self, runner, params, check_mode=False):
+        self.runner = runner
+        self.params = params
+        self.check_mode = check_mode
+        self.store = Store(params["store"])
+        self.journal = self.store.journal
+        self.source = _images.Source(params["src"])
+        self.result = {"changed": False, "src": params["src"], "timings": {}, "fixups": {}}
+
+    # -- small helpers
+
+    def tool(self, name):
+        return self.runner.path(name)
+
+    def timed(self, name):
+        started = time.monotonic()
+        outer = self
+
+        class Timer:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                outer.result["timings"][name] = round(time.monotonic() - started, 3)
+                return False
+        return Timer()
+
+    def record(self, **fields):
+        fields["updated"] = now()
+        return self.journal.update(KEY, **fields)
+
+    # -- what is written where
+
+    def resolve_dest(self, index, record):
+        spec = self.params["dest"]
+        if record and record.get("dest") == spec and record.get("partuuid"):
+            # A label vanishes when the partition is overwritten: the PARTUUID recorded first stays.
+            found = index.resolve("PARTUUID=" + record["partuuid"])
+            if not found:
+                raise MigrationError("the partition with PARTUUID %s (dest=%s, recorded in the journal) is not on "
+                                     "this machine." % (record["partuuid"], spec))
+        else:
+            found = index.resolve(spec)
+            if not found:
+                if spec.startswith(("PARTUUID=", "LABEL=", "UUID=", "PARTLABEL=")):
+                    raise MigrationError("no partition has %s; dest names nothing on this machine." % spec)
+                raise MigrationError("dest=%s is not a block device." % spec)
+            if len(found) > 1:
+                raise MigrationError("dest=%s names several devices (%s); name the partition by path or "
+                                     "PARTUUID=." % (spec, ", ".join(found)))
+        device = found[0]
+        if not os.path.exists(device) or not stat.S_ISBLK(os.stat(device).st_mode):
+            raise MigrationError("dest=%s is not a block device." % spec)
+        if not is_partition(device):
+            raise MigrationError("dest=%s is a whole disk; image_deploy writes a partition only." % spec)
+        values = index.devices.get(device) or index.probe(device)
+        partuuid = (values.get("PART_ENTRY_UUID") or "").lower()
+        if not partuuid:
+            raise MigrationError("dest=%s (%s) has no PARTUUID to record it by." % (spec, device))
+        return device, partuuid
+
+    def refuse_target(self, index, device):
+        spec = self.params["dest"]
+        if os.stat(device).st_rdev == os.stat(self.store.root).st_dev:
+            raise MigrationError("dest=%s (%s) holds the store %s; it is never written." % (
+                spec, device, self.store.root))
+        mounted = _fs.mountpoint_of(device)
+        if mounted:
+            raise MigrationError("dest=%s (%s) is mounted at %s; unmount it first." % (spec, device, mounted))
+        users = holders(device)
+        if users:
+            raise MigrationError("dest=%s (%s) is in use by %s." % (spec, device, ", ".join(users)))
+        number = device_number(device)
+        for protected in self.params.get("protect") or []:
+            for path in index.resolve(protected):
+                same = device_number(path) == number
+                if not same and not is_partition(path):
+                    same = parent_disk(device) == os.path.realpath(path)
+                if same:
+                    raise MigrationError("dest=%s (%s) is protected by protect=%s." % (spec, device, protected))
+
+    def store_device(self):
+        """The block device the store is mounted from, or None (a store on something else)."""
+        number = os.stat(self.store.root).st_dev
+        name = os.path.basename(os.path.realpath("/sys/dev/block/%d:%d" % (os.major(number), os.minor(number))))
+        return "/dev/" + name if os.path.exists("/dev/" + name) else None
+
+    # -- what the image is
+
+    def inspect(self):
+        """(format, compression, bytes the partition must hold or None) from the image's first bytes."""
+        fmt = self.params["format"]
+        head = self.source.head()
+        compression = _images.compression_of(head)
+        if fmt == "qcow2" or (fmt == "auto" and compression == "qcow2"):
+            if compression != "qcow2":
+                raise MigrationError("src %s is not a qcow2 image (no QFI magic)." % self.params["src"])
+            if self.source.is_url:
+                raise MigrationError("a qcow2 image is read at random by qemu-img, so it must be a local file; "
+                                     "stage %s on the store first." % self.params["src"])
+            info = self.runner.output(["qemu-img", "info", "--output=json", "-f", "qcow2", self.source.path])
+            return "qcow2", None, int(json.loads(info)["virtual-size"])
+        inner = None
+        if compression in _images.DECOMPRESSORS:
+            inner = _images.decompressed_head(self.source, compression, self.tool)
+        if fmt == "auto":
+            fmt = _images.detect(head, inner)
+            if fmt is None:
+                raise MigrationError("the format of %s is unknown: it is neither a zstd, gzip or xz stream, a qcow2 "
+                                     "image, a tar archive nor a raw ext, btrfs or xfs filesystem; set format." %
+                                     self.params["src"])
+        kind, wanted = _images.split_format(fmt)
+        if wanted != compression and not (wanted is None and compression is None):
+            raise MigrationError("src %s is %s, not %s as format=%s says." % (
+                self.params["src"], ("%s-compressed" % compression) if compression else "not compressed", wanted, fmt))
+        content = inner if compression else head
+        if kind == "tar":
+            if not _images.is_tar(content or b""):
+                raise MigrationError("src %s is not a tar archive (format=%s)." % (self.params["src"], fmt))
+            return fmt, compression, None
+        sizes = []
+        found = _images.filesystem_of(content or b"")
+        if found:
+            sizes.append(found[1])
+        if compression is None and self.source.size() is not None:
+            sizes.append(self.source.size())
+        if compression == "zst":
+            declared = _images.zstd_content_size(head)
+            if declared:
+                sizes.append(declared)
+        return fmt, compression, max(sizes) if sizes else None
+
+    # -- the steps
+
+    def verify(self, expected):
+        if self.source.is_url:
+            return None
+        with self.timed("verify"):
+            identity = self.source.identity()
+            actual = _images.file_sha256(self.source.path)
+        if actual != expected:
+            raise MigrationError("the sha256 of %s is %s, not %s as checksum says; nothing was written." % (
+                self.params["src"], actual, expected))
+        return identity
+
+    def carry(self, index, device, pristine):
+        """Copy what the fix-ups need from the old root on ``device`` into the store (nothing is written to it)."""
+        wanted = self.params.get("carry_accounts") or []
+        if pristine:
+            values = index.devices.get(device) or index.probe(device)
+            fstype = values.get("TYPE")
+            if fstype in ("ext2", "ext3", "ext4", "btrfs", "xfs"):
+                try:
+                    with _fs.temporary_mount(self.runner, device, fstype,
+                                             options=READ_ONLY_OPTIONS.get(fstype, "ro")) as root:
+                        if _fixups.looks_like_root(root):
+                            data = _fixups.gather(root, wanted)
+                            data.update(source=device, partuuid=(values.get("PART_ENTRY_UUID") or "").lower())
+                            _fixups.save_carry(self.store, data)
+                            return {"source": "the old system on " + device, "accounts": [
+                                a["passwd"][0] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
+                except MigrationError:
+                    pass
+        data = _fixups.load_carry(self.store)
+        if data is None:
+            return {"source": None, "reason": "dest holds no recognisable old system and the store has no copy"}
+        return {"source": "the store's copy (%s, %s)" % (data.get("source"), data.get("time")),
+                "accounts": [a["passwd"][0] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
+
+    def check_source(self, device, digest, expected, identity):
+        """After a write: a streamed image must have hashed right, a local one must not have changed meanwhile."""
+        if digest is not None and digest != expected:
+            problem = "the sha256 of the image streamed from %s is %s, not %s as checksum says" % (
+                self.params["src"], digest, expected)
+        elif identity is not None and self.source.identity() != identity:
+            problem = "%s changed while it was written" % self.params["src"]
+        else:
+            return
+        self.record(state="invalid", error=problem)
+        raise MigrationError("%s; %s now holds no valid system." % (problem, device))
+
+    def write_raw(self, device, compression, expected, skip, identity, size):
+        stream = _images.Pipeline(self.source, compression, self.tool, hash_source=self.source.is_url)
+        descriptor, direct = _images.open_for_writing(device)
+        checkpoint = self.params["checkpoint"]
+        writer = _images.ImageWriter(descriptor, size, skip=skip, checkpoint=checkpoint, direct=direct,
+                                     on_checkpoint=lambda offset: self.record(offset=offset))
+        try:
+            try:
+                length = writer.write(stream)
+            except MigrationError as error:  # the image does not fit: running again cannot help
+                self.record(state="invalid", error=str(error))
+                raise
+            digest = stream.finish()
+        except BaseException:
+            stream.abort()
+            raise
+        finally:
+            os.close(descriptor)
+        self.check_source(device, digest, expected, identity)
+        return {"image_bytes": length, "written_bytes": writer.written, "zeroed_bytes": writer.zeroed,
+                "resumed_from": skip, "direct_io": direct}
+
+    def write_qcow2(self, device, identity):
+        descriptor, unused_direct = _images.open_for_writing(device)  # refuses a device in use
+        os.close(descriptor)
+        self.runner.run(["qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", "-t", "none", self.source.path,
+                         device])
+        descriptor = os.open(device, os.O_WRONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        self.check_source(device, None, None, identity)
+        return {"image_bytes": None, "resumed_from": 0}
+
+    def write_archive(self, device, compression, expected, identity):
+        fstype = self.params["fstype"]
+        descriptor, unused_direct = _images.open_for_writing(device)
+        os.close(descriptor)
+        self.runner.run(["wipefs", "-a", "-q", device])
+        command = list(MKFS[fstype])
+        if self.params.get("label"):
+            command += ["-L", self.params["label"]]
+        self.runner.run(command + [device])
+        with _fs.temporary_mount(self.runner, device, fstype) as root:
+            tar = [self.tool("tar"), "-C", root] + _images.TAR_EXTRACT
+            stream = _images.Pipeline(self.source, compression, self.tool, hash_source=self.source.is_url,
+                                      consumer=tar)
+            try:
+                digest = stream.finish()
+            except BaseException:
+                stream.abort()
+                raise
+        self.check_source(device, digest, expected, identity)
+        return {"image_bytes": None, "resumed_from": 0}
+
+    def grow(self, device, fstype):
+        before = self.fs_size(device)
+        if self.params["grow"]:
+            _fs.kind(fstype).grow(self.runner, device, None)
+        return {"grown": bool(self.params["grow"]), "size_before": before, "size": self.fs_size(device),
+                "partition_size": device_size(device)}
+
+    def fs_size(self, device):
+        with open(device, "rb") as handle:
+            found = _images.filesystem_of(handle.read(_images.HEAD_BYTES))
+        return found[1] if found else None
+
+    def fixups(self, index, device, disk, fs, store_values):
+        params = self.params
+        carry = _fixups.load_carry(self.store)
+        report = self.result["fixups"]
+        store_device = self.store_device()
+        excluded = {os.path.realpath(device): "the partition just written"}
+        if store_device:
+            excluded[os.path.realpath(store_device)] = "the store"
+        store_specs = {"%s=%s" % (prefix, store_values[field]) for prefix, field in (
+            ("UUID", "UUID"), ("LABEL", "LABEL"), ("PARTUUID", "PART_ENTRY_UUID"), ("PARTLABEL", "PART_ENTRY_NAME"))
+            if store_values.get(field)}
+        with _fs.temporary_mount(self.runner, device, fs["type"]) as root:
+            if not _fixups.looks_like_root(root):
+                raise MigrationError("the image written to %s holds no system root (no /etc/passwd or /usr); set the "
+                                     "fix-ups and bootloader off for a data image." % device)
+            report["fstab"] = _fixups.fix_fstab(root, carry, fs["uuid"], fs["type"], index.resolve, excluded,
+                                                store_specs) if params["fstab"] else {"status": "off"}
+            report["hostname"] = _fixups.fix_hostname(root, carry) if params["hostname"] else {"status": "off"}
+            report["ssh_host_keys"] = (_fixups.fix_ssh_host_keys(root, carry) if params["ssh_host_keys"]
+                                       else {"status": "off"})
+            report["accounts"] = _fixups.fix_accounts(self.runner, root, carry)
+            report["machine_id"] = _fixups.fix_machine_id(root, carry, params["machine_id"])
+            if params["firstboot"]:
+                if not os.path.exists(_fixups.inside(root, "/usr/bin/python3")):
+                    raise MigrationError("the new system has no /usr/bin/python3, which the first-boot hook needs; "
+                                         "add python3 to the image or set firstboot=false.")
+                config = {"store_label": store_values.get("LABEL") or params["store_label"],
+                          "store_uuid": store_values.get("UUID"), "deployed": now(),
+                          "checksum": "sha256:" + self.expected}
+                report["firstboot"] = {"status": "done", "files": install_firstboot(root, config)}
+            else:
+                report["firstboot"] = {"status": "off"}
+            self.record(state="bootloader")
+            if params["bootloader"] == "grub-bios":
+                if not store_values.get("UUID"):
+                    raise MigrationError("the store %s has no filesystem UUID for GRUB to find it by." %
+                                         self.store.root)
+                with self.timed("bootloader"):
+                    self.result["bootloader"] = _fixups.install_grub(
+                        self.runner, root, disk, device, fs["uuid"], store_values["UUID"], params["maintenance_kernel"],
+                        params["maintenance_initrds"], params["maintenance_cmdline"], one_shot=params["firstboot"])
+                if params["firstboot"]:
+                    path = os.path.join(root, "etc/inplace-migration/firstboot.json")
+                    with open(path) as handle:
+                        config = json.load(handle)
+                    config["default_entry"] = self.result["bootloader"]["default_entry"]
+                    install_firstboot(root, config)
+            else:
+                self.result["bootloader"] = {"status": "off"}
+
+    def check_bootloader_target(self, index, device):
+        """GRUB for BIOS needs a disk it can embed itself in: refuse before writing when it cannot."""
+        if self.params["bootloader"] != "grub-bios":
+            return None
+        disk = parent_disk(device)
+        values = index.devices.get(disk) or index.probe(disk)
+        table = values.get("PTTYPE")
+        if table == "gpt":
+            bios_boot = [path for path, v in index.devices.items()
+                         if v.get("PART_ENTRY_TYPE", "").lower() == _fixups.BIOS_BOOT_TYPE and path != device
+                         and parent_disk(path) == disk]
+            if not bios_boot:
+                raise MigrationError("the GPT disk %s has no BIOS boot partition (bios_grub) for GRUB to embed itself "
+                                     "in; add one, or set bootloader=none." % disk)
+        elif table != "dos":
+            raise MigrationError("the disk %s has a %s partition table; GRUB for BIOS needs msdos or GPT." % (
+                disk, table or "unknown"))
+        return disk
+
+    # -- the whole run
+
+    def run(self):
+        params = self.params
+        self.store.check(writable=not self.check_mode)
+        self.source.check()
+        self.expected = expected = _images.expected_sha256(params["checksum"], params["src"])
+        index = BlockIndex(self.runner)
+        record = self.journal.get(KEY)
+        device, partuuid = self.resolve_dest(index, record)
+        self.result["dest"] = {"device": device, "partuuid": partuuid, "spec": params["dest"]}
+        self.refuse_target(index, device)
+        same = bool(record and record.get("checksum") == "sha256:" + expected and record.get("partuuid") == partuuid)
+        if same and record.get("state") == "complete":
+            self.result.update(state="complete", format=record.get("format"), filesystem=record.get("filesystem"),
+                               message="this image was already deployed to %s (%s)." % (device, record.get("updated")))
+            return self.result
+        fmt, compression, needed = self.inspect()
+        self.result["format"] = fmt
+        size = device_size(device)
+        if needed is not None and needed > size:
+            raise MigrationError("the image needs %s but dest=%s (%s) holds %s." % (
+                human(needed), params["dest"], device, human(size)))
+        disk = self.check_bootloader_target(index, device)
+        if self.check_mode:
+            self.verify(expected)
+            self.result.update(changed=True, state="planned", image_bytes=needed)
+            return self.result
+        with self.journal.lock(KEY):
+            return self._run_locked(index, device, partuuid, disk, fmt, compression, expected, size)
+
+    def _run_locked(self, index, device, partuuid, disk, fmt, compression, expected, size):
+        params = self.params
+        record = self.journal.get(KEY)
+        same = bool(record and record.get("checksum") == "sha256:" + expected and record.get("partuuid") == partuuid
+                    and record.get("format") == fmt)
+        ours = bool(record and record.get("partuuid") == partuuid)
+        touched = bool(ours and record.get("state") != "complete" and (
+            record.get("touched") or record.get("state") in WRITTEN_STATES))
+        state = record.get("state") if same else None
+        # A local image is verified before anything is recorded or written: a mismatch changes nothing.
+        identity = self.verify(expected)
+        if not same:
+            # "verifying": the image is verified, the old system's data is being carried; dest is untouched.
+            record = {"dest": params["dest"], "partuuid": partuuid, "device": device, "src": params["src"],
+                      "checksum": "sha256:" + expected, "format": fmt, "state": "verifying", "touched": touched,
+                      "started": now(), "updated": now()}
+            self.journal.put(KEY, record)
+        self.result["changed"] = True
+        try:
+            store_values = index.devices.get(os.path.realpath(self.store_device() or "")) or {}
+            if state in ("written", "fixups", "bootloader"):
+                written = {"resumed_from": "fix-ups (the image was written before)"}
+                self.result["carry"] = self.carry(index, device, pristine=False)
+            else:
+                # Only a raw stream resumes part-way; qcow2 and archives start over.
+                resumable = state == "writing" and fmt in ("raw", "raw.zst", "raw.gz", "raw.xz")
+                with self.timed("carry"):
+                    self.result["carry"] = self.carry(index, device, pristine=not touched)
+                skip = (record.get("offset") or 0) if resumable else 0
+                if not resumable:
+                    self.record(state="writing", touched=True, offset=0)
+                with self.timed("write"):
+                    if fmt == "qcow2":
+                        written = self.write_qcow2(device, identity)
+                    elif fmt in _images.ARCHIVE_FORMATS:
+                        written = self.write_archive(device, compression, expected, identity)
+                    else:
+                        written = self.write_raw(device, compression, expected, skip, identity, size)
+            self.result.update(written)
+            if state not in ("written", "fixups", "bootloader"):
+                self.record(state="written", image_bytes=written.get("image_bytes"))
+            found = _fs.blkid(self.runner, device)
+            fs = {"type": found.get("TYPE"), "uuid": found.get("UUID")}
+            if fs["type"] not in _fs.KINDS:
+                raise MigrationError("the image written to %s holds no ext2/3/4, btrfs or xfs filesystem (%s)." % (
+                    device, fs["type"] or "none found"))
+            with self.timed("grow"):
+                self.result["grow"] = self.grow(device, fs["type"])
+            fs["size"] = self.result["grow"]["size"]
+            self.result["filesystem"] = fs
+            self.record(state="fixups", filesystem=fs)
+            if any(params[name] for name in ("fstab", "hostname", "ssh_host_keys", "firstboot")) or \
+                    params["carry_accounts"] or params["bootloader"] != "none":
+                with self.timed("fixups"):
+                    self.fixups(index, device, disk, fs, store_values)
+            self.record(state="complete", completed=now(), offset=None)
+            self.result["state"] = "complete"
+            self.result["peak_rss"] = {
+                "module": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}
+            return self.result
+        except MigrationError as error:
+            error.partial.update(self.result)
+            error.partial["state"] = (self.journal.get(KEY) or {}).get("state")
+            raise

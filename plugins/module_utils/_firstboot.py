@@ -1,0 +1,298 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The first-boot hook: a run-once program image_deploy installs in the new system.
+
+The new system has no Ansible, so the program is made from this file and the
+module_utils it uses (concatenated by ``program_source``) and runs on the new
+system's own python3. On the first boot that reaches multi-user.target it finds the
+store by its label, takes the store's lock, records the confirmation in the journal,
+makes the new system GRUB's saved default (the maintenance entry stays in the menu),
+runs the profile restore from the store if one is there and not done yet, and on
+success disables itself.
+
+It also holds what the module and the program share about GRUB's environment block
+and menu, so both read and write them the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import sys
+import time
+
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils._fs import mountpoint_of, temporary_mount
+from ansible_collections.inplace.migration.plugins.module_utils._run import ProcessRunner
+from ansible_collections.inplace.migration.plugins.module_utils._store import Store, atomic_write, read_json
+
+DESCRIPTION = "Confirm the first boot of the new system and restore profiles from the migration store."
+UNIT_NAME = "inplace-firstboot.service"
+PROGRAM = "usr/local/sbin/inplace-firstboot"
+CONFIG = "etc/inplace-migration/firstboot.json"
+UNIT = "etc/systemd/system/" + UNIT_NAME
+WANTS = "etc/systemd/system/multi-user.target.wants/" + UNIT_NAME
+MAINTENANCE_ENTRY = "inplace-maintenance"
+RESTORE_PROGRAM = "inplace/bin/inplace-restore"
+JOURNAL_KEY = "firstboot"
+LOCK_HOLDER = "first-boot"
+LOCK_WAIT = 600.0
+DEFAULT_LABEL = "INPLACE-STORE"
+GRUBENV = "boot/grub/grubenv"
+GRUB_CFG = "boot/grub/grub.cfg"
+GRUBENV_SIZE = 1024
+GRUBENV_HEADER = "# GRUB Environment Block\n"
+
+UNIT_TEXT = """[Unit]
+Description=inplace.migration: confirm the first boot of the new system, restore profiles from the store
+After=local-fs.target
+ConditionPathExists=/{config}
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/python3 /{program}
+RemainAfterExit=yes
+TimeoutStartSec=0
+StandardOutput=journal+console
+
+[Install]
+WantedBy=multi-user.target
+""".format(config=CONFIG, program=PROGRAM)
+
+# The module_utils the program is made of, in dependency order.
+BUNDLE = ("_errors", "_units", "_disk", "_fs", "_run", "_store", "_firstboot")
+
+
+# GRUB's environment block and menu ----------------------------------------------------------------
+
+def read_grubenv(path):
+    """The variables in a GRUB environment block (``{}`` when there is none)."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return {}
+    values = {}
+    for line in text.splitlines()[1:]:
+        if line.startswith("#"):
+            break
+        name, equals, value = line.partition("=")
+        if equals:
+            values[name] = value
+    return values
+
+
+def write_grubenv(path, values):
+    """Write a GRUB environment block: 1024 bytes, padded with ``#``, as grub-editenv writes it.
+
+    An existing block of the right size is overwritten in place (its blocks stay where
+    GRUB's save_env expects them); otherwise the file is made anew.
+    """
+    text = GRUBENV_HEADER + "".join("%s=%s\n" % (name, value) for name, value in values.items())
+    data = text.encode("utf-8")
+    if len(data) > GRUBENV_SIZE:
+        raise MigrationError("the GRUB environment %s would exceed %d bytes." % (path, GRUBENV_SIZE))
+    data += b"#" * (GRUBENV_SIZE - len(data))
+    if os.path.isfile(path) and os.path.getsize(path) == GRUBENV_SIZE:
+        with open(path, "r+b") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    else:
+        atomic_write(path, data, 0o644)
+
+
+def update_grubenv(path, **changes):
+    """Set (or, with None, remove) variables in a GRUB environment block; returns the new block."""
+    values = read_grubenv(path)
+    for name, value in changes.items():
+        if value is None:
+            values.pop(name, None)
+        else:
+            values[name] = value
+    write_grubenv(path, values)
+    return values
+
+
+MENUENTRY_ID = re.compile(r"(?:\$menuentry_id_option|--id)[ =]+(?:'([^']+)'|\"([^\"]+)\"|([^\s{]+))")
+
+
+def menu_entries(config_text):
+    """Ids of the top-level menu entries of a grub.cfg, in menu order."""
+    entries = []
+    for line in config_text.splitlines():
+        if line.startswith("menuentry ") or line.startswith("menuentry\t"):
+            found = MENUENTRY_ID.search(line)
+            if found:
+                entries.append(next(group for group in found.groups() if group))
+    return entries
+
+
+def default_entry(config_text):
+    """The id of the new system's own first entry (the one grub-mkconfig makes the default)."""
+    for entry in menu_entries(config_text):
+        if entry != MAINTENANCE_ENTRY:
+            return entry
+    return None
+
+
+# The program ---------------------------------------------------------------------------------------
+
+def log(message):
+    sys.stdout.write("inplace-firstboot: %s\n" % message)
+    sys.stdout.flush()
+
+
+def make_new_system_default(root, config):
+    """Make the new system GRUB's saved default; the maintenance entry stays in the menu."""
+    try:
+        with open(os.path.join(root, GRUB_CFG)) as handle:
+            entry = default_entry(handle.read())
+    except FileNotFoundError:
+        entry = None
+    entry = entry or config.get("default_entry")
+    if not entry:
+        return None
+    update_grubenv(os.path.join(root, GRUBENV), saved_entry=entry, next_entry=None)
+    return entry
+
+
+def find_store_device(runner, label):
+    rc, out, unused_err = runner.run(["blkid", "-c", "/dev/null", "-l", "-o", "device", "-t", "LABEL=" + label],
+                                     ok=(0, 2))
+    device = out.strip()
+    if rc != 0 or not device:
+        raise MigrationError("no partition labelled %s (the migration store) was found." % label)
+    return device
+
+
+def disable(root):
+    """What ``systemctl disable`` does for this unit, also for a root that is not running."""
+    try:
+        os.unlink(os.path.join(root, WANTS))
+    except FileNotFoundError:
+        pass
+
+
+def confirm(runner, root, store_root, config, restore=True):
+    """Everything the hook does with the store mounted at ``store_root``; returns a report."""
+    journal = Store(store_root).journal
+    report = {"store": store_root}
+    with journal.lock(LOCK_HOLDER, wait=LOCK_WAIT):
+        record = dict(journal.get(JOURNAL_KEY) or {})
+        record.setdefault("confirmed", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        journal.put(JOURNAL_KEY, record)
+        report["confirmed"] = record["confirmed"]
+        report["default_entry"] = make_new_system_default(root, config)
+        log("first boot confirmed; GRUB's default is now %s" % (report["default_entry"] or "unchanged (no GRUB menu)"))
+        program = os.path.join(store_root, RESTORE_PROGRAM)
+        if not restore:
+            report["restore"] = "not asked for"
+        elif not os.path.isfile(program):
+            report["restore"] = "nothing to restore (no %s on the store)" % RESTORE_PROGRAM
+        elif (journal.get("profile_restore") or {}).get("complete"):
+            report["restore"] = "already complete"
+        else:
+            log("restoring profiles: %s --store %s" % (program, store_root))
+            # The restore runs under this lock; it is told so, and must not take it again.
+            os.environ["INPLACE_STORE_LOCKED_BY"] = LOCK_HOLDER
+            rc, out, err = runner.run([sys.executable or "python3", program, "--store", store_root], ok=None)
+            for line in (out + err).splitlines():
+                log("restore: " + line)
+            if rc != 0:
+                journal.update(JOURNAL_KEY, restore_failed=rc)
+                raise MigrationError("inplace-restore failed with exit code %d; the hook stays enabled and runs "
+                                     "again at the next boot." % rc)
+            report["restore"] = "ran"
+        journal.update(JOURNAL_KEY, done=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       restore=report["restore"])
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="inplace-firstboot", description=DESCRIPTION)
+    parser.add_argument("--root", default="/", help="the new system's root (another one for tests)")
+    parser.add_argument("--store", help="the store's mount point (default: find the store by its label, mount it)")
+    parser.add_argument("--label", help="the store's filesystem label (default: from the hook's configuration)")
+    parser.add_argument("--no-restore", action="store_true", help="confirm only; do not run the restore")
+    parser.add_argument("--keep-enabled", action="store_true", help="do not disable the hook after success")
+    args = parser.parse_args(argv)
+    root = args.root
+    config = read_json(os.path.join(root, CONFIG)) or {}
+    runner = ProcessRunner()
+    try:
+        if args.store:
+            report = confirm(runner, root, args.store, config, restore=not args.no_restore)
+        else:
+            device = find_store_device(runner, args.label or config.get("store_label") or DEFAULT_LABEL)
+            mounted = mountpoint_of(device)
+            if mounted:
+                report = confirm(runner, root, mounted, config, restore=not args.no_restore)
+            else:
+                with temporary_mount(runner, device, "auto") as directory:
+                    report = confirm(runner, root, directory, config, restore=not args.no_restore)
+        if not args.keep_enabled:
+            disable(root)
+            report["disabled"] = True
+    except MigrationError as error:
+        log("failed: %s" % error)
+        return 1
+    log(json.dumps(report, sort_keys=True))
+    return 0
+
+
+# Making and installing it --------------------------------------------------------------------------
+
+def _module_source(name):
+    import importlib
+    module = importlib.import_module("ansible_collections.inplace.migration.plugins.module_utils." + name)
+    loader = getattr(module, "__loader__", None)
+    source = loader.get_source(module.__name__) if loader is not None and hasattr(loader, "get_source") else None
+    if source is None:
+        with open(module.__file__) as handle:
+            source = handle.read()
+    return source
+
+
+def _strip_imports(source):
+    """``source`` without its ``from __future__`` and collection imports (the bundle defines those names)."""
+    tree = ast.parse(source)
+    drop = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (node.module == "__future__" or
+                                                 (node.module or "").startswith("ansible_collections.")):
+            drop.update(range(node.lineno, node.end_lineno + 1))
+    return "\n".join(line for number, line in enumerate(source.splitlines(), 1) if number not in drop)
+
+
+def program_source():
+    """The whole program as one self-contained Python 3 file."""
+    parts = ["#!/usr/bin/python3",
+             "# inplace-firstboot: made by inplace.migration's image_deploy from its module_utils (%s)." %
+             ", ".join(BUNDLE),
+             "# The new system has no Ansible; this file needs nothing but python3.",
+             "from __future__ import annotations", ""]
+    for name in BUNDLE:
+        parts.append("# ---- %s.py ----" % name)
+        parts.append(_strip_imports(_module_source(name)))
+    parts += ["", "if __name__ == \"__main__\":", "    sys.exit(main())", ""]
+    return "\n".join(parts)
+
+
+def install(root, config):
+    """Install the program, its configuration and its unit in the new system's ``root``, enabled."""
+    for relative, data, mode in ((PROGRAM, program_source(), 0o755),
+                                 (CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n", 0o644),
+                                 (UNIT, UNIT_TEXT, 0o644)):
+        path = os.path.join(root, relative)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        atomic_write(path, data.encode("utf-8"), mode)
+    link = os.path.join(root, WANTS)
+    os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink("/" + UNIT, link)
+    return [PROGRAM, CONFIG, UNIT, WANTS]

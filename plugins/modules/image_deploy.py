@@ -1,0 +1,353 @@
+#!/usr/bin/python
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: image_deploy
+short_description: Write a verified OS image onto the system partition and make it boot
+version_added: 0.2.0
+description:
+  - Writes the image O(src) onto the partition O(dest), then fixes up the new system so that it keeps the old
+    one's identity and access, and hands booting over to it with GRUB as the very last step.
+  - Refuses, before writing anything and with one sentence saying why, a O(dest) that is mounted or in use, a whole
+    disk, the partition holding O(store), a partition named in O(protect), a partition smaller than the image's
+    filesystem, an image of unknown format, a missing source, and (for a local file) a checksum that does not match.
+  - Raw images are streamed through the system's own decompressor with bounded memory, in large aligned writes
+    (C(O_DIRECT) where the device takes it), with runs of zeros turned into C(BLKZEROOUT) requests instead of
+    writes, and C(fsync) at the end. qcow2 images are written by C(qemu-img convert). Root-filesystem archives get a
+    fresh O(fstype) filesystem and are extracted with owners, modes, ACLs and extended attributes.
+  - The journal on the store records each step. A raw write that was interrupted resumes from its last checkpoint
+    when the module runs again with the same image and O(dest) (the image is still read, and hashed, from its start);
+    an archive restarts from mkfs; a finished write continues with its fix-ups; a completed deploy of the same image
+    is V(changed=false).
+  - Before the first write, what the fix-ups need of the old system on O(dest) (hostname, SSH host keys, machine-id,
+    fstab, the accounts in O(carry_accounts)) is copied into the store under C(inplace/carry/), so a rerun after an
+    interruption still has it. Each fix-up is an option and is reported in RV(fixups).
+author:
+  - inplace.migration developers (@inplace-migration)
+requirements:
+  - util-linux, e2fsprogs; zstd, gzip or xz-utils for compressed images; qemu-utils for qcow2; GNU tar for archives
+  - btrfs-progs or xfsprogs for those filesystems; sudo (visudo) to check carried sudo rules
+  - In the image, for O(bootloader=grub-bios), grub-pc; for O(firstboot=true), python3
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Makes every refusal and verifies a local image's checksum, but writes nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  store:
+    description:
+      - Mount point of the migration store. It holds the journal and the carried data, and its partition is never
+        written.
+    type: path
+    required: true
+  src:
+    description:
+      - The image, as a local file (usually staged on the store) or an V(http://) or V(https://) URL, which is
+        streamed and hashed while it is read.
+    type: str
+    required: true
+  checksum:
+    description:
+      - The image's sha256, as V(sha256:<64 hex digits>), or the path or URL of a checksum file in C(sha256sum)
+        format (the line for the image's file name, or its only line).
+      - A local image is verified before the first byte is written. A streamed one is hashed while it is written;
+        a mismatch fails the run and the journal records that the partition holds no valid system.
+    type: str
+    required: true
+  dest:
+    description:
+      - The partition to write, by device path, V(PARTUUID=...) or V(LABEL=...).
+      - It is resolved once to its PARTUUID, which the journal records, since a label vanishes when the partition
+        is overwritten.
+    type: str
+    required: true
+  format:
+    description:
+      - The image's format. V(auto) detects it from its magic bytes (zstd, gzip, xz, qcow2, a tar header, or an
+        ext, btrfs or xfs superblock once decompressed), not from its name.
+      - V(raw), V(raw.zst), V(raw.gz), V(raw.xz) and V(qcow2) are written byte for byte; V(tar), V(tar.zst),
+        V(tar.gz) and V(tar.xz) are root-filesystem archives extracted onto a fresh O(fstype) filesystem.
+    type: str
+    choices: [auto, raw, raw.zst, raw.gz, raw.xz, qcow2, tar, tar.zst, tar.gz, tar.xz]
+    default: auto
+  protect:
+    description:
+      - Partitions (by path, V(PARTUUID=), V(LABEL=) or V(UUID=)) or whole disks that must never be written.
+    type: list
+    elements: str
+    default: []
+  fstype:
+    description:
+      - Filesystem made for an archive format.
+    type: str
+    choices: [ext4, ext3, ext2, btrfs, xfs]
+    default: ext4
+  label:
+    description:
+      - Filesystem label for the filesystem made for an archive format.
+    type: str
+  grow:
+    description:
+      - Grow the written filesystem to fill the partition (raw formats; an archive's filesystem already does).
+    type: bool
+    default: true
+  checkpoint:
+    description:
+      - How much of a raw image is written between two journal records of the offset reached (each made durable
+        first), as bytes or with a unit.
+    type: str
+    default: 256MiB
+  fstab:
+    description:
+      - Write the new system's C(/etc/fstab) with its root by the new filesystem UUID, its own entries whose devices
+        exist here, and the old system's entries for partitions that survive (such as swap or a separate /home).
+        Never an entry for the store or the old root.
+    type: bool
+    default: true
+  hostname:
+    description:
+      - Carry the old system's hostname into C(/etc/hostname) and the 127.0.1.1 line of C(/etc/hosts).
+    type: bool
+    default: true
+  ssh_host_keys:
+    description:
+      - Carry the old system's SSH host keys (and remove the image's own), so the controller reconnects with the
+        same host key.
+    type: bool
+    default: true
+  carry_accounts:
+    description:
+      - Accounts to carry from the old system so the controller can connect before profiles are restored (usually
+        the account Ansible connects with) with their passwd, shadow and group entries and their groups, the same UID and GID
+        when free in the new system, C(~/.ssh/authorized_keys) with the right owner and modes, and the drop-ins in
+        C(/etc/sudoers.d) that name them (checked with C(visudo -c) when it is installed).
+    type: list
+    elements: str
+    default: []
+  machine_id:
+    description:
+      - V(keep) carries the old system's machine-id; V(regenerate) leaves C(/etc/machine-id) empty so systemd makes
+        a new one at the first boot.
+    type: str
+    choices: [keep, regenerate]
+    default: keep
+  firstboot:
+    description:
+      - Install a run-once systemd unit, C(inplace-firstboot.service), and its self-contained Python program in the
+        new system. At the first boot it finds the store by its label, takes the store's lock, records the
+        confirmation in the journal, makes the new system GRUB's default, runs the store's
+        C(inplace/bin/inplace-restore) when there is one whose restore is not complete, and disables itself on
+        success.
+      - With V(true) GRUB boots the new system once and keeps maintenance as its default until that first boot
+        confirms itself, so a new system that fails to boot falls back into maintenance. With V(false) the new
+        system is GRUB's default at once.
+    type: bool
+    default: true
+  bootloader:
+    description:
+      - V(grub-bios) installs GRUB for BIOS (msdos, or GPT with a BIOS boot partition) to the disk holding O(dest),
+        from a chroot of the new system, with a menu whose root is the new filesystem's UUID and which keeps an
+        entry for the maintenance environment on the store. This is the very last step.
+      - V(none) leaves booting as it is.
+    type: str
+    choices: [grub-bios, none]
+    default: grub-bios
+  store_label:
+    description:
+      - The label the first-boot hook looks for when the store's filesystem has none of its own.
+    type: str
+    default: INPLACE-STORE
+  maintenance_kernel:
+    description:
+      - The maintenance kernel, as a path from the store's root, for the GRUB maintenance entry.
+    type: str
+    default: /inplace/boot/vmlinuz
+  maintenance_initrds:
+    description:
+      - The maintenance initramfs images, paths from the store's root, in the order GRUB loads them.
+    type: list
+    elements: str
+    default: [/inplace/boot/initrd.img, /inplace/boot/overlay.img]
+  maintenance_cmdline:
+    description:
+      - The maintenance kernel's command line.
+    type: str
+    default: console=tty0 console=ttyS0,115200 panic=10 inplace.maintenance=1
+notes:
+  - Run it from the maintenance environment, with the old system not mounted.
+  - Growing an ext filesystem is done offline (C(e2fsck -f), then C(resize2fs)).
+  - The restore program the first-boot hook runs is started while the hook holds the store's lock, with
+    E(INPLACE_STORE_LOCKED_BY=first-boot) in its environment; it must not take the lock itself.
+seealso:
+  - module: inplace.migration.partition_space
+"""
+
+EXAMPLES = r"""
+- name: Deploy the staged Debian 13 image onto the system partition
+  inplace.migration.image_deploy:
+    store: /mnt/store
+    src: /mnt/store/inplace/images/debian13.raw.zst
+    checksum: /mnt/store/inplace/images/debian13.raw.zst.sha256
+    dest: PARTUUID=6c3d1c4a-01
+    carry_accounts: [ansible]
+
+- name: Stream a root-filesystem archive from a web server onto a fresh ext4
+  inplace.migration.image_deploy:
+    store: /mnt/store
+    src: https://images.example.org/lab/debian13-root.tar.zst
+    checksum: https://images.example.org/lab/SHA256SUMS
+    dest: /dev/sda1
+    format: tar.zst
+    label: system
+    machine_id: regenerate
+
+- name: Check everything that would refuse the deploy, and verify the image, without writing
+  inplace.migration.image_deploy:
+    store: /mnt/store
+    src: /mnt/store/inplace/images/lab.qcow2
+    checksum: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    dest: LABEL=system
+    protect: [/dev/sdb]
+  check_mode: true
+"""
+
+RETURN = r"""
+state:
+  description: The journal's state for this deploy at the end of the run (V(planned) in check mode).
+  returned: always
+  type: str
+  sample: complete
+dest:
+  description: The partition written.
+  returned: when dest was resolved
+  type: dict
+  contains:
+    device:
+      description: Its device node.
+      type: str
+      sample: /dev/sda1
+    partuuid:
+      description: Its PARTUUID, as the journal records it.
+      type: str
+      sample: 6c3d1c4a-01
+    spec:
+      description: O(dest) as given.
+      type: str
+format:
+  description: The image's format, as given or detected.
+  returned: when the image was inspected
+  type: str
+  sample: raw.zst
+image_bytes:
+  description: Length of the raw image written (in check mode, the bytes the partition must hold, when known).
+  returned: when a raw image was written or planned
+  type: int
+written_bytes:
+  description: Bytes written as data by this run.
+  returned: when a raw image was written
+  type: int
+zeroed_bytes:
+  description: Bytes made zero by C(BLKZEROOUT) (or zero writes where the device cannot) instead of written.
+  returned: when a raw image was written
+  type: int
+resumed_from:
+  description: The offset a raw write resumed from (V(0) for a fresh write), or where a rerun continued.
+  returned: when something was written
+  type: raw
+filesystem:
+  description: The new filesystem's C(type), C(uuid) and C(size) in bytes.
+  returned: when written
+  type: dict
+grow:
+  description: Whether the filesystem was grown, and its size before and after, and the partition's size.
+  returned: when written
+  type: dict
+carry:
+  description: Where the carried data came from (the old system on dest, or the store's copy) and which accounts.
+  returned: when written
+  type: dict
+fixups:
+  description: One report per fix-up (C(fstab), C(hostname), C(ssh_host_keys), C(accounts), C(machine_id),
+    C(firstboot)), each with a C(status) of V(done), V(skipped) (with a C(reason)) or V(off).
+  returned: when written
+  type: dict
+bootloader:
+  description: The disk GRUB was installed to, the new system's default entry, the maintenance entry and the GRUB
+    environment block as written; or C(status=off).
+  returned: when written
+  type: dict
+timings:
+  description: Seconds spent in each step (C(verify), C(carry), C(write), C(grow), C(fixups), C(bootloader)).
+  returned: always
+  type: dict
+peak_rss:
+  description: Peak resident memory in bytes of the module's process (C(module)) and of the largest tool it ran
+    and waited for (C(largest_child), such as zstd or tar).
+  returned: when the deploy completed in this run
+  type: dict
+message:
+  description: Why nothing was done, when nothing was.
+  returned: when the same image was already deployed
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.inplace.migration.plugins.module_utils._deploy import Deploy
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils._images import FORMATS
+from ansible_collections.inplace.migration.plugins.module_utils._run import Runner
+from ansible_collections.inplace.migration.plugins.module_utils._units import parse_size
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            store=dict(type="path", required=True),
+            src=dict(type="str", required=True),
+            checksum=dict(type="str", required=True),
+            dest=dict(type="str", required=True),
+            format=dict(type="str", choices=["auto"] + list(FORMATS), default="auto"),
+            protect=dict(type="list", elements="str", default=[]),
+            fstype=dict(type="str", choices=["ext4", "ext3", "ext2", "btrfs", "xfs"], default="ext4"),
+            label=dict(type="str"),
+            grow=dict(type="bool", default=True),
+            checkpoint=dict(type="str", default="256MiB"),
+            fstab=dict(type="bool", default=True),
+            hostname=dict(type="bool", default=True),
+            ssh_host_keys=dict(type="bool", default=True),
+            carry_accounts=dict(type="list", elements="str", default=[]),
+            machine_id=dict(type="str", choices=["keep", "regenerate"], default="keep"),
+            firstboot=dict(type="bool", default=True),
+            bootloader=dict(type="str", choices=["grub-bios", "none"], default="grub-bios"),
+            store_label=dict(type="str", default="INPLACE-STORE"),
+            maintenance_kernel=dict(type="str", default="/inplace/boot/vmlinuz"),
+            maintenance_initrds=dict(type="list", elements="str",
+                                     default=["/inplace/boot/initrd.img", "/inplace/boot/overlay.img"]),
+            maintenance_cmdline=dict(type="str", default="console=tty0 console=ttyS0,115200 panic=10 "
+                                                         "inplace.maintenance=1"),
+        ),
+        supports_check_mode=True,
+    )
+    params = dict(module.params)
+    try:
+        params["checkpoint"] = parse_size(params["checkpoint"], "checkpoint")
+        result = Deploy(Runner(module), params, module.check_mode).run()
+    except MigrationError as error:
+        partial = dict(error.partial)
+        changed = bool(partial.pop("changed", False))
+        module.fail_json(msg=str(error), changed=changed, **partial)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,550 @@
+"""image_deploy through Ansible on loop disks, with images built in the test from small trees.
+
+Every test disk carries a system partition (dest), a swap partition and a store, which
+is mounted for the module; refusals are held to "dest's bytes unchanged".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support import adhoc
+from tests.support import images
+from tests.support.loopdisk import MiB, mounted, run, tree_digests, write_tree
+
+LABEL = "INPLACE-STORE"
+LAYOUT = "label: dos\nstart=2048, size=200MiB, type=83\nsize=16MiB, type=82\nsize=160MiB, type=83\n"
+OFF = {"fstab": False, "hostname": False, "ssh_host_keys": False, "firstboot": False, "bootloader": "none"}
+
+
+def deploy(check=False, **args):
+    return adhoc.module("image_deploy", args, check=check)
+
+
+def checksum_of(path):
+    return "sha256:" + images.sha256(path)
+
+
+def part_digest(device):
+    return images.sha256(device)
+
+
+def blkid(device, tag):
+    return run("blkid", "-p", "-s", tag, "-o", "value", device, check=False).stdout.strip()
+
+
+class Rig:
+    """A disk with dest (p1), swap (p2) and a mounted store (p3)."""
+
+    def __init__(self, disk, store):
+        self.disk = disk
+        self.dest = disk.part(1)
+        self.swap = disk.part(2)
+        self.store_dev = disk.part(3)
+        self.store = store
+
+    def journal(self):
+        path = os.path.join(self.store, "inplace", "journal.json")
+        if not os.path.exists(path):
+            return {}
+        with open(path) as handle:
+            return json.load(handle)["records"].get("image_deploy") or {}
+
+
+@pytest.fixture
+def rig(make_disk):
+    """rig(layout, size) -> Rig; its store is unmounted after the test, before the disk is detached."""
+    with contextlib.ExitStack() as stack:
+        def factory(layout=LAYOUT, size=512 * MiB):
+            disk = make_disk(size, layout)
+            run("mkswap", "-L", "oldswap", disk.part(2))
+            run("mkfs.ext4", "-q", "-F", "-L", LABEL, disk.part(3))
+            return Rig(disk, stack.enter_context(mounted(disk.part(3), readonly=False)))
+        yield factory
+
+
+@pytest.fixture
+def data_image(tmp_path):
+    """A 64 MiB raw ext4 image holding a small tree (mostly free space), and the tree's digests."""
+    tree = tmp_path / "tree"
+    digests = write_tree(str(tree), files=24, file_size=512 * 1024, big=6 * MiB, seed=5)
+    raw = images.ext4_image(str(tmp_path / "data.img"), str(tree))
+    return raw, digests
+
+
+# Every format lands ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["raw", "raw.zst", "raw.gz", "raw.xz", "qcow2"])
+def test_every_raw_format_lands_byte_for_byte_and_a_rerun_changes_nothing(rig, data_image, tmp_path, fmt):
+    r = rig()
+    raw, digests = data_image
+    src = images.convert(raw, fmt, str(tmp_path))
+    # Garbage where the image's zero runs go: they must read back as zeros all the same.
+    with open(r.dest, "r+b") as handle:
+        handle.write(b"\xa5" * (64 * MiB))
+    result = deploy(store=r.store, src=src, checksum=checksum_of(src), dest=r.dest, grow=False, **OFF)
+    assert result["rc"] == 0, result.get("msg")
+    assert result["changed"] is True and result["format"] == fmt and result["state"] == "complete"
+    assert images.sha256(r.dest, os.path.getsize(raw)) == images.sha256(raw)
+    if fmt != "qcow2":
+        assert result["zeroed_bytes"] > 32 * MiB, "the image's free space was written, not zeroed out"
+        assert result["written_bytes"] + result["zeroed_bytes"] == os.path.getsize(raw)
+    assert r.journal()["state"] == "complete"
+    again = deploy(store=r.store, src=src, checksum=checksum_of(src), dest=r.dest, grow=False, **OFF)
+    assert again["rc"] == 0 and again["changed"] is False, again.get("msg")
+    with mounted(r.dest) as directory:
+        assert tree_digests(directory) == digests
+
+
+def _adversarial_tree(root):
+    """Owners, modes, a setuid file, hard and symbolic links, an ACL and an xattr."""
+    os.makedirs(os.path.join(root, "etc"))
+    os.makedirs(os.path.join(root, "usr", "bin"))
+    os.makedirs(os.path.join(root, "home", "anna"))
+    write_tree(os.path.join(root, "srv"), files=12, seed=9)
+    with open(os.path.join(root, "usr", "bin", "tool"), "wb") as handle:
+        handle.write(b"#!/bin/sh\necho tool\n")
+    os.chmod(os.path.join(root, "usr", "bin", "tool"), 0o4755)
+    with open(os.path.join(root, "home", "anna", "notes"), "w") as handle:
+        handle.write("private\n")
+    os.chmod(os.path.join(root, "home", "anna", "notes"), 0o600)
+    os.chown(os.path.join(root, "home", "anna", "notes"), 1234, 2345)
+    os.chown(os.path.join(root, "home", "anna"), 1234, 2345)
+    os.link(os.path.join(root, "usr", "bin", "tool"), os.path.join(root, "usr", "bin", "tool-again"))
+    os.symlink("../usr/bin/tool", os.path.join(root, "etc", "tool-link"))
+    run("setfacl", "-m", "u:4321:r", os.path.join(root, "home", "anna", "notes"))
+    run("setfattr", "-n", "user.migration", "-v", "kept", os.path.join(root, "home", "anna", "notes"))
+
+
+@pytest.mark.parametrize("fmt", ["tar", "tar.zst"])
+def test_archives_land_file_for_file_with_owners_modes_acls_and_xattrs(rig, tmp_path, fmt):
+    r = rig()
+    tree = str(tmp_path / "root")
+    _adversarial_tree(tree)
+    src = images.tar_archive(tree, str(tmp_path / ("root." + fmt)), "zst" if fmt == "tar.zst" else None)
+    result = deploy(store=r.store, src=src, checksum=checksum_of(src), dest=r.dest, label="newroot", **OFF)
+    assert result["rc"] == 0, result.get("msg")
+    assert result["format"] == fmt and blkid(r.dest, "LABEL") == "newroot" and blkid(r.dest, "TYPE") == "ext4"
+    with mounted(r.dest) as directory:
+        assert tree_digests(directory) == tree_digests(tree)
+        notes = os.path.join(directory, "home", "anna", "notes")
+        info = os.lstat(notes)
+        # 0640, not 0600: with an ACL, the group bits show the ACL's mask.
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (1234, 2345, 0o640)
+        assert stat.S_IMODE(os.lstat(os.path.join(directory, "usr", "bin", "tool")).st_mode) == 0o4755
+        assert os.readlink(os.path.join(directory, "etc", "tool-link")) == "../usr/bin/tool"
+        assert os.stat(os.path.join(directory, "usr", "bin", "tool")).st_ino == \
+            os.stat(os.path.join(directory, "usr", "bin", "tool-again")).st_ino
+        assert "user:4321:r--" in run("getfacl", "-p", notes).stdout
+        assert run("getfattr", "--only-values", "-n", "user.migration", notes).stdout == "kept"
+    # The archive's filesystem fills the partition.
+    assert result["filesystem"]["size"] == 200 * MiB
+
+
+def test_a_url_source_is_streamed_and_verified_against_a_checksum_file(rig, data_image, tmp_path):
+    r = rig()
+    raw, unused = data_image
+    served = tmp_path / "www"
+    served.mkdir()
+    src = images.convert(raw, "raw.zst", str(served))
+    (served / "SHA256SUMS").write_text("%s  other.img\n%s  %s\n" % ("0" * 64, images.sha256(src),
+                                                                    os.path.basename(src)))
+    with images.http_server(str(served)) as base:
+        result = deploy(store=r.store, src=base + "/" + os.path.basename(src), checksum=base + "/SHA256SUMS",
+                        dest=r.dest, grow=False, **OFF)
+    assert result["rc"] == 0, result.get("msg")
+    assert result["format"] == "raw.zst"
+    assert images.sha256(r.dest, os.path.getsize(raw)) == images.sha256(raw)
+
+
+def test_a_streamed_image_with_the_wrong_checksum_fails_loudly_and_is_recorded_invalid(rig, data_image, tmp_path):
+    r = rig()
+    raw, unused = data_image
+    served = tmp_path / "www"
+    served.mkdir()
+    src = images.convert(raw, "raw.gz", str(served))
+    with images.http_server(str(served)) as base:
+        result = deploy(store=r.store, src=base + "/" + os.path.basename(src), checksum="sha256:" + "1" * 64,
+                        dest=r.dest, **OFF)
+    assert result["rc"] != 0 and "holds no valid system" in result["msg"]
+    assert r.journal()["state"] == "invalid"
+
+
+# Refusals leave dest as it was ---------------------------------------------------------------------------
+
+def test_a_local_image_with_the_wrong_checksum_is_refused_before_writing(rig, data_image):
+    r = rig()
+    raw, unused = data_image
+    before = part_digest(r.dest)
+    result = deploy(store=r.store, src=raw, checksum="sha256:" + "2" * 64, dest=r.dest, **OFF)
+    assert result["rc"] != 0 and "nothing was written" in result["msg"], result.get("msg")
+    assert result["changed"] is False
+    assert part_digest(r.dest) == before
+
+
+REFUSALS = {
+    "mounted": "is mounted at",
+    "whole disk": "is a whole disk",
+    "store": "holds the store",
+    "protected": "is protected by protect=",
+    "protected disk": "is protected by protect=",
+    "too small": "the image needs 300.0 MiB",
+    "unknown format": "the format of",
+    "missing source": "does not exist",
+    "no such label": "no partition has LABEL=",
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_refusals_come_before_any_write(rig, data_image, tmp_path, case):
+    r = rig()
+    raw, unused = data_image
+    run("mkfs.ext4", "-q", "-F", "-L", "oldsystem", r.dest)
+    src, args = raw, {"dest": r.dest}
+    if case == "whole disk":
+        args["dest"] = r.disk.path
+    elif case == "store":
+        args["dest"] = "LABEL=" + LABEL
+    elif case == "protected":
+        args["protect"] = ["LABEL=oldsystem"]
+    elif case == "protected disk":
+        args["protect"] = [r.disk.path]
+    elif case == "too small":
+        big = tmp_path / "big"
+        big.mkdir()
+        src = images.convert(images.ext4_image(str(tmp_path / "big.img"), str(big), size=300 * MiB), "raw.zst",
+                             str(tmp_path))
+    elif case == "unknown format":
+        src = str(tmp_path / "noise.img")
+        with open(src, "wb") as handle:
+            handle.write(os.urandom(1 * MiB))
+    elif case == "missing source":
+        src = str(tmp_path / "nope.raw.zst")
+    elif case == "no such label":
+        args["dest"] = "LABEL=no-such-label"
+    checksum = checksum_of(src) if os.path.exists(src) else "sha256:" + "3" * 64
+    before = part_digest(r.dest)
+    if case == "mounted":
+        with mounted(r.dest):
+            result = deploy(store=r.store, src=src, checksum=checksum, **dict(OFF, **args))
+    else:
+        result = deploy(store=r.store, src=src, checksum=checksum, **dict(OFF, **args))
+    assert result["rc"] != 0, result
+    assert REFUSALS[case] in result["msg"], result["msg"]
+    assert result["changed"] is False
+    assert part_digest(r.dest) == before
+    assert r.journal() == {}
+
+
+def test_check_mode_verifies_and_plans_without_writing(rig, data_image):
+    r = rig()
+    raw, unused = data_image
+    before = part_digest(r.dest)
+    result = deploy(check=True, store=r.store, src=raw, checksum=checksum_of(raw), dest=r.dest, **OFF)
+    assert result["rc"] == 0 and result["changed"] is True and result["state"] == "planned", result.get("msg")
+    assert result["format"] == "raw" and result["image_bytes"] == 64 * MiB
+    assert part_digest(r.dest) == before
+
+
+# Interruption, growth ----------------------------------------------------------------------------------------
+
+def test_an_interrupted_write_resumes_from_its_checkpoint(rig, tmp_path):
+    r = rig("label: dos\nstart=2048, size=400MiB, type=83\nsize=16MiB, type=82\nsize=100MiB, type=83\n", 600 * MiB)
+    tree = tmp_path / "tree"
+    write_tree(str(tree), files=40, file_size=2 * MiB, big=160 * MiB, seed=11)
+    raw = images.ext4_image(str(tmp_path / "dense.img"), str(tree), size=320 * MiB)
+    served = tmp_path / "www"
+    served.mkdir()
+    src = images.convert(raw, "raw.zst", str(served))
+    with images.http_server(str(served), delay=0.02) as base:
+        url = base + "/" + os.path.basename(src)
+        args = dict(OFF, store=r.store, src=url, checksum=checksum_of(src), dest=r.dest, grow=False,
+                    checkpoint="16MiB")
+        command = [sys.executable, "-c", "import json, sys; from tests.support import adhoc; "
+                   "adhoc.module('image_deploy', json.loads(sys.argv[1]))", json.dumps(args)]
+        proc = subprocess.Popen(command, cwd=adhoc.REPO, env=dict(adhoc.environment(), PYTHONPATH=adhoc.REPO))
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and (r.journal().get("offset") or 0) < 64 * MiB:
+                assert proc.poll() is None, "the module finished before it could be interrupted"
+                time.sleep(0.05)
+        finally:
+            # Ansible starts the module in a session of its own: kill the whole tree, as a power cut would.
+            for pid in [proc.pid] + _descendants(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait()
+        record = r.journal()
+        assert record["state"] == "writing" and 64 * MiB <= record["offset"] < 320 * MiB, record
+        result = deploy(**args)
+    assert result["rc"] == 0, result.get("msg")
+    assert result.get("resumed_from") == record["offset"], result
+    assert images.sha256(r.dest, os.path.getsize(raw)) == images.sha256(raw)
+
+
+def _descendants(pid):
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, queue = [], [pid]
+    while queue:
+        for child in children.get(queue.pop(), []):
+            found.append(child)
+            queue.append(child)
+    return found
+
+
+def test_grow_fills_the_partition(rig, data_image):
+    r = rig()
+    raw, digests = data_image
+    result = deploy(store=r.store, src=raw, checksum=checksum_of(raw), dest=r.dest, **OFF)
+    assert result["rc"] == 0, result.get("msg")
+    assert result["grow"]["size_before"] == 64 * MiB and result["grow"]["size"] == 200 * MiB
+    assert run("e2fsck", "-f", "-n", r.dest, check=False).returncode == 0
+    with mounted(r.dest) as directory:
+        assert all(tree_digests(directory).get(k) == v for k, v in digests.items())
+
+
+# Fix-ups --------------------------------------------------------------------------------------------------------
+
+def _old_system(root, swap_uuid):
+    fstab = ("UUID=11111111-2222-3333-4444-555555555555 / ext4 errors=remount-ro 0 1\n"
+             "UUID=%s none swap sw 0 0\n"
+             "LABEL=%s /mnt/store ext4 defaults 0 2\n"
+             "UUID=99999999-8888-7777-6666-555555555555 /data ext4 defaults 0 2\n"
+             "tmpfs /tmp tmpfs defaults 0 0\n" % (swap_uuid, LABEL))
+    files = {
+        "etc/machine-id": "0123456789abcdef0123456789abcdef\n",
+        "etc/fstab": fstab,
+        "etc/ssh/ssh_host_ed25519_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nold-ed25519\n",
+        "etc/ssh/ssh_host_ed25519_key.pub": "ssh-ed25519 AAAAold root@labpc07\n",
+        "etc/ssh/ssh_host_rsa_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nold-rsa\n",
+        "etc/ssh/ssh_host_rsa_key.pub": "ssh-rsa AAAAold root@labpc07\n",
+        "home/ansible/.ssh/authorized_keys": "ssh-ed25519 AAAAcontroller ansible@controller\n",
+        "etc/sudoers.d/ansible": "ansible ALL=(ALL) NOPASSWD: ALL\n",
+        "etc/sudoers.d/other": "anna ALL=(ALL) /usr/bin/true\n",
+    }
+    images.write_root(root, "labpc07", users=[("ansible", 1001, 1001, True), ("anna", 1002, 1002, False)],
+                      extra_groups=[("labusers", 1500, "ansible,anna")], files=files)
+    for name in ("ssh_host_ed25519_key", "ssh_host_rsa_key"):
+        os.chmod(os.path.join(root, "etc", "ssh", name), 0o600)
+    os.chmod(os.path.join(root, "etc", "sudoers.d", "ansible"), 0o440)
+
+
+def _new_image(root):
+    images.write_root(root, "debian", users=[("debian", 1001, 1001, False)], files={
+        "etc/fstab": "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n",
+        "etc/ssh/ssh_host_ecdsa_key": "image's own key\n",
+        "usr/bin/python3": "",
+        "etc/machine-id": "fedcba9876543210fedcba9876543210\n",
+    })
+
+
+def test_fixups_carry_identity_access_and_fstab_into_the_new_system(rig, tmp_path):
+    r = rig()
+    old = str(tmp_path / "old")
+    _old_system(old, blkid(r.swap, "UUID"))
+    run("mkfs.ext4", "-q", "-F", "-d", old, "-L", "oldsystem", r.dest)
+    new = str(tmp_path / "new")
+    _new_image(new)
+    src = images.tar_archive(new, str(tmp_path / "new.tar.zst"), "zst")
+    result = deploy(store=r.store, src=src, checksum=checksum_of(src), dest="LABEL=oldsystem", bootloader="none",
+                    carry_accounts=["ansible", "nobody-here"])
+    assert result["rc"] == 0, result.get("msg")
+    fixups = result["fixups"]
+    assert result["carry"]["source"] == "the old system on " + r.dest
+    assert result["carry"]["missing_accounts"] == ["nobody-here"]
+    uuid = result["filesystem"]["uuid"]
+    carry = os.path.join(r.store, "inplace", "carry")
+    assert stat.S_IMODE(os.stat(carry).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(os.path.join(carry, "carry.json")).st_mode) == 0o600
+    with mounted(r.dest) as root:
+        def text(path):
+            with open(os.path.join(root, path)) as handle:
+                return handle.read()
+        fstab = [line.split() for line in text("etc/fstab").splitlines() if line and not line.startswith("#")]
+        assert fstab[0] == ["UUID=" + uuid, "/", "ext4", "errors=remount-ro", "0", "1"]
+        assert ["UUID=" + blkid(r.swap, "UUID"), "none", "swap", "sw", "0", "0"] in fstab
+        assert not any(LABEL in line[0] or line[1] in ("/data", "/mnt/store", "/tmp") for line in fstab), fstab
+        assert fixups["fstab"]["carried"] == ["UUID=%s none" % blkid(r.swap, "UUID")]
+        assert text("etc/hostname") == "labpc07\n"
+        assert "127.0.1.1\tlabpc07.lab labpc07" in text("etc/hosts")
+        ssh = os.path.join(root, "etc", "ssh")
+        assert sorted(os.listdir(ssh)) == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "ssh_host_rsa_key",
+                                           "ssh_host_rsa_key.pub"]
+        assert text("etc/ssh/ssh_host_ed25519_key") == "-----BEGIN OPENSSH PRIVATE KEY-----\nold-ed25519\n"
+        assert stat.S_IMODE(os.stat(os.path.join(ssh, "ssh_host_rsa_key")).st_mode) == 0o600
+        passwd = {line.split(":")[0]: line.split(":") for line in text("etc/passwd").splitlines()}
+        # UID and GID 1001 are the image's own "debian": ansible gets the first free ones instead.
+        assert passwd["debian"][2] == "1001" and passwd["ansible"][2] == "1000"
+        groups = {line.split(":")[0]: line.split(":") for line in text("etc/group").splitlines()}
+        assert passwd["ansible"][3] == groups["ansible"][2] == "1000"
+        assert passwd["ansible"][5:] == ["/home/ansible", "/bin/bash"]
+        assert "ansible" in groups["sudo"][3].split(",") and groups["labusers"][3] == "ansible"
+        assert groups["labusers"][2] == "1500"
+        assert "anna" not in passwd
+        shadow = {line.split(":")[0]: line for line in text("etc/shadow").splitlines()}
+        assert shadow["ansible"].startswith("ansible:$y$j9T$salt$hashansible:")
+        keys = os.path.join(root, "home", "ansible", ".ssh", "authorized_keys")
+        assert text("home/ansible/.ssh/authorized_keys") == "ssh-ed25519 AAAAcontroller ansible@controller\n"
+        info = os.stat(keys)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (1000, 1000, 0o600)
+        assert stat.S_IMODE(os.stat(os.path.dirname(keys)).st_mode) == 0o700
+        assert os.stat(os.path.dirname(keys)).st_uid == 1000
+        assert text("etc/sudoers.d/ansible") == "ansible ALL=(ALL) NOPASSWD: ALL\n"
+        assert stat.S_IMODE(os.stat(os.path.join(root, "etc/sudoers.d/ansible")).st_mode) == 0o440
+        assert not os.path.exists(os.path.join(root, "etc/sudoers.d/other"))
+        assert text("etc/machine-id") == "0123456789abcdef0123456789abcdef\n"
+        unit = os.path.join(root, "etc/systemd/system/inplace-firstboot.service")
+        assert "ExecStart=/usr/bin/python3 /usr/local/sbin/inplace-firstboot" in text(unit)
+        assert os.readlink(os.path.join(root, "etc/systemd/system/multi-user.target.wants/inplace-firstboot.service")) \
+            == "/etc/systemd/system/inplace-firstboot.service"
+        program = os.path.join(root, "usr/local/sbin/inplace-firstboot")
+        assert os.access(program, os.X_OK)
+        assert subprocess.run([sys.executable, "-I", program, "--help"], capture_output=True,
+                              check=False).returncode == 0
+        assert json.loads(text("etc/inplace-migration/firstboot.json"))["store_label"] == LABEL
+    # The same image again (its label is gone, the journal's PARTUUID finds the partition): nothing to do.
+    again = deploy(store=r.store, src=src, checksum=checksum_of(src), dest="LABEL=oldsystem", bootloader="none",
+                   carry_accounts=["ansible"])
+    assert again["rc"] == 0 and again["changed"] is False, again.get("msg")
+
+
+def test_a_run_stopped_after_the_write_continues_with_the_fixups_from_the_store_s_copy(rig, tmp_path):
+    r = rig()
+    old = str(tmp_path / "old")
+    _old_system(old, blkid(r.swap, "UUID"))
+    run("mkfs.ext4", "-q", "-F", "-d", old, r.dest)
+    new = str(tmp_path / "new")
+    _new_image(new)
+    src = images.tar_archive(new, str(tmp_path / "new.tar.zst"), "zst")
+    args = dict(store=r.store, src=src, checksum=checksum_of(src), dest=r.dest, bootloader="none", firstboot=False)
+    assert deploy(**args)["rc"] == 0
+    # As if the run had stopped during the fix-ups: the new system is on dest, the old one is gone.
+    path = os.path.join(r.store, "inplace", "journal.json")
+    with open(path) as handle:
+        journal = json.load(handle)
+    journal["records"]["image_deploy"]["state"] = "fixups"
+    with open(path, "w") as handle:
+        json.dump(journal, handle)
+    with mounted(r.dest, readonly=False) as root:
+        os.unlink(os.path.join(root, "etc", "hostname"))
+    again = deploy(**args)
+    assert again["rc"] == 0 and again["changed"] is True, again.get("msg")
+    assert again["resumed_from"].startswith("fix-ups")
+    assert again["carry"]["source"].startswith("the store's copy")
+    with mounted(r.dest) as root:
+        with open(os.path.join(root, "etc", "hostname")) as handle:
+            assert handle.read() == "labpc07\n"
+
+
+def test_machine_id_can_be_regenerated(rig, tmp_path):
+    r = rig()
+    old = str(tmp_path / "old")
+    _old_system(old, blkid(r.swap, "UUID"))
+    run("mkfs.ext4", "-q", "-F", "-d", old, r.dest)
+    new = str(tmp_path / "new")
+    _new_image(new)
+    src = images.tar_archive(new, str(tmp_path / "new.tar"))
+    result = deploy(store=r.store, src=src, checksum=checksum_of(src), dest=r.dest, bootloader="none",
+                    firstboot=False, machine_id="regenerate")
+    assert result["rc"] == 0, result.get("msg")
+    with mounted(r.dest) as root:
+        assert os.path.getsize(os.path.join(root, "etc/machine-id")) == 0
+        assert not os.path.exists(os.path.join(root, "etc/systemd/system/inplace-firstboot.service"))
+
+
+# GRUB, with a real Debian root -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def debian_image(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("debian")
+    root_tar = images.debian_root()
+    out = str(directory / "debian.tar.zst")
+    with open(root_tar, "rb") as source, open(out, "wb") as target:
+        subprocess.run(["zstd", "-q", "-T0", "-c"], stdin=source, stdout=target, check=True)
+    return out
+
+
+GRUB_LAYOUTS = {
+    "msdos": ("label: dos\nstart=2048, size=900MiB, type=83\nsize=16MiB, type=82\nsize=100MiB, type=83\n", 1),
+    "gpt": ("label: gpt\nstart=2048, size=1MiB, type=21686148-6449-6E6F-744E-656564454649\n"
+            "size=900MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n"
+            "size=100MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n", 2),
+}
+
+
+@pytest.mark.parametrize("table", sorted(GRUB_LAYOUTS))
+def test_grub_hands_the_boot_to_the_new_system_once_with_maintenance_as_fallback(make_disk, debian_image, table):
+    layout, number = GRUB_LAYOUTS[table]
+    disk = make_disk(1100 * MiB, layout)
+    dest, store_dev = disk.part(number), disk.part(number + 1)
+    run("mkfs.ext4", "-q", "-F", "-L", LABEL, store_dev)
+    store_uuid = blkid(store_dev, "UUID")
+    with mounted(store_dev, readonly=False) as store:
+        result = deploy(store=store, src=debian_image, checksum=checksum_of(debian_image), dest=dest,
+                        maintenance_cmdline="console=ttyS0,115200 inplace.maintenance=1")
+        assert result["rc"] == 0, result.get("msg")
+        boot = result["bootloader"]
+        uuid = result["filesystem"]["uuid"]
+        assert boot["disk"] == disk.path and boot["default_entry"] == "gnulinux-simple-" + uuid
+        with open(disk.path, "rb") as handle:
+            assert b"GRUB" in handle.read(512), "no GRUB boot code in the MBR"
+        if table == "gpt":
+            with open(disk.part(1), "rb") as handle:
+                assert handle.read(512).strip(b"\0"), "no core image in the BIOS boot partition"
+        with mounted(dest, readonly=False) as root:
+            with open(os.path.join(root, "boot/grub/grub.cfg")) as handle:
+                config = handle.read()
+            assert "root=UUID=%s " % uuid in config and "root=/dev/" not in config
+            assert "--id inplace-maintenance" in config
+            assert "search --no-floppy --fs-uuid --set=root %s" % store_uuid in config
+            assert "linux /inplace/boot/vmlinuz console=ttyS0,115200 inplace.maintenance=1" in config
+            assert "initrd /inplace/boot/initrd.img /inplace/boot/overlay.img" in config
+            with open(os.path.join(root, "etc/default/grub")) as handle:
+                assert "GRUB_DEFAULT=saved\n" in handle.read()
+            assert os.path.exists(os.path.join(root, "boot/grub/i386-pc/core.img"))
+            env = _grubenv(root)
+            assert env == {"saved_entry": "inplace-maintenance", "next_entry": "gnulinux-simple-" + uuid}
+            assert os.path.getsize(os.path.join(root, "boot/grub/grubenv")) == 1024
+            # The first boot, played against the mounted root: it confirms, makes the new system the
+            # default, runs the store's restore program, and disables itself.
+            os.makedirs(os.path.join(store, "inplace", "bin"))
+            marker = os.path.join(store, "restored")
+            with open(os.path.join(store, "inplace", "bin", "inplace-restore"), "w") as handle:
+                handle.write("import os, sys\nassert os.environ['INPLACE_STORE_LOCKED_BY'] == 'first-boot'\n"
+                             "open(%r, 'w').write(' '.join(sys.argv[1:]))\n" % marker)
+            program = os.path.join(root, "usr/local/sbin/inplace-firstboot")
+            proc = subprocess.run([sys.executable, "-I", program, "--root", root, "--store", store],
+                                  capture_output=True, text=True, check=False)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert _grubenv(root) == {"saved_entry": "gnulinux-simple-" + uuid}
+            with open(marker) as handle:
+                assert handle.read() == "--store " + store
+            assert not os.path.lexists(os.path.join(root, "etc/systemd/system/multi-user.target.wants/"
+                                                          "inplace-firstboot.service"))
+            with open(os.path.join(store, "inplace", "journal.json")) as handle:
+                records = json.load(handle)["records"]
+            assert records["firstboot"]["confirmed"] and records["firstboot"]["restore"] == "ran"
+            assert records["image_deploy"]["state"] == "complete"
+
+
+def _grubenv(root):
+    with open(os.path.join(root, "boot/grub/grubenv")) as handle:
+        lines = handle.read().splitlines()[1:]
+    return dict(line.split("=", 1) for line in lines if not line.startswith("#"))

@@ -1,0 +1,134 @@
+"""The first-boot hook: GRUB's environment block and menu, and the generated program run against a root."""
+
+from __future__ import annotations
+
+import ast
+import collections
+import json
+import os
+import subprocess
+import sys
+
+from ansible_collections.inplace.migration.plugins.module_utils import _firstboot
+from ansible_collections.inplace.migration.plugins.module_utils._store import Store
+
+GRUB_CFG = """set default="0"
+if [ "${next_entry}" ] ; then
+   set default="${next_entry}"
+fi
+menuentry 'Debian GNU/Linux' --class debian --class os $menuentry_id_option 'gnulinux-simple-1234' {
+\tlinux\t/boot/vmlinuz root=UUID=1234 ro quiet
+}
+submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-1234' {
+\tmenuentry 'Debian GNU/Linux, with Linux 6.1' --class debian $menuentry_id_option 'gnulinux-6.1-advanced-1234' {
+\t}
+}
+### BEGIN /etc/grub.d/45_inplace_maintenance ###
+menuentry 'Maintenance environment (inplace.migration store)' --id inplace-maintenance {
+}
+"""
+
+
+def test_menu_entries_and_the_new_system_s_default():
+    assert _firstboot.menu_entries(GRUB_CFG) == ["gnulinux-simple-1234", "inplace-maintenance"]
+    assert _firstboot.default_entry(GRUB_CFG) == "gnulinux-simple-1234"
+    assert _firstboot.default_entry("menuentry 'M' --id inplace-maintenance {\n}\n") is None
+
+
+def test_grubenv_is_a_padded_1024_byte_block_edited_in_place(tmp_path):
+    path = str(tmp_path / "grubenv")
+    _firstboot.write_grubenv(path, {"saved_entry": "a"})
+    inode = os.stat(path).st_ino
+    with open(path, "rb") as handle:
+        data = handle.read()
+    assert len(data) == 1024 and data.startswith(b"# GRUB Environment Block\nsaved_entry=a\n#")
+    _firstboot.update_grubenv(path, next_entry="b")
+    assert _firstboot.read_grubenv(path) == {"saved_entry": "a", "next_entry": "b"}
+    _firstboot.update_grubenv(path, next_entry=None, saved_entry="c")
+    assert _firstboot.read_grubenv(path) == {"saved_entry": "c"}
+    assert os.stat(path).st_ino == inode
+
+
+def test_the_program_is_one_file_without_clashing_names():
+    source = _firstboot.program_source()
+    names = collections.Counter()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names[node.name] += 1
+        elif isinstance(node, ast.Assign):
+            names.update(target.id for target in node.targets if isinstance(target, ast.Name))
+    assert [name for name, count in names.items() if count > 1] == []
+    assert "ansible" not in "".join(line for line in source.splitlines() if line.startswith(("import", "from")))
+
+
+def install(tmp_path, restore=None):
+    root = str(tmp_path / "root")
+    store = str(tmp_path / "store")
+    os.makedirs(os.path.join(root, "boot", "grub"))
+    os.makedirs(store)
+    with open(os.path.join(root, "boot", "grub", "grub.cfg"), "w") as handle:
+        handle.write(GRUB_CFG)
+    _firstboot.write_grubenv(os.path.join(root, "boot", "grub", "grubenv"),
+                             {"saved_entry": "inplace-maintenance", "next_entry": "gnulinux-simple-1234"})
+    _firstboot.install(root, {"store_label": "INPLACE-STORE", "default_entry": "gnulinux-simple-1234"})
+    if restore is not None:
+        os.makedirs(os.path.join(store, "inplace", "bin"), exist_ok=True)
+        with open(os.path.join(store, "inplace", "bin", "inplace-restore"), "w") as handle:
+            handle.write(restore)
+    return root, store
+
+
+def run(root, store, *extra):
+    program = os.path.join(root, _firstboot.PROGRAM)
+    # -I: the collection is not importable; the program must stand alone.
+    return subprocess.run([sys.executable, "-I", program, "--root", root, "--store", store] + list(extra),
+                          capture_output=True, text=True, check=False)
+
+
+def wanted(root):
+    return os.path.lexists(os.path.join(root, _firstboot.WANTS))
+
+
+def test_first_boot_confirms_makes_the_new_system_default_restores_and_disables_itself(tmp_path):
+    root, store = install(tmp_path, restore="import sys\nprint('restored', sys.argv[1:])\n")
+    assert wanted(root)
+    proc = run(root, store)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "restore: restored ['--store', '%s']" % store in proc.stdout
+    assert _firstboot.read_grubenv(os.path.join(root, "boot/grub/grubenv")) == {"saved_entry": "gnulinux-simple-1234"}
+    record = Store(store).journal.get("firstboot")
+    assert record["confirmed"] and record["restore"] == "ran"
+    assert not wanted(root)
+
+
+def test_a_failed_restore_keeps_the_hook_for_the_next_boot(tmp_path):
+    root, store = install(tmp_path, restore="import sys\nsys.exit(3)\n")
+    proc = run(root, store)
+    assert proc.returncode == 1 and "inplace-restore failed with exit code 3" in proc.stdout
+    assert wanted(root)
+    assert Store(store).journal.get("firstboot")["restore_failed"] == 3
+    # The boot was confirmed all the same: the new system is the default.
+    assert _firstboot.read_grubenv(os.path.join(root, "boot/grub/grubenv"))["saved_entry"] == "gnulinux-simple-1234"
+
+
+def test_a_restore_already_complete_or_missing_is_not_run(tmp_path):
+    root, store = install(tmp_path, restore="raise SystemExit(9)\n")
+    Store(store).journal.put("profile_restore", {"complete": True})
+    proc = run(root, store)
+    assert proc.returncode == 0, proc.stdout
+    assert Store(store).journal.get("firstboot")["restore"] == "already complete"
+    root2, store2 = install(tmp_path / "other")
+    proc = run(root2, store2)
+    assert proc.returncode == 0
+    assert Store(store2).journal.get("firstboot")["restore"].startswith("nothing to restore")
+
+
+def test_the_unit_runs_the_program_once_per_boot_until_it_succeeds(tmp_path):
+    root, unused = install(tmp_path)
+    with open(os.path.join(root, _firstboot.UNIT)) as handle:
+        unit = handle.read()
+    assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit
+    assert "ExecStart=/usr/bin/python3 /usr/local/sbin/inplace-firstboot" in unit
+    with open(os.path.join(root, _firstboot.CONFIG)) as handle:
+        assert json.load(handle)["store_label"] == "INPLACE-STORE"
+    assert os.readlink(os.path.join(root, _firstboot.WANTS)) == "/" + _firstboot.UNIT

@@ -1,0 +1,201 @@
+"""The fix-ups' pure parts: fstab merging, accounts, hosts, GRUB text; and carrying from an old root."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.inplace.migration.plugins.module_utils import _fixups
+from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+
+ROOT_UUID = "aaaaaaaa-0000-0000-0000-000000000001"
+DEVICES = {
+    "UUID=swap-uuid": ["/dev/sda2"],
+    "UUID=home-uuid": ["/dev/sda3"],
+    "LABEL=INPLACE-STORE": ["/dev/sda5"],
+    "UUID=store-uuid": ["/dev/sda5"],
+    "UUID=old-root": ["/dev/sda1"],
+    "LABEL=image-efi": [],
+    "/dev/sr0": ["/dev/sr0"],
+}
+EXCLUDED = {"/dev/sda1": "the partition just written", "/dev/sda5": "the store"}
+
+
+def merge(new, old):
+    return _fixups.merge_fstab(new, old, ROOT_UUID, "ext4", lambda spec: DEVICES.get(spec, []), EXCLUDED,
+                               {"UUID=store-uuid", "LABEL=INPLACE-STORE"})
+
+
+def test_fstab_root_by_uuid_old_survivors_kept_store_and_vanished_dropped():
+    old = ("UUID=old-root / ext4 errors=remount-ro 0 1\n"
+           "UUID=swap-uuid none swap sw 0 0\n"
+           "UUID=home-uuid /home ext4 defaults 0 2\n"
+           "LABEL=INPLACE-STORE /mnt/store ext4 defaults 0 2\n"
+           "UUID=gone /data ext4 defaults 0 2\n"
+           "tmpfs /tmp tmpfs defaults 0 0\n")
+    new = ("# UNCONFIGURED FSTAB FOR BASE SYSTEM\n"
+           "LABEL=image-root / ext4 defaults 0 1\n"
+           "LABEL=image-efi /boot/efi vfat umask=0077 0 1\n"
+           "proc /proc proc defaults 0 0\n")
+    text, report = merge(new, old)
+    entries = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+    assert entries == [
+        ["UUID=" + ROOT_UUID, "/", "ext4", "errors=remount-ro", "0", "1"],
+        ["proc", "/proc", "proc", "defaults", "0", "0"],
+        ["UUID=swap-uuid", "none", "swap", "sw", "0", "0"],
+        ["UUID=home-uuid", "/home", "ext4", "defaults", "0", "2"],
+    ]
+    assert report["carried"] == ["UUID=swap-uuid none", "UUID=home-uuid /home"]
+    assert "LABEL=INPLACE-STORE /mnt/store from the old system (the store)" in report["dropped"]
+    assert "UUID=gone /data from the old system (no such device here)" in report["dropped"]
+    assert "LABEL=image-efi /boot/efi (no such device here)" in report["dropped"]
+    assert "UNCONFIGURED" not in text
+
+
+def test_fstab_of_the_image_wins_over_the_old_one_for_the_same_mount_point():
+    text, report = merge("UUID=home-uuid /home ext4 noatime 0 2\n", "UUID=home-uuid /home ext4 defaults 0 2\n")
+    assert "noatime" in text and "defaults 0 2" not in text
+    assert report["kept"] == ["UUID=home-uuid /home"]
+
+
+def test_fstab_is_stable_when_merged_again():
+    old = "UUID=swap-uuid none swap sw 0 0\nUUID=home-uuid /home ext4 defaults 0 2\n"
+    once, unused = merge("", old)
+    twice, unused = merge(once, old)
+    assert once == twice
+
+
+def test_btrfs_root_is_not_fscked_at_boot():
+    text, unused = _fixups.merge_fstab("", "", ROOT_UUID, "btrfs", lambda spec: [], {}, set())
+    assert "UUID=%s\t/\tbtrfs\tdefaults\t0\t0" % ROOT_UUID in text
+
+
+def test_hosts_line_is_replaced_or_added():
+    assert _fixups.hosts_text("127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1 ip6\n", "127.0.1.1\tpc7") == \
+        "127.0.0.1\tlocalhost\n127.0.1.1\tpc7\n::1 ip6\n"
+    assert _fixups.hosts_text("127.0.0.1\tlocalhost\n::1 ip6\n", "127.0.1.1\tpc7") == \
+        "127.0.0.1\tlocalhost\n127.0.1.1\tpc7\n::1 ip6\n"
+
+
+def account(name, uid, gid, groups):
+    return {"passwd": [name, "x", str(uid), str(gid), name, "/home/" + name, "/bin/bash"],
+            "shadow": [name, "$hash", "1", "0", "99999", "7", "", "", ""],
+            "groups": [{"group": [g, "x", str(i), ""], "gshadow": [g, "!", "", ""], "primary": i == gid}
+                       for g, i in groups],
+            "authorized_keys": "key\n"}
+
+
+def files(passwd=(), group=()):
+    return {"passwd": [list(p) for p in passwd], "group": [list(g) for g in group], "shadow": [], "gshadow": []}
+
+
+def test_accounts_keep_their_ids_where_free():
+    new = files([["root", "x", "0", "0", "", "/root", "/bin/sh"]], [["root", "x", "0", ""], ["sudo", "x", "27", ""]])
+    result, report = _fixups.merge_accounts(new, [account("ansible", 1001, 1001, [("ansible", 1001), ("sudo", 27)])])
+    assert ["ansible", "x", "1001", "1001", "ansible", "/home/ansible", "/bin/bash"] in result["passwd"]
+    assert ["ansible", "x", "1001", ""] in result["group"]
+    assert ["sudo", "x", "27", "ansible"] in result["group"]
+    assert result["shadow"] == [["ansible", "$hash", "1", "0", "99999", "7", "", "", ""]]
+    assert report[0]["status"] == "created" and report[0]["same_ids"] is True
+
+
+def test_taken_ids_move_to_the_next_free_of_their_kind():
+    new = files([["debian", "x", "1000", "1000", "", "/home/debian", "/bin/sh"],
+                 ["svc", "x", "998", "998", "", "/", "/bin/false"]],
+                [["debian", "x", "1000", ""], ["svc", "x", "998", ""]])
+    result, report = _fixups.merge_accounts(new, [account("ansible", 1000, 1000, [("ansible", 1000)]),
+                                                  account("backup", 998, 998, [("backup", 998)])])
+    ids = {row[0]: (row[2], row[3]) for row in result["passwd"]}
+    assert ids["ansible"] == ("1001", "1001") and ids["backup"] == ("999", "999")
+    assert report[0]["same_ids"] is False
+
+
+def test_an_account_the_image_has_is_kept_and_only_gains_groups():
+    new = files([["ansible", "x", "1500", "1500", "", "/srv/ansible", "/bin/sh"]],
+                [["ansible", "x", "1500", ""], ["sudo", "x", "27", ""]])
+    result, report = _fixups.merge_accounts(new, [account("ansible", 1001, 1001, [("ansible", 1001), ("sudo", 27)])])
+    assert result["passwd"] == [["ansible", "x", "1500", "1500", "", "/srv/ansible", "/bin/sh"]]
+    assert ["sudo", "x", "27", "ansible"] in result["group"]
+    assert report[0] == {"name": "ansible", "status": "exists in the image", "uid": 1500, "gid": 1500,
+                         "home": "/srv/ansible"}
+
+
+def test_merging_twice_adds_nothing_more():
+    new = files([], [["sudo", "x", "27", ""]])
+    carried = [account("ansible", 1001, 1001, [("ansible", 1001), ("sudo", 27)])]
+    once, unused = _fixups.merge_accounts(new, carried)
+    snapshot = {k: [list(r) for r in v] for k, v in once.items()}
+    twice, unused = _fixups.merge_accounts(once, carried)
+    assert twice == snapshot
+
+
+def write(root, relative, text, mode=0o644):
+    path = os.path.join(root, relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+
+
+def test_gather_reads_inside_the_old_root_only(tmp_path):
+    root = str(tmp_path / "old")
+    outside = tmp_path / "outside_keys"
+    outside.write_text("must not be read\n")
+    write(root, "etc/passwd", "root:x:0:0::/root:/bin/sh\nansible:x:1001:1001::/home/ansible:/bin/bash\n"
+                              "eve:x:1002:1002::/home/eve:/bin/bash\n")
+    write(root, "etc/group", "ansible:x:1001:\nsudo:x:27:ansible,eve\neve:x:1002:\n")
+    write(root, "etc/shadow", "ansible:$hash:1::::::\n", 0o640)
+    write(root, "etc/hostname", "pc7\n")
+    write(root, "etc/hosts", "127.0.0.1 localhost\n127.0.1.1 pc7.lab pc7\n")
+    write(root, "etc/ssh/ssh_host_ed25519_key", "private\n", 0o600)
+    write(root, "etc/ssh/sshd_config", "Port 22\n")
+    write(root, "home/ansible/.ssh/authorized_keys", "ssh-ed25519 AAAA\n", 0o600)
+    write(root, "etc/sudoers.d/ansible", "ansible ALL=(ALL) NOPASSWD: ALL\n")
+    write(root, "etc/sudoers.d/eve", "eve ALL=(ALL) ALL\n")
+    write(root, "etc/sudoers.d/README", "# ansible is mentioned in a comment only\n")
+    os.makedirs(os.path.join(root, "home", "eve", ".ssh"))
+    os.symlink(str(outside), os.path.join(root, "home", "eve", ".ssh", "authorized_keys"))
+    data = _fixups.gather(root, ["ansible", "eve", "ghost"])
+    assert data["hostname"] == "pc7" and data["hosts_line"] == "127.0.1.1 pc7.lab pc7"
+    assert data["ssh_host_keys"] == {"ssh_host_ed25519_key": {"mode": 0o600, "text": "private\n"}}
+    assert data["missing_accounts"] == ["ghost"]
+    ansible, eve = data["accounts"]
+    assert ansible["authorized_keys"] == "ssh-ed25519 AAAA\n"
+    assert [g["group"][0] for g in ansible["groups"]] == ["ansible", "sudo"]
+    assert ansible["shadow"] == ["ansible", "$hash", "1", "", "", "", "", "", ""]
+    # An absolute symlink is followed inside the old root, never to the host's file.
+    assert eve["authorized_keys"] is None
+    assert sorted(data["sudoers"]) == ["ansible", "eve"]
+
+
+def test_inside_resolves_links_within_the_root(tmp_path):
+    root = str(tmp_path)
+    os.makedirs(os.path.join(root, "data", "homes"))
+    os.symlink("/data/homes", os.path.join(root, "home"))
+    os.symlink("../../etc", os.path.join(root, "data", "homes", "up"))
+    assert _fixups.inside(root, "/home/anna") == os.path.join(root, "data", "homes", "anna")
+    assert _fixups.inside(root, "/home/up/passwd") == os.path.join(root, "etc", "passwd")
+    assert _fixups.inside(root, "/../../etc") == os.path.join(root, "etc")
+    os.symlink("loop", os.path.join(root, "loop"))
+    with pytest.raises(MigrationError, match="too many symbolic links"):
+        _fixups.inside(root, "/loop/x")
+
+
+def test_grub_texts():
+    assert _fixups.grub_default_text("GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\n") == "GRUB_DEFAULT=saved\nGRUB_TIMEOUT=5\n"
+    assert _fixups.grub_default_text("GRUB_TIMEOUT=5\n") == "GRUB_DEFAULT=saved\nGRUB_TIMEOUT=5\n"
+    script = _fixups.maintenance_script("store-uuid", "/inplace/boot/vmlinuz", ["/a.img", "/b.img"], "panic=10")
+    assert script.splitlines()[2] == "exec tail -n +4 $0"
+    assert "menuentry 'Maintenance environment (inplace.migration store)' --id inplace-maintenance {" in script
+    assert "\tsearch --no-floppy --fs-uuid --set=root store-uuid\n\tlinux /inplace/boot/vmlinuz panic=10\n" \
+           "\tinitrd /a.img /b.img\n" in script
+
+
+def test_root_is_pinned_to_the_uuid():
+    config = ("\tlinux\t/boot/vmlinuz-6.1 root=/dev/loop3p1 ro quiet\n"
+              "\tlinux\t/boot/vmlinuz-6.1 root=UUID=new ro single\n"
+              "\tlinux /inplace/boot/vmlinuz panic=10\n")
+    text, changed = _fixups.pin_root(config, "new")
+    assert text == config.replace("root=/dev/loop3p1", "root=UUID=new")
+    assert changed == ["/dev/loop3p1"]
