@@ -223,8 +223,10 @@ class Accounts:
 
 
 class Restore:
-    def __init__(self, runner, store, root="/", users=None, accounts="create", conflict="overwrite", settings=None):
+    def __init__(self, runner, store, root="/", users=None, accounts="create", conflict="overwrite", settings=None,
+                 lock_timeout=0):
         self.runner = runner
+        self.lock_timeout = lock_timeout
         self.store = Store(store)
         self.root = root
         self.users = users
@@ -267,7 +269,14 @@ class Restore:
         if check_mode:
             self._plan_accounts(manifest, todo, report)
             return report
-        with journal.lock("profile_restore"):
+        with journal.lock("profile_restore", wait=self.lock_timeout):
+            # The first-boot hook may have restored while this waited for the lock.
+            record = journal.get(JOURNAL_KEY) or record
+            todo = [u for u in todo if not record["users"].get(u["name"], {}).get("restored")]
+            settings_todo = [g for g in settings_todo if not record["settings"].get(g, {}).get("restored")]
+            if not todo and not settings_todo:
+                report.update(changed=False, already_restored=names)
+                return report
             uid_map, gid_map, homes = self._accounts(manifest, todo, record, report)
             for user in todo:
                 name = user["name"]

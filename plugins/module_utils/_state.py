@@ -73,7 +73,8 @@ def detect(runner, label):
     deploy = records.get("image_deploy") or {}
     if maintenance:
         environment = "maintenance"
-    elif deploy.get("state") == "complete" and deploy.get("fs_uuid") and deploy.get("fs_uuid") == root["uuid"]:
+    elif deploy.get("state") == "complete" and (deploy.get("filesystem") or {}).get("uuid") == root["uuid"] \
+            and root["uuid"]:
         environment = "new"
     elif completion is not None:
         environment = "new"

@@ -72,6 +72,11 @@ options:
     type: str
     choices: [overwrite, keep_new, rename]
     default: overwrite
+  lock_timeout:
+    description:
+      - Seconds to wait for the store's lock, held while the new system's first-boot hook restores by itself.
+    type: int
+    default: 1800
   settings:
     description:
       - Settings groups to apply, from those captured; none unless asked.
@@ -173,6 +178,7 @@ def main():
             accounts=dict(type="str", choices=["create", "require", "skip"], default="create"),
             conflict=dict(type="str", choices=["overwrite", "keep_new", "rename"], default="overwrite"),
             settings=dict(type="list", elements="str", choices=SETTINGS, default=[]),
+            lock_timeout=dict(type="int", default=1800),
         ),
         supports_check_mode=True,
     )
@@ -180,7 +186,8 @@ def main():
     try:
         result = Restore(Runner(module), params["store"], root=params["root"], users=params["users"],
                          accounts=params["accounts"], conflict=params["conflict"],
-                         settings=params["settings"]).run(check_mode=module.check_mode)
+                         settings=params["settings"], lock_timeout=params["lock_timeout"]).run(
+                             check_mode=module.check_mode)
     except MigrationError as error:
         module.fail_json(msg=str(error), **error.partial)
     if result["failed_users"]:
