@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import subprocess
+import sys
 import tarfile
 import tempfile
 
@@ -110,11 +111,17 @@ def create_archive(runner, directory, listing, destination, level=3):
     return {"sha256": digest.hexdigest(), "bytes": size, "warnings": warnings}
 
 
-def file_sha256(path):
-    """(sha256 hex, size) of the file at ``path``, read in bounded chunks."""
+def file_sha256(path, from_device=False):
+    """(sha256 hex, size) of the file at ``path``, read in bounded chunks.
+
+    ``from_device`` first drops the file's (clean, fsync'd) pages from the page cache,
+    so the bytes hashed are the ones on the device, not the ones just written.
+    """
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb", buffering=0) as handle:
+        if from_device:
+            os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         buffer = bytearray(4 * CHUNK)
         view = memoryview(buffer)
         while True:
@@ -126,11 +133,11 @@ def file_sha256(path):
     return digest.hexdigest(), size
 
 
-def verify(path, sha256, size):
+def verify(path, sha256, size, from_device=False):
     """Raise unless the archive at ``path`` has exactly the recorded size and sha256."""
     if not os.path.exists(path):
         raise MigrationError("%s is missing from the store." % path)
-    actual, actual_size = file_sha256(path)
+    actual, actual_size = file_sha256(path, from_device)
     if actual != sha256 or actual_size != size:
         raise MigrationError("%s does not match the manifest (sha256 %s, %d bytes; recorded %s, %d bytes): the "
                              "store is damaged." % (path, actual, actual_size, sha256, size))
@@ -206,76 +213,69 @@ def _unquote(text):
     return bytes(out)
 
 
-def _check_members(runner, archive, stop):
-    """List the archive with GNU tar itself and refuse the first hostile member.
-
-    Runs beside the extraction, on its own decompression of the archive, and reads
-    only tar's listing, so the file data never passes through Python. The same
-    tar parses the listing and the extraction, so both see the same names.
-    ``stop`` is called before raising, to end the extraction.
-    """
-    guard = _Guard()
-    zstd = subprocess.Popen([runner.path("zstd"), "-q", "-d", "-c", archive], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env=_environment())
-    # --absolute-names: show names as stored, where tar would otherwise strip a leading '/' or '../'.
-    listing = subprocess.Popen([runner.path("tar"), "--list", "--verbose", "--numeric-owner", "--quoting-style=c",
-                                "--absolute-names", "--file=-"], stdin=zstd.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=_environment())
-    zstd.stdout.close()
-    members = 0
-    try:
-        for raw in listing.stdout:
-            line = raw.decode("utf-8", "surrogateescape").rstrip("\n")
-            found = _LISTING.match(line)
-            if not found or found.group("type") not in _MEMBER_TYPES:
-                raise ArchiveRejected("tar lists a member this restore does not accept: %s" % line[:200])
-            member = tarfile.TarInfo(os.fsdecode(_unquote(found.group("name"))))
-            member.type = _MEMBER_TYPES[found.group("type")]
-            if found.group("target") is not None:
-                member.linkname = os.fsdecode(_unquote(found.group("target")))
-            guard.check(member)
-            members += 1
-        if listing.wait() != 0:
-            raise ArchiveRejected("tar cannot read it: %s" % listing.stderr.read().decode("utf-8", "replace").strip())
-    except ArchiveRejected as error:
-        stop()
-        raise ArchiveRejected("%s: %s." % (os.path.basename(archive), error))
-    finally:
-        for proc in (listing, zstd):
-            proc.kill()
-            proc.wait()
-        listing.stdout.close()
-        listing.stderr.close()
-    return members
+def _member(line):
+    """The member a line of tar's long listing describes, or None for a line that names none."""
+    found = _LISTING.match(line)
+    if not found:
+        return None
+    if found.group("type") not in _MEMBER_TYPES:
+        raise ArchiveRejected("tar lists a member this restore does not accept: %s" % line[:200])
+    member = tarfile.TarInfo(os.fsdecode(_unquote(found.group("name"))))
+    member.type = _MEMBER_TYPES[found.group("type")]
+    if found.group("target") is not None:
+        member.linkname = os.fsdecode(_unquote(found.group("target")))
+    return member
 
 
 def extract_archive(runner, archive, target):
-    """Extract ``archive`` into ``target``, a private, empty staging directory.
+    """Extract ``archive`` into ``target``, a private, empty staging directory, checking every member.
 
-    GNU tar extracts (its defaults already strip leading '/' and refuse '..', and it
-    makes symlinks to outside its directory only at the very end) while, beside it,
-    every member is checked; a hostile member stops tar and fails the archive, and
-    the caller discards the staging directory, so nothing of it reaches a home.
-    Returns the number of members.
+    GNU tar extracts and, with -vv, lists each member as stored (a leading '/'
+    included); every listed member goes through the guard. GNU tar itself already
+    strips leading '/', refuses '..' and makes symlinks to outside its directory only
+    at the end, and all of it lands in the staging directory: on a refused member
+    tar is stopped and the caller discards the staging directory, so nothing of the
+    archive reaches a home. Returns the number of members.
     """
-    tar = [runner.path("tar"), "--extract", "--file=-", "--directory", target] + TAR_EXTRACT
+    tar = [runner.path("tar"), "--extract", "--file=-", "--directory", target, "-vv", "--quoting-style=c"] + \
+        TAR_EXTRACT
     zstd = [runner.path("zstd"), "-q", "-d", "-c", archive]
+    name = os.path.basename(archive)
+    guard = _Guard()
+    members = 0
     with tempfile.TemporaryFile() as tar_errors, tempfile.TemporaryFile() as zstd_errors:
         zstd_proc = subprocess.Popen(zstd, stdout=subprocess.PIPE, stderr=zstd_errors, env=_environment())
-        tar_proc = subprocess.Popen(tar, stdin=zstd_proc.stdout, stderr=tar_errors, env=_environment())
+        tar_proc = subprocess.Popen(tar, stdin=zstd_proc.stdout, stdout=subprocess.PIPE, stderr=tar_errors,
+                                    env=_environment())
         zstd_proc.stdout.close()
-
-        def stop():
-            for proc in (tar_proc, zstd_proc):
-                proc.kill()
-
         try:
-            members = _check_members(runner, archive, stop)
+            for raw in tar_proc.stdout:
+                member = _member(raw.decode("utf-8", "surrogateescape").rstrip("\n"))
+                if member is not None:
+                    guard.check(member)
+                    members += 1
+        except ArchiveRejected as error:
+            raise ArchiveRejected("%s: %s." % (name, error))
         finally:
+            for proc in (tar_proc, zstd_proc):
+                if proc.poll() is None and sys.exc_info()[0] is not None:
+                    proc.kill()
             tar_rc, zstd_rc = tar_proc.wait(), zstd_proc.wait()
+            tar_proc.stdout.close()
         if zstd_rc != 0:
             raise MigrationError("zstd could not decompress %s (exit code %d): %s" % (
                 archive, zstd_rc, _tail(zstd_errors)))
+        tar_errors.seek(0)
+        complaints = tar_errors.read().decode("utf-8", "replace")
+        refused = re.search(r'"(.*)": Member name contains \'\.\.\'', complaints)
+        if refused:
+            raise ArchiveRejected("%s: member %r has a '..' component." % (name, refused.group(1)))
+        # tar strips a leading '/' or '../' and says so; such a name was an escape attempt even if tar made it harmless.
+        stripped = re.search(r"Removing leading `(.*)' from (member names|hard link targets)", complaints)
+        if stripped:
+            what = "member name" if stripped.group(2) == "member names" else "hard link target"
+            raise ArchiveRejected("%s: a %s starts with %r, which has a '..' component or is an absolute path." % (
+                name, what, stripped.group(1)))
         if tar_rc != 0:
             raise MigrationError("tar failed extracting %s into %s (exit code %d): %s" % (
                 archive, target, tar_rc, _tail(tar_errors)))

@@ -257,7 +257,7 @@ class Capture:
                                        skipped=summary["skipped"], excluded=summary["excluded"]))
         settings_record = self._capture_settings(settings_paths, work, result)
         for entry in manifest_users + ([settings_record] if settings_record else []):
-            _archive.verify(os.path.join(profiles, entry["archive"]), entry["sha256"], entry["bytes"])
+            _archive.verify(os.path.join(profiles, entry["archive"]), entry["sha256"], entry["bytes"], from_device=True)
         shutil.rmtree(work, ignore_errors=True)
         _standalone.write_restore_program(self.store)
         manifest = {

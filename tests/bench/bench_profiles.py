@@ -160,14 +160,15 @@ def main():
                 times["module capture"].append(elapsed)
                 memory["capture"] = peak
 
-                shutil.rmtree(target, ignore_errors=True)
+                for leftover in (target, os.path.join(new, "home/alice")):
+                    shutil.rmtree(leftover, ignore_errors=True)
                 os.makedirs(target)
                 subprocess.run(["sync"], check=True)
                 times["baseline restore"].append(shell(
                     "zstd -q -d -c %s | tar -x %s -C %s -f -" % (
                         baseline_archive, " ".join("'%s'" % f for f in TAR_FLAGS), target)))
                 subprocess.run(["sync"], check=True)
-                shutil.rmtree(os.path.join(new, "home/alice"), ignore_errors=True)
+                shutil.rmtree(target)
                 for name in ("journal.json",):
                     path = os.path.join(store, "inplace", name)
                     if os.path.exists(path):
