@@ -29,7 +29,6 @@ PACKAGES = [
     "linux-image-cloud-amd64", "grub-pc", "openssh-server", "python3", "python3-parted", "sudo", "acl", "attr",
     "cron", "systemd-sysv", "udev", "zstd", "e2fsprogs", "dbus", "passwd", "usr-is-merged", "kmod",
 ]
-SUITE_PACKAGES = {"bookworm": [], "trixie": ["systemd-resolved"]}
 DROPPED_DOCS = ["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/locale/*"]
 ADMIN = {"name": "labadmin", "uid": 900}
 LAYOUTS = {
@@ -76,14 +75,14 @@ def sha256_file(path):
 
 def bootstrap(suite, destination):
     """A Debian root (with kernel, GRUB, sshd, python3) by mmdebstrap, as a directory or a .tar."""
-    command = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(PACKAGES + SUITE_PACKAGES[suite])]
+    command = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(PACKAGES)]
     command += ["--dpkgopt=path-exclude=" + pattern for pattern in DROPPED_DOCS]
     run(*command, suite, destination, stdout=subprocess.DEVNULL)
 
 
 def root_tarball(suite):
     """The cached mmdebstrap root of ``suite`` as a tar (shared by the disk layouts)."""
-    inputs = {"suite": suite, "packages": PACKAGES + SUITE_PACKAGES[suite], "drop": DROPPED_DOCS}
+    inputs = {"suite": suite, "packages": PACKAGES, "drop": DROPPED_DOCS}
     directory = cache.cached("root-" + suite, cache.key(inputs, [os.path.join(HERE, "images.py")]),
                              lambda work: bootstrap(suite, os.path.join(work, "root.tar")))
     return os.path.join(directory, "root.tar")
@@ -263,7 +262,7 @@ def build_new_image(work, suite, name):
 def new_image(suite="trixie"):
     """The cached new OS image (``<name>.tar.zst``, ``<name>.raw.zst``, each with ``.sha256``); its directory."""
     name = {"trixie": "debian13", "bookworm": "debian12"}[suite]
-    inputs = {"suite": suite, "packages": PACKAGES + SUITE_PACKAGES[suite], "name": name}
+    inputs = {"suite": suite, "packages": PACKAGES, "name": name}
     return cache.cached("new-" + name, cache.key(inputs, SOURCES),
                         lambda work: build_new_image(work, suite, name))
 

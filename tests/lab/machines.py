@@ -171,6 +171,7 @@ class Lab:
                 "-o", "LogLevel=ERROR", "-i", self.key]
 
     def ssh_command(self, name, *remote):
+        """ssh argv running ``remote`` on the PC as the admin; ssh joins the words for the remote shell."""
         pc = self.pcs[name]
         return ["ssh", "-p", str(pc["port"])] + self.ssh_options() + [
             "%s@127.0.0.1" % images.ADMIN["name"], "--"] + list(remote)
@@ -276,15 +277,14 @@ class Lab:
             wait_gone(pid, 10)
         return pid is not None
 
-    def shut_down(self, name, timeout=90):
-        """ACPI power button, then ``poweroff`` over SSH, then kill when the guest ignores both."""
-        pid = self.running(name)
-        if not pid:
-            return "not running"
+    def press_power_button(self, name):
         try:
             qmp(self.directory, name, "system_powerdown")
         except OSError:
             pass
+
+    def wait_off(self, name, pid, timeout):
+        """After the power button: wait, then ``poweroff`` over SSH, then kill a guest that ignores both."""
         if wait_gone(pid, timeout / 3):
             return "acpi"
         subprocess.run(self.ssh_command(name, "sudo", "-n", "systemctl", "poweroff"), stdout=subprocess.DEVNULL,
@@ -296,17 +296,11 @@ class Lab:
         return "killed"
 
     def stop(self, timeout=90):
-        """Shut every PC down (in parallel), remove overlays and state; keep serial logs."""
-        how = {}
+        """Shut every PC down (all at once), remove overlays, host keys and state; keep serial logs."""
         pids = {name: self.running(name) for name in self.pcs}
-        for name, pid in pids.items():
-            if pid:
-                try:
-                    qmp(self.directory, name, "system_powerdown")
-                except OSError:
-                    pass
-        for name in sorted(self.pcs):
-            how[name] = self.shut_down(name, timeout) if pids[name] else "not running"
+        for name in sorted(name for name, pid in pids.items() if pid):
+            self.press_power_button(name)
+        how = {name: self.wait_off(name, pid, timeout) if pid else "not running" for name, pid in pids.items()}
         for name, pc in self.pcs.items():
             for path in (pc["overlay"], os.path.join(self.directory, name + ".pid"),
                          os.path.join(self.directory, name + ".qmp")):

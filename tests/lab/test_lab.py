@@ -46,7 +46,7 @@ def lab(tmp_path_factory, http_port):
 
 
 def sh(lab, name, command):
-    return subprocess.run(lab.ssh_command(name, "sh", "-c", command), capture_output=True, check=True,
+    return subprocess.run(lab.ssh_command(name, command), capture_output=True, check=True,
                           timeout=120).stdout
 
 

@@ -50,7 +50,7 @@ DROPPED_PYTHON_PARTS = ["test", "idlelib", "tkinter", "turtledemo", "lib2to3", "
 # Kernel modules (paths under lib/modules/<version>/kernel) a PC needs here: disks, USB keyboards
 # and disks, common wired NICs, virtio, the filesystems we handle; their dependencies are added.
 KEPT_MODULES = [
-    "drivers/ata/", "drivers/nvme/host/", "drivers/scsi/sd_mod.ko", "drivers/scsi/sr_mod.ko", "drivers/scsi/sg.ko",
+    "drivers/ata/", "drivers/nvme/host/nvme.ko", "drivers/nvme/host/nvme-core.ko", "drivers/scsi/sd_mod.ko", "drivers/scsi/sr_mod.ko", "drivers/scsi/sg.ko",
     "drivers/scsi/virtio_scsi.ko", "drivers/block/virtio_blk.ko", "drivers/block/loop.ko",
     "drivers/block/nbd.ko", "drivers/virtio/", "drivers/char/hw_random/virtio-rng.ko",
     "drivers/firmware/qemu_fw_cfg.ko", "drivers/mmc/host/sdhci-pci.ko", "drivers/mmc/core/mmc_block.ko",
@@ -236,6 +236,8 @@ def pack(root, destination, level):
         cpio.stdin.close()
         if cpio.wait() or zstd.wait():
             raise SystemExit("packing the initramfs failed (cpio %s, zstd %s)" % (cpio.returncode, zstd.returncode))
+        # The kernel looks for a following archive (the overlay) only at a 4-byte boundary; it skips zeros.
+        output.write(b"\0" * (-output.tell() % 4))
 
 
 def tree_bytes(root):
@@ -304,7 +306,8 @@ def build(cache, level):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", default=default_cache(), help="cache directory (default: %(default)s)")
-    parser.add_argument("--level", type=int, default=19, help="zstd level (default: %(default)s)")
+    # Measured on the base: -3 gives 65 MB in 0.7 s, -9 57 MB in 5 s, -15 56.5 MB in 35 s.
+    parser.add_argument("--level", type=int, default=9, help="zstd level (default: %(default)s)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("run as root: mmdebstrap and chroot need it")
