@@ -27,7 +27,7 @@ GiB = 1024 * MiB
 DISK_BYTES = 6 * GiB
 PACKAGES = [
     "linux-image-cloud-amd64", "grub-pc", "openssh-server", "python3", "python3-parted", "sudo", "acl", "attr",
-    "cron", "systemd-sysv", "udev", "zstd", "e2fsprogs", "dbus", "passwd", "usr-is-merged", "kmod",
+    "cron", "systemd-sysv", "udev", "zstd", "e2fsprogs", "dbus", "passwd", "usr-is-merged", "kmod", "fdisk",
 ]
 DROPPED_DOCS = ["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/locale/*"]
 ADMIN = {"name": "labadmin", "uid": 900}
