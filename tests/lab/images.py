@@ -50,9 +50,8 @@ GRUB_DISABLE_OS_PROBER=true
 """
 
 
-def run(*argv, **kwargs):
-    kwargs.setdefault("check", True)
-    return subprocess.run([str(a) for a in argv], **kwargs)
+def run(*argv, check=True, **kwargs):
+    return subprocess.run([str(a) for a in argv], check=check, **kwargs)
 
 
 def output(*argv):

@@ -58,7 +58,7 @@ def test_each_pc_has_its_own_name_keys_and_machine_id(lab):
         with open(os.path.join(lab.pcs[name]["host_keys"], "ssh_host_ed25519_key.pub"), encoding="utf-8") as handle:
             assert handle.read().split()[1] == key
         seen.add((key, sh(lab, name, "cat /etc/machine-id").decode().strip()))
-    assert len({key for key, _ in seen}) == 2 and len({machine for _, machine in seen}) == 2
+    assert len({key for key, machine_id in seen}) == 2 and len({machine_id for key, machine_id in seen}) == 2
 
 
 def test_a_changed_host_key_is_noticed(lab, tmp_path):
