@@ -1,6 +1,6 @@
 """Measure the lab and the maintenance environment under QEMU TCG: sizes, RAM, times to SSH.
 
-    ./dev shell -c 'python tests/bench/bench_lab.py'   (as root; builds or reuses the cached images)
+    python tests/bench/bench_lab.py   (as root, in ./dev shell; builds or reuses the cached images)
 
 - maintenance environment: initramfs bytes and unpacked size (from its build summary);
   the least memory it boots with (tries --memory values from small to large); the time
@@ -48,7 +48,7 @@ def least_memory(base, work, sizes):
             with maintenance.booted(base, directory, "bench-pc", ADMIN, memory=memory, timeout=240) as (_ssh, seconds):
                 results[memory] = seconds
                 break
-        except TimeoutError:
+        except (maintenance.BootFailed, machines.LabError):
             results[memory] = None
     return results
 

@@ -17,6 +17,12 @@ from ansible_collections.inplace.migration.plugins.module_utils._initramfs impor
 from tests.lab import cache, machines
 
 APPEND = "console=ttyS0,115200 inplace.maintenance panic=-1"
+# What the base's setup unit prints when it keeps sshd down (maintenance_setup.py).
+REFUSED = b"this maintenance environment is incomplete and stays offline"
+
+
+class BootFailed(Exception):
+    """The environment did not come up for SSH: QEMU exited (a panic), the base refused, or time ran out."""
 
 
 def make_host_keys(directory, hostname):
@@ -45,7 +51,7 @@ def booted(base, directory, hostname, admin, memory=1024, disks=(), timeout=300)
     """Boot ``base`` (build_base.py's summary) with an overlay for ``hostname``; yield (ssh argv, seconds to SSH).
 
     ``admin`` is the overlay's account without its key: the lab's key is added.
-    Raises TimeoutError when no login succeeds in time (e.g. too little memory).
+    Raises BootFailed when no login succeeds (e.g. with too little memory).
     """
     with open(cache.ssh_key() + ".pub", encoding="utf-8") as handle:
         admin = dict(admin, authorized_keys=[handle.read()])
@@ -65,10 +71,13 @@ def booted(base, directory, hostname, admin, memory=1024, disks=(), timeout=300)
     started = time.monotonic()
     pid = machines.launch(command, "maint", directory)
     try:
+        serial = os.path.join(directory, "maint.serial.log")
         while not machines.logged_in(ssh + ["true"], hostname):
-            if not machines.read_pid(directory, "maint") or time.monotonic() - started > timeout:
-                raise TimeoutError("no SSH login to the maintenance environment with %d MiB; see %s" % (
-                    memory, os.path.join(directory, "maint.serial.log")))
+            with open(serial, "rb") as handle:
+                refused = REFUSED in handle.read()
+            if refused or not machines.read_pid(directory, "maint") or time.monotonic() - started > timeout:
+                raise BootFailed("no SSH login to the maintenance environment with %d MiB; see %s" % (
+                    memory, serial))
             time.sleep(1)
         yield ssh, round(time.monotonic() - started, 1)
     finally:

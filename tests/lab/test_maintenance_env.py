@@ -53,3 +53,14 @@ def test_maintenance_boots_with_the_overlays_identity_and_mounts_no_disk(booted)
     assert remote(ssh, "sudo systemctl is-system-running --wait") == "running"
     tools = "mkfs.ext4 resize2fs e2fsck btrfs zstd qemu-img grub-install sfdisk setfacl setfattr tar parted"
     assert remote(ssh, "sudo sh -c 'for tool in %s; do command -v $tool >/dev/null || echo $tool; done'" % tools) == ""
+
+
+def test_too_little_ram_never_gives_a_half_unpacked_environment_to_ssh(base, tmp_path):
+    """512 MiB cannot hold this base (rootfs is capped at half the RAM): it must panic or stay offline."""
+    serial = tmp_path / "maint.serial.log"
+    with pytest.raises(maintenance.BootFailed):
+        with maintenance.booted(base, str(tmp_path), HOSTNAME, ADMIN, memory=512, timeout=150):
+            pass
+    log = serial.read_bytes()
+    assert b"Initramfs unpacking failed" in log
+    assert b"Kernel panic" in log or maintenance.REFUSED in log

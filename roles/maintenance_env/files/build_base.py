@@ -93,9 +93,16 @@ Before=ssh.service sysinit.target
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/usr/bin/python3 /usr/lib/inplace-maintenance/setup.py
+StandardError=journal+console
 
 [Install]
 WantedBy=sysinit.target
+"""
+# No SSH into an environment whose overlay or base did not arrive whole.
+SSH_NEEDS_SETUP = """\
+[Unit]
+Requires=inplace-maintenance-setup.service
+After=inplace-maintenance-setup.service
 """
 SSHD_CONFIG = """\
 # Keys only: the admin account's password hash may come from the PC, but nothing here needs it.
@@ -216,6 +223,7 @@ def customize(root):
     os.makedirs(os.path.join(root, "usr", "lib", "inplace-maintenance"), exist_ok=True)
     shutil.copyfile(SETUP_SCRIPT, os.path.join(root, "usr", "lib", "inplace-maintenance", "setup.py"))
     write(root, "etc/systemd/system/inplace-maintenance-setup.service", SETUP_UNIT)
+    write(root, "etc/systemd/system/ssh.service.d/inplace-maintenance.conf", SSH_NEEDS_SETUP)
     subprocess.run(["chroot", root, "systemctl", "enable", "--quiet", "systemd-networkd",
                     "inplace-maintenance-setup.service"], check=True)
     subprocess.run(["chroot", root, "systemctl", "mask", "--quiet"] + MASKED_UNITS, check=True)

@@ -20,6 +20,34 @@ import sys
 
 ADMIN_FILE = "/etc/inplace-host/admin.json"
 HOST_KEY_GLOB = "/etc/ssh/ssh_host_*_key"
+UNPACK_FAILED = b"Initramfs unpacking failed"
+
+
+class Broken(Exception):
+    """This environment must not be used: sshd stays down (it requires this unit) and the console says why."""
+
+
+def kernel_log():
+    """Every record in the kernel's ring buffer so far."""
+    descriptor = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    records = []
+    try:
+        while True:
+            try:
+                records.append(os.read(descriptor, 8192))
+            except BlockingIOError:
+                return b"".join(records)
+            except BrokenPipeError:
+                continue  # a record was overwritten while reading; go on with the next
+    finally:
+        os.close(descriptor)
+
+
+def check_unpacked():
+    """With too little RAM the kernel stops unpacking part way, and what is there may still boot."""
+    if UNPACK_FAILED in kernel_log():
+        raise Broken("the initramfs did not unpack completely (too little RAM?); "
+                     "this maintenance environment is incomplete and stays offline.")
 
 
 def run(*argv):
@@ -60,6 +88,11 @@ def ensure_admin(admin):
 
 
 def main():
+    try:
+        check_unpacked()
+    except Broken as error:
+        sys.stderr.write("inplace-maintenance: %s\n" % error)
+        return 1
     lift_rootfs_cap()
     if os.path.exists(ADMIN_FILE):
         with open(ADMIN_FILE, encoding="utf-8") as handle:
