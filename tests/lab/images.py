@@ -12,10 +12,8 @@ import contextlib
 import glob
 import json
 import os
-import re
 import shutil
 import subprocess
-import tempfile
 
 from tests.lab import cache, profiles
 
@@ -266,21 +264,9 @@ def new_image(suite="trixie"):
                         lambda work: build_new_image(work, suite, name))
 
 
-def image_files(directory):
-    """{file name: path} of an image directory's artifacts."""
-    return {name: os.path.join(directory, name) for name in sorted(os.listdir(directory))
-            if re.search(r"\.(qcow2|zst|sha256|json)$", name)}
-
-
-def maintenance_base(level=None):
-    """The maintenance environment's kernel and base initramfs (built by the role's own builder)."""
+def maintenance_base():
+    """The maintenance environment's kernel and base initramfs: build_base.py's summary (it caches itself)."""
     top = os.path.dirname(os.path.dirname(HERE))
-    command = ["python3", os.path.join(top, "roles", "maintenance_env", "files", "build_base.py"),
-               "--cache", os.path.dirname(cache.root())]
-    if level is not None:
-        command += ["--level", str(level)]
-    return json.loads(output(*command))
+    return json.loads(output("python3", os.path.join(top, "roles", "maintenance_env", "files", "build_base.py"),
+                             "--cache", os.path.dirname(cache.root())))
 
-
-def temporary_directory(prefix):
-    return tempfile.mkdtemp(prefix=prefix, dir=cache.root())
