@@ -269,4 +269,3 @@ def maintenance_base():
     top = os.path.dirname(os.path.dirname(HERE))
     return json.loads(output("python3", os.path.join(top, "roles", "maintenance_env", "files", "build_base.py"),
                              "--cache", os.path.dirname(cache.root())))
-
