@@ -32,6 +32,10 @@ BUILDS = {
 
 
 def build(args):
+    unknown = sorted(set(args.what) - set(BUILDS))
+    if unknown:
+        raise machines.LabError("nothing called %s to build; choose from %s" % (
+            ", ".join(unknown), ", ".join(sorted(BUILDS))))
     results = {}
     for what in args.what or sorted(BUILDS):
         print("building %s ..." % what, file=sys.stderr, flush=True)
@@ -77,7 +81,7 @@ def parser():
     top = argparse.ArgumentParser(description="The inplace.migration VM lab.")
     sub = top.add_subparsers(dest="action", required=True)
     step = sub.add_parser("build", help="build (or find cached) images and print their paths")
-    step.add_argument("what", nargs="*", choices=sorted(BUILDS))
+    step.add_argument("what", nargs="*", help="any of %s (default: all)" % ", ".join(sorted(BUILDS)))
     step.set_defaults(func=build)
     for name, func, helptext in (("start", start, "start lab PCs and write the inventory"),
                                  ("stop", stop, "shut the lab's PCs down and remove their overlays"),
