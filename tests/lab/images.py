@@ -1,0 +1,271 @@
+"""Building the lab's disk images: the old PC (Debian 12 on a BIOS-booted disk) and the new OS image.
+
+Every artifact is cached by a hash of its inputs (suite, packages, layout, the lab's
+SSH key, and the source of this package), so a second build is a cache hit. Needs
+root, mmdebstrap, qemu-img, and loop devices; only loop devices attached here are
+touched, and they are detached again also when a build fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import subprocess
+
+from tests.lab import cache, profiles
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCES = [os.path.join(HERE, name) for name in ("images.py", "profiles.py", "cache.py")] + sorted(
+    glob.glob(os.path.join(HERE, "guest", "*")))
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+DISK_BYTES = 6 * GiB
+PACKAGES = [
+    "linux-image-cloud-amd64", "grub-pc", "openssh-server", "python3", "python3-parted", "sudo", "acl", "attr",
+    "cron", "systemd-sysv", "udev", "zstd", "e2fsprogs", "dbus", "passwd", "usr-is-merged", "kmod", "fdisk",
+]
+DROPPED_DOCS = ["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/locale/*"]
+ADMIN = {"name": "labadmin", "uid": 900}
+LAYOUTS = {
+    # label, sfdisk script, number of the root partition
+    "msdos": ("label: dos\nstart=2048, type=83, bootable\n", 1),
+    "gpt": ("label: gpt\nstart=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, name=bios\n"
+            "start=4096, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n", 2),
+}
+NETWORK = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n"
+DEFAULT_GRUB = """\
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=1
+GRUB_DISTRIBUTOR=`lsb_release -i -s 2> /dev/null || echo Debian`
+GRUB_CMDLINE_LINUX_DEFAULT="quiet"
+GRUB_CMDLINE_LINUX="console=tty0 console=ttyS0,115200n8"
+GRUB_TERMINAL="console serial"
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_DISABLE_OS_PROBER=true
+"""
+
+
+def run(*argv, check=True, **kwargs):
+    return subprocess.run([str(a) for a in argv], check=check, **kwargs)
+
+
+def output(*argv):
+    return run(*argv, stdout=subprocess.PIPE, text=True).stdout.strip()
+
+
+def write(path, text, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+
+
+def sha256_file(path):
+    """Write ``path``.sha256 in sha256sum's format (read back with ``sha256sum -c``); return the digest."""
+    digest = output("sha256sum", path).split()[0]
+    write(path + ".sha256", "%s  %s\n" % (digest, os.path.basename(path)))
+    return digest
+
+
+def bootstrap(suite, destination):
+    """A Debian root (with kernel, GRUB, sshd, python3) by mmdebstrap, as a directory or a .tar."""
+    command = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(PACKAGES)]
+    command += ["--dpkgopt=path-exclude=" + pattern for pattern in DROPPED_DOCS]
+    run(*command, suite, destination, stdout=subprocess.DEVNULL)
+
+
+def root_tarball(suite):
+    """The cached mmdebstrap root of ``suite`` as a tar (shared by the disk layouts)."""
+    inputs = {"suite": suite, "packages": PACKAGES, "drop": DROPPED_DOCS}
+    directory = cache.cached("root-" + suite, cache.key(inputs, [os.path.join(HERE, "images.py")]),
+                             lambda work: bootstrap(suite, os.path.join(work, "root.tar")))
+    return os.path.join(directory, "root.tar")
+
+
+def enable_networkd(root):
+    write(os.path.join(root, "etc/systemd/network/20-wired.network"), NETWORK)
+    run("chroot", root, "systemctl", "enable", "--quiet", "systemd-networkd")
+
+
+def forget_identity(root):
+    """No SSH host keys and no machine-id: each machine made from this root gets its own."""
+    for path in glob.glob(os.path.join(root, "etc/ssh/ssh_host_*")):
+        os.unlink(path)
+    write(os.path.join(root, "etc/machine-id"), "")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(root, "var/lib/dbus/machine-id"))
+
+
+def add_admin(root, public_key):
+    """The account Ansible connects as: the lab's key, passwordless sudo; root accepts the key too."""
+    run("groupadd", "--root", root, "--system", "--gid", ADMIN["uid"], ADMIN["name"])
+    run("useradd", "--root", root, "--system", "--uid", ADMIN["uid"], "--gid", ADMIN["uid"], "--create-home",
+        "--shell", "/bin/bash", "--comment", "lab administrator (Ansible)", ADMIN["name"])
+    home = os.path.join(root, "home", ADMIN["name"])
+    for directory in (os.path.join(home, ".ssh"), os.path.join(root, "root", ".ssh")):
+        owner = ADMIN["uid"] if directory.startswith(home) else 0
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chown(directory, owner, owner)
+        keys = os.path.join(directory, "authorized_keys")
+        write(keys, public_key, 0o600)
+        os.chown(keys, owner, owner)
+    write(os.path.join(root, "etc/sudoers.d/labadmin"), "%s ALL=(ALL:ALL) NOPASSWD: ALL\n" % ADMIN["name"], 0o440)
+
+
+def configure_old_pc(root, uuid, public_key):
+    write(os.path.join(root, "etc/fstab"), "UUID=%s / ext4 errors=remount-ro 0 1\n" % uuid)
+    write(os.path.join(root, "etc/hostname"), "lab-base\n")
+    write(os.path.join(root, "etc/hosts"), "127.0.0.1\tlocalhost\n127.0.1.1\tlab-base\n"
+          "::1\tlocalhost ip6-localhost ip6-loopback\n")
+    write(os.path.join(root, "etc/default/grub"), DEFAULT_GRUB)
+    enable_networkd(root)
+    add_admin(root, public_key)
+    first_boot = os.path.join(root, "usr/local/lib/inplace-lab/first-boot")
+    os.makedirs(os.path.dirname(first_boot), exist_ok=True)
+    shutil.copyfile(os.path.join(HERE, "guest", "inplace-lab-first-boot.sh"), first_boot)
+    os.chmod(first_boot, 0o755)
+    shutil.copyfile(os.path.join(HERE, "guest", "inplace-lab-first-boot.service"),
+                    os.path.join(root, "etc/systemd/system/inplace-lab-first-boot.service"))
+    run("chroot", root, "systemctl", "enable", "--quiet", "inplace-lab-first-boot.service")
+    forget_identity(root)
+
+
+@contextlib.contextmanager
+def attached(image):
+    """``image`` as a loop device with partition nodes; always detached again."""
+    device = output("losetup", "--find", "--show", image)
+    try:
+        run("partx", "-a", device, check=False)
+        yield device
+    finally:
+        run("partx", "-d", device, check=False)
+        run("losetup", "-d", device)
+
+
+@contextlib.contextmanager
+def mounted(source, target, *options):
+    run("mount", *options, source, target)
+    try:
+        yield target
+    finally:
+        run("umount", target)
+
+
+@contextlib.contextmanager
+def chroot_mounts(root):
+    """/dev, /proc and /sys for tools like grub-install that look at the running system."""
+    with contextlib.ExitStack() as stack:
+        for name, options in (("dev", ("--bind",)), ("proc", ("-t", "proc")), ("sys", ("-t", "sysfs"))):
+            source = "/dev" if name == "dev" else name
+            stack.enter_context(mounted(source, os.path.join(root, name), *options))
+        yield
+
+
+def install_grub(root, device, root_partition, uuid):
+    """GRUB for BIOS on ``device``; grub.cfg names the root by UUID.
+
+    Without udev there is no /dev/disk/by-uuid, so update-grub in a chroot writes
+    root=/dev/loopNpM; the UUID is put in its place.
+    """
+    with chroot_mounts(root):
+        run("chroot", root, "grub-install", "--target=i386-pc", device, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        run("chroot", root, "update-grub", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = os.path.join(root, "boot/grub/grub.cfg")
+    with open(config, encoding="utf-8") as handle:
+        text = handle.read()
+    text = text.replace("root=%s " % root_partition, "root=UUID=%s " % uuid)
+    if root_partition in text:
+        raise RuntimeError("grub.cfg still names %s after the UUID rewrite" % root_partition)
+    write(config, text, 0o444)
+
+
+def build_old_pc(work, layout, tarball, public_key):
+    script, number = LAYOUTS[layout]
+    raw = os.path.join(work, "disk.raw")
+    with open(raw, "wb") as handle:
+        handle.truncate(DISK_BYTES)
+    run("sfdisk", "--no-reread", "--no-tell-kernel", "-q", raw, input=script.encode())
+    mountpoint = os.path.join(work, "mnt")
+    os.mkdir(mountpoint)
+    with attached(raw) as device:
+        partition = "%sp%d" % (device, number)
+        run("mkfs.ext4", "-q", partition)
+        uuid = output("blkid", "-s", "UUID", "-o", "value", partition)
+        with mounted(partition, mountpoint):
+            run("tar", "-x", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-f", tarball,
+                "-C", mountpoint)
+            configure_old_pc(mountpoint, uuid, public_key)
+            users = profiles.populate(mountpoint)
+            install_grub(mountpoint, device, partition, uuid)
+        run("e2fsck", "-f", "-n", partition, stdout=subprocess.DEVNULL)
+    run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, os.path.join(work, "disk.qcow2"))
+    os.unlink(raw)
+    os.rmdir(mountpoint)
+    info = {"layout": layout, "root_partition": number, "root_uuid": uuid, "disk_bytes": DISK_BYTES,
+            "admin": ADMIN, "users": users, "suite": "bookworm"}
+    write(os.path.join(work, "info.json"), json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def old_pc(layout="msdos"):
+    """The cached old PC disk (qcow2, to be used as a backing file only); returns its directory."""
+    tarball = root_tarball("bookworm")
+    with open(cache.ssh_key() + ".pub", encoding="utf-8") as handle:
+        public_key = handle.read()
+    inputs = {"layout": layout, "disk": DISK_BYTES, "root": os.path.basename(os.path.dirname(tarball)),
+              "key": public_key}
+    return cache.cached("old-pc-" + layout, cache.key(inputs, SOURCES),
+                        lambda work: build_old_pc(work, layout, tarball, public_key))
+
+
+def directory_bytes(root):
+    return int(output("du", "-s", "--block-size=1", root).split()[0])
+
+
+def build_new_image(work, suite, name):
+    root = os.path.join(work, "root")
+    bootstrap(suite, root)
+    enable_networkd(root)
+    write(os.path.join(root, "etc/default/grub"), DEFAULT_GRUB)
+    write(os.path.join(root, "etc/hostname"), "localhost\n")
+    forget_identity(root)
+    tar_zst = os.path.join(work, name + ".tar.zst")
+    with open(tar_zst, "wb") as handle:
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "--xattrs", "--xattrs-include=*", "--acls",
+                                "--numeric-owner", "--sort=name", "."], stdout=subprocess.PIPE)
+        zstd = subprocess.Popen(["zstd", "-q", "-T0", "-10"], stdin=tar.stdout, stdout=handle)
+        tar.stdout.close()
+        if tar.wait() or zstd.wait():
+            raise RuntimeError("packing %s failed" % tar_zst)
+    used = directory_bytes(root)
+    # Headroom for what the first boot and the restore write before the filesystem is grown.
+    size = (used * 5 // 4 + 256 * MiB) // MiB * MiB
+    raw = os.path.join(work, name + ".raw")
+    with open(raw, "wb") as handle:
+        handle.truncate(size)
+    run("mkfs.ext4", "-q", "-d", root, "-L", "debian-" + suite, raw)
+    run("e2fsck", "-f", "-n", raw, stdout=subprocess.DEVNULL)
+    run("zstd", "-q", "-T0", "-10", "--rm", raw)
+    shutil.rmtree(root)
+    info = {"suite": suite, "tree_bytes": used, "raw_bytes": size, "files": {}}
+    for path in (tar_zst, raw + ".zst"):
+        info["files"][os.path.basename(path)] = {"bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+    write(os.path.join(work, "info.json"), json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def new_image(suite="trixie"):
+    """The cached new OS image (``<name>.tar.zst``, ``<name>.raw.zst``, each with ``.sha256``); its directory."""
+    name = {"trixie": "debian13", "bookworm": "debian12"}[suite]
+    inputs = {"suite": suite, "packages": PACKAGES, "name": name}
+    return cache.cached("new-" + name, cache.key(inputs, SOURCES),
+                        lambda work: build_new_image(work, suite, name))
+
+
+def maintenance_base():
+    """The maintenance environment's kernel and base initramfs: build_base.py's summary (it caches itself)."""
+    top = os.path.dirname(os.path.dirname(HERE))
+    return json.loads(output("python3", os.path.join(top, "roles", "maintenance_env", "files", "build_base.py"),
+                             "--cache", os.path.dirname(cache.root())))

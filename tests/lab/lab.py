@@ -1,0 +1,120 @@
+"""The VM lab: build the images, start and stop lab PCs, reach them.
+
+    python tests/lab/lab.py build [old-msdos old-gpt new maintenance]   (default: all)
+    python tests/lab/lab.py start --lab DIR [--count N] [--layout msdos --layout gpt] [--guestfwd-port P]
+    python tests/lab/lab.py inventory --lab DIR
+    python tests/lab/lab.py ssh --lab DIR pc1 [command ...]
+    python tests/lab/lab.py power-cut --lab DIR pc1        (kill QEMU; start brings it back)
+    python tests/lab/lab.py stop --lab DIR
+
+Builds are cached under ~/.cache/inplace-migration/lab (or $INPLACE_CACHE/lab).
+``start`` on a lab that already has PCs starts those that are not running (after a
+power cut) and adds ``--count`` new ones. Run as root (loop devices, mmdebstrap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from tests.lab import images, machines  # noqa: E402
+
+BUILDS = {
+    "old-msdos": lambda: images.old_pc("msdos"),
+    "old-gpt": lambda: images.old_pc("gpt"),
+    "new": images.new_image,
+    "maintenance": images.maintenance_base,
+}
+
+
+def build(args):
+    unknown = sorted(set(args.what) - set(BUILDS))
+    if unknown:
+        raise machines.LabError("nothing called %s to build; choose from %s" % (
+            ", ".join(unknown), ", ".join(sorted(BUILDS))))
+    results = {}
+    for what in args.what or sorted(BUILDS):
+        print("building %s ..." % what, file=sys.stderr, flush=True)
+        results[what] = BUILDS[what]()
+    print(json.dumps(results, indent=2, sort_keys=True))
+
+
+def start(args):
+    lab = machines.Lab(args.lab)
+    if args.count or not lab.pcs:
+        lab.add(args.count or len(args.layout or []) or 1, args.layout or ["msdos"], args.guestfwd_port)
+    seconds = lab.start(timeout=args.timeout)
+    print(json.dumps({"inventory": lab.inventory, "seconds_to_ssh": seconds,
+                      "pcs": {name: {"port": pc["port"], "layout": pc["layout"]} for name, pc in lab.pcs.items()}},
+                     indent=2, sort_keys=True))
+
+
+def stop(args):
+    print(json.dumps(machines.Lab(args.lab).stop(timeout=args.timeout), indent=2, sort_keys=True))
+
+
+def power_cut(args):
+    lab = machines.Lab(args.lab)
+    if not lab.power_cut(args.name):
+        raise machines.LabError("%s is not running" % args.name)
+
+
+def inventory(args):
+    lab = machines.Lab(args.lab)
+    with open(lab.inventory, encoding="utf-8") as handle:
+        sys.stdout.write(handle.read())
+
+
+def ssh(args):
+    lab = machines.Lab(args.lab)
+    if args.name not in lab.pcs:
+        raise machines.LabError("no PC named %s in %s" % (args.name, lab.directory))
+    command = lab.ssh_command(args.name, *args.command)
+    os.execvp(command[0], command)
+
+
+def parser():
+    top = argparse.ArgumentParser(description="The inplace.migration VM lab.")
+    sub = top.add_subparsers(dest="action", required=True)
+    step = sub.add_parser("build", help="build (or find cached) images and print their paths")
+    step.add_argument("what", nargs="*", help="any of %s (default: all)" % ", ".join(sorted(BUILDS)))
+    step.set_defaults(func=build)
+    for name, func, helptext in (("start", start, "start lab PCs and write the inventory"),
+                                 ("stop", stop, "shut the lab's PCs down and remove their overlays"),
+                                 ("inventory", inventory, "print the lab's inventory"),
+                                 ("ssh", ssh, "log in to a lab PC as the admin account"),
+                                 ("power-cut", power_cut, "kill a PC's QEMU at once")):
+        step = sub.add_parser(name, help=helptext)
+        step.add_argument("--lab", required=True, help="the lab's directory (state, overlays, logs, inventory)")
+        step.set_defaults(func=func)
+        if name == "start":
+            step.add_argument("--count", type=int, default=0, help="how many new PCs (default: 1 for a new lab)")
+            step.add_argument("--layout", action="append", choices=sorted(images.LAYOUTS),
+                              help="disk layout of the new PCs, in turn (repeatable; default msdos)")
+            step.add_argument("--guestfwd-port", type=int,
+                              help="a 127.0.0.1 port the PCs reach as http://%s" % machines.GUEST_HTTP)
+        if name in ("start", "stop"):
+            step.add_argument("--timeout", type=int, default=600 if name == "start" else 90)
+        if name in ("ssh", "power-cut"):
+            step.add_argument("name")
+        if name == "ssh":
+            step.add_argument("command", nargs=argparse.REMAINDER)
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except machines.LabError as error:
+        print("lab: %s" % error, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
