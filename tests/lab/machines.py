@@ -44,7 +44,9 @@ def free_port():
 def netdev(port, guestfwd_port=None):
     spec = "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:%d-:22" % port
     if guestfwd_port:
-        spec += ",guestfwd=tcp:%s-tcp:127.0.0.1:%d" % (GUEST_HTTP, guestfwd_port)
+        # A chardev target ("-tcp:...") carries one connection for the VM's whole life; a
+        # command is started for every connection the guest opens.
+        spec += ",guestfwd=tcp:%s-cmd:socat - TCP:127.0.0.1:%d" % (GUEST_HTTP, guestfwd_port)
     return spec
 
 
