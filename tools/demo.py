@@ -1,53 +1,90 @@
-"""README's first command: partition_space on a throw-away loop disk, layout before and after.
+"""README's first command: migrate the two-PC lab from Debian 12 to Debian 13 in place.
 
-Builds a 4 GiB sparse disk with one ext4 partition filling it (and some files),
-runs tools/demo/partition_space.yml against it, shows the disk, removes the store
-again (the partition grows back), and always detaches the disk.
+Builds (or finds cached) the lab's images, starts two lab PCs under QEMU (one on an
+msdos disk, one on GPT) with the image server, prints each PC's disk and users,
+runs playbooks/inplace_migrate.yml on both in parallel, prints the per-phase times
+and where the fleet report is, and stops the lab, also when something failed.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import subprocess
 import sys
-import tempfile
+import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TOP)
 
+from tests.lab import machines  # noqa: E402
+from tests.lab.lab import main as lab_main  # noqa: E402
 from tests.support import adhoc  # noqa: E402
-from tests.support.loopdisk import GiB, MiB, loop_disk, mounted, run, tree_digests, write_tree  # noqa: E402
 
 
-def show(title, disk):
-    print("\n--- %s ---" % title)
-    print(run("parted", "-s", disk.path, "unit", "MiB", "print").stdout.strip())
-    sys.stdout.flush()
+def say(text):
+    print("\n==> %s" % text, flush=True)
 
 
-def playbook(*extra):
-    command = ["ansible-playbook", os.path.join(TOP, "tools", "demo", "partition_space.yml")] + list(extra)
-    return subprocess.run(command, env=adhoc.environment(), check=False).returncode
+def on_pc(lab, name, command):
+    return subprocess.run(lab.ssh_command(name, command), capture_output=True, text=True, check=False).stdout
+
+
+def show(lab, title):
+    say(title)
+    for name in sorted(lab.pcs):
+        print("--- %s (%s)" % (name, lab.pcs[name]["layout"]))
+        print(on_pc(lab, name, "grep PRETTY_NAME /etc/os-release; sudo sfdisk --list /dev/vda | tail -n +8; "
+                               "id alice; id bob").rstrip())
 
 
 def main():
-    with tempfile.TemporaryDirectory(prefix="inplace-demo-") as work:
-        digests = write_tree(os.path.join(work, "home"), files=200, file_size=512 * 1024, big=256 * MiB)
-        with loop_disk(4 * GiB, "label: dos\nstart=2048, type=83\n", directory=work) as disk:
-            run("mkfs.ext4", "-q", "-F", "-L", "system", "-d", os.path.join(work, "home"), disk.part(1))
-            show("before: one ext4 partition fills the disk", disk)
-            if playbook("-e", "inplace_demo_disk=%s" % disk.path) != 0:
-                return 1
-            show("after: partition 1 shrunk, the store behind it", disk)
-            print("\n--- removing the store: partition 1 and its filesystem grow back ---")
-            sys.stdout.flush()
-            result = adhoc.module("partition_space", {"disk": disk.path, "state": "absent"}, diff=True)
-            print("\n".join(result["actions"]))
-            show("after removal", disk)
-            with mounted(disk.part(1), options=["noload"]) as directory:
-                same = tree_digests(directory) == digests
-            print("\nall %d files on partition 1 unchanged (sha256): %s" % (len(digests), same))
-            return 0 if same and result["rc"] == 0 else 1
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", default=os.path.join(os.environ.get("INPLACE_CACHE", os.path.expanduser(
+        "~/.cache/inplace-migration")), "demo-lab"), help="the lab's directory (default: %(default)s)")
+    parser.add_argument("--image", default="debian13.tar.zst", choices=["debian13.tar.zst", "debian13.raw.zst"])
+    args = parser.parse_args()
+    say("building the lab's images (cached after the first time: Debian 12 PCs, Debian 13 image, maintenance)")
+    if lab_main(["build"]) != 0:
+        return 1
+    lab = machines.Lab(args.lab)
+    if lab.pcs:
+        lab.stop()
+    try:
+        say("starting two lab PCs (QEMU, software emulation) and the image server")
+        started = subprocess.run([sys.executable, os.path.join(TOP, "tests/lab/lab.py"), "start", "--lab", args.lab,
+                                  "--layout", "msdos", "--layout", "gpt", "--serve-images"],
+                                 capture_output=True, text=True, check=True)
+        offered = json.loads(started.stdout)["images"][args.image]
+        lab = machines.Lab(args.lab)
+        show(lab, "before: Debian 12, one root partition, two users with their profiles")
+        reports = os.path.join(args.lab, "reports")
+        variables = os.path.join(args.lab, "migration.json")
+        with open(variables, "w", encoding="utf-8") as handle:
+            json.dump({"inplace_image_src": offered["url"], "inplace_image_checksum": offered["checksum"],
+                       "inplace_image_local": offered["local"], "inplace_report_dir": reports}, handle, indent=2)
+        say("migrating both PCs: ansible-playbook playbooks/inplace_migrate.yml -l lab-pcs "
+            "(each phase is a role; the PCs reboot twice)")
+        began = time.monotonic()
+        status = subprocess.run(["ansible-playbook", "-i", lab.inventory, "-l", "lab-pcs", "-e", "@" + variables,
+                                 os.path.join(TOP, "playbooks", "inplace_migrate.yml")],
+                                env=adhoc.environment(), check=False).returncode
+        total = time.monotonic() - began
+        show(lab, "after: Debian 13, the same users and files, the store gone, the root grown back")
+        say("per-phase times (seconds)")
+        for name in sorted(lab.pcs):
+            path = os.path.join(reports, name + ".json")
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as handle:
+                    phases = json.load(handle).get("phases", {})
+                print("%s: %s" % (name, ", ".join("%s %.0f" % (phase, times["end"] - times["start"])
+                                                  for phase, times in phases.items() if "end" in times)))
+        print("both PCs in %.0f s; fleet report: %s" % (total, os.path.join(reports, "index.html")))
+        return status
+    finally:
+        say("stopping the lab")
+        machines.Lab(args.lab).stop()
 
 
 if __name__ == "__main__":

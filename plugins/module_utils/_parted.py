@@ -60,6 +60,9 @@ def _open(path):
 def read_disk(runner, path, filesystems=True):
     """The disk at ``path`` as a model, with each partition's filesystem when ``filesystems``."""
     _check_whole_disk(path)
+    if runner.has("udevadm"):
+        # Right after boot udev may still be probing the partitions; blkid would then find nothing.
+        runner.run(["udevadm", "settle", "--timeout=30"], ok=None)
     device, pdisk = _open(path)
     sector = device.sectorSize
     total = device.length * sector

@@ -1,7 +1,7 @@
 """The VM lab: build the images, start and stop lab PCs, reach them.
 
     python tests/lab/lab.py build [old-msdos old-gpt new maintenance]   (default: all)
-    python tests/lab/lab.py start --lab DIR [--count N] [--layout msdos --layout gpt] [--guestfwd-port P]
+    python tests/lab/lab.py start --lab DIR [--count N] [--layout msdos --layout gpt] [--serve-images | --guestfwd-port P]
     python tests/lab/lab.py inventory --lab DIR
     python tests/lab/lab.py ssh --lab DIR pc1 [command ...]
     python tests/lab/lab.py power-cut --lab DIR pc1        (kill QEMU; start brings it back)
@@ -43,12 +43,31 @@ def build(args):
     print(json.dumps(results, indent=2, sort_keys=True))
 
 
+def served_images(directory):
+    """{name: {url, checksum, local}} of the new images the lab's HTTP server offers the PCs."""
+    offered = {}
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".sha256"):
+            image = name[:-len(".sha256")]
+            with open(os.path.join(directory, name), encoding="utf-8") as handle:
+                digest = handle.read().split()[0]
+            offered[image] = {"url": "http://%s/%s" % (machines.GUEST_HTTP.replace(":80", ""), image),
+                              "checksum": "sha256:" + digest, "local": os.path.join(directory, image)}
+    return offered
+
+
 def start(args):
     lab = machines.Lab(args.lab)
+    port = args.guestfwd_port
+    offered = {}
+    if args.serve_images:
+        directory = images.new_image()
+        port = lab.serve(directory)
+        offered = served_images(directory)
     if args.count or not lab.pcs:
-        lab.add(args.count or len(args.layout or []) or 1, args.layout or ["msdos"], args.guestfwd_port)
+        lab.add(args.count or len(args.layout or []) or 1, args.layout or ["msdos"], port)
     seconds = lab.start(timeout=args.timeout)
-    print(json.dumps({"inventory": lab.inventory, "seconds_to_ssh": seconds,
+    print(json.dumps({"inventory": lab.inventory, "seconds_to_ssh": seconds, "images": offered,
                       "pcs": {name: {"port": pc["port"], "layout": pc["layout"]} for name, pc in lab.pcs.items()}},
                      indent=2, sort_keys=True))
 
@@ -97,6 +116,8 @@ def parser():
                               help="disk layout of the new PCs, in turn (repeatable; default msdos)")
             step.add_argument("--guestfwd-port", type=int,
                               help="a 127.0.0.1 port the PCs reach as http://%s" % machines.GUEST_HTTP)
+            step.add_argument("--serve-images", action="store_true",
+                              help="serve the new images over HTTP to the PCs (instead of --guestfwd-port)")
         if name in ("start", "stop"):
             step.add_argument("--timeout", type=int, default=600 if name == "start" else 90)
         if name in ("ssh", "power-cut"):

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 from tests.lab import cache, images
@@ -144,6 +145,14 @@ def wait_gone(pid, timeout):
     return not os.path.exists("/proc/%d" % pid)
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
 class Lab:
     """A set of lab PCs described by ``<directory>/state.json``."""
 
@@ -154,15 +163,20 @@ class Lab:
         self.inventory = os.path.join(self.directory, INVENTORY)
         self.key = cache.ssh_key()
         self.pcs = {}
+        self.http = None
         if os.path.exists(self.state_file):
             with open(self.state_file, encoding="utf-8") as handle:
-                self.pcs = json.load(handle)["pcs"]
+                state = json.load(handle)
+            self.pcs = state["pcs"]
+            self.http = state.get("http")
+        else:
+            self.http = None
 
     def save(self):
         os.makedirs(self.directory, exist_ok=True)
         temporary = self.state_file + ".tmp"
         with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump({"pcs": self.pcs}, handle, indent=2, sort_keys=True)
+            json.dump({"pcs": self.pcs, "http": self.http}, handle, indent=2, sort_keys=True)
         os.rename(temporary, self.state_file)
         self.write_inventory()
 
@@ -188,9 +202,11 @@ class Lab:
         inventory = {"all": {"children": {GROUP: {"hosts": hosts, "vars": {
             "ansible_user": images.ADMIN["name"],
             "ansible_ssh_private_key_file": self.key,
+            # Keep-alives: a guest that reboots under QEMU's user networking never resets the
+            # host side of a forwarded connection, so a dead session would otherwise hang forever.
             "ansible_ssh_common_args": " ".join([
                 "-o StrictHostKeyChecking=yes", "-o UserKnownHostsFile=%s" % self.known_hosts,
-                "-o IdentitiesOnly=yes"]),
+                "-o IdentitiesOnly=yes", "-o ServerAliveInterval=5", "-o ServerAliveCountMax=6"]),
             "ansible_python_interpreter": "/usr/bin/python3",
         }}}}}
         with open(self.inventory, "w", encoding="utf-8") as handle:
@@ -230,6 +246,29 @@ class Lab:
             launch(command, name, self.directory)
         self.save()
         return self.wait_ssh(started, timeout)
+
+    def serve(self, directory):
+        """Serve ``directory`` over HTTP on a free 127.0.0.1 port (once per lab); return the port.
+
+        The PCs reach it through their guestfwd rule, as the controller's image server.
+        """
+        if self.http and _alive(self.http["pid"]):
+            return self.http["port"]
+        port = free_port()
+        os.makedirs(self.directory, exist_ok=True)
+        log = open(os.path.join(self.directory, "http.log"), "ab")  # pylint: disable=consider-using-with
+        server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory",
+                                   directory, str(port)], stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        self.http = {"pid": server.pid, "port": port, "directory": directory}
+        self.save()
+        return port
 
     def make_host_keys(self, name, port):
         """The PC's SSH host keys, made here and handed to its first boot: known_hosts is right from the start."""
@@ -309,6 +348,10 @@ class Lab:
                 if os.path.exists(path):
                     os.unlink(path)
             shutil.rmtree(pc["host_keys"], ignore_errors=True)
+        if self.http and _alive(self.http["pid"]):
+            os.kill(self.http["pid"], signal.SIGTERM)
+            wait_gone(self.http["pid"], 10)
+        self.http = None
         for path in (self.state_file, self.inventory, self.known_hosts):
             if os.path.exists(path):
                 os.unlink(path)

@@ -10,11 +10,13 @@ same helpers verify the VM tests, so they take any root.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import socket
 import stat
 import subprocess
+import sys
 
 MiB = 1024 * 1024
 
@@ -205,3 +207,33 @@ def differences(expected, actual, ignore_mtime_of=()):
                 found.append("%r %s: expected %r, found %r" % (name, key, expected[relative].get(key),
                                                                actual[relative].get(key)))
     return found
+
+
+def jsonable(facts):
+    """A snapshot as JSON can carry it: names as latin-1 text (one char per byte), xattr values as hex."""
+    out = {}
+    for relative, entry in facts.items():
+        entry = dict(entry)
+        entry["xattrs"] = {name: value.hex() for name, value in entry["xattrs"].items()}
+        if "target" in entry:
+            entry["target"] = entry["target"].decode("latin-1")
+        if "hardlinks" in entry:
+            entry["hardlinks"] = [p.decode("latin-1") for p in entry["hardlinks"]]
+        out[relative.decode("latin-1")] = entry
+    return out
+
+
+def main(argv):
+    """On a lab PC (no Ansible, only this file): print {home: snapshot} of every directory under a root."""
+    root = argv[1] if len(argv) > 1 else "/home"
+    skip = {os.fsencode(p) for p in argv[2:]}
+    homes = {}
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            homes[name] = jsonable(snapshot(path, skip=skip))
+    json.dump(homes, sys.stdout, sort_keys=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

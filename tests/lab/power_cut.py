@@ -1,0 +1,90 @@
+"""Pull the plug on a lab PC in the middle of the image write, then boot it again.
+
+    python tests/lab/power_cut.py --lab DIR --pc pc1 -- ansible-playbook -i DIR/inventory.yml ... (as root)
+
+Runs the given migration command, watches the PC's store journal over SSH, and as
+soon as image_deploy records that it is writing and has made at least one
+checkpoint durable (or has been writing for --patience seconds), kills the PC's
+QEMU: no clean shutdown, no cache flush beyond what the guest already made
+durable. Then it waits for the migration command to give up, starts the PC again
+from its disk and checks that it came back into the maintenance environment (the
+store's GRUB). Prints a JSON summary; the caller reruns the playbook to finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from tests.lab import machines  # noqa: E402
+
+JOURNAL = "/run/inplace/store/inplace/journal.json"
+
+
+def deploy_record(lab, name):
+    """image_deploy's journal record on the PC, or None while there is none to read."""
+    proc = subprocess.run(lab.ssh_command(name, "sudo", "-n", "cat", JOURNAL), capture_output=True, text=True,
+                          timeout=30, check=False)
+    if proc.returncode != 0:
+        return None
+    try:
+        return json.loads(proc.stdout)["records"].get("image_deploy")
+    except ValueError:
+        return None  # caught between the write of a new journal and its rename
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", required=True)
+    parser.add_argument("--pc", default="pc1")
+    parser.add_argument("--patience", type=float, default=60, help="cut after this long writing, checkpoint or not")
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    lab = machines.Lab(args.lab)
+    migration = subprocess.Popen(command)
+    started = time.monotonic()
+    writing_since = None
+    record = None
+    try:
+        while True:
+            if migration.poll() is not None:
+                raise SystemExit("the migration ended (exit code %d) before the image write was cut" %
+                                 migration.returncode)
+            if time.monotonic() - started > args.timeout:
+                raise SystemExit("no image write seen within %d s" % args.timeout)
+            record = deploy_record(lab, args.pc)
+            if record and record.get("state") == "writing":
+                writing_since = writing_since or time.monotonic()
+                if record.get("offset") or time.monotonic() - writing_since > args.patience:
+                    break
+            time.sleep(1)
+        lab.power_cut(args.pc)
+        cut_at = time.monotonic() - started
+        try:
+            migration.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            migration.kill()
+            migration.wait()
+        seconds = lab.start([args.pc])
+        proc = subprocess.run(lab.ssh_command(args.pc, "test", "-e", "/etc/inplace-maintenance"), check=False)
+        summary = {"cut_after_seconds": round(cut_at, 1), "journal_at_cut": record,
+                   "migration_exit_code": migration.returncode, "seconds_to_ssh_after_cut": seconds,
+                   "came_back_into_maintenance": proc.returncode == 0}
+        print(json.dumps(summary, indent=2, sort_keys=True))
+        return 0 if summary["came_back_into_maintenance"] else 1
+    finally:
+        if migration.poll() is None:
+            migration.kill()
+            migration.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
