@@ -27,7 +27,9 @@ WRITTEN_STATES = ("writing", "invalid", "written", "fixups", "bootloader")
 MKFS = {"ext2": ["mkfs.ext2", "-F", "-q"], "ext3": ["mkfs.ext3", "-F", "-q"], "ext4": ["mkfs.ext4", "-F", "-q"],
         "btrfs": ["mkfs.btrfs", "-f", "-q"], "xfs": ["mkfs.xfs", "-f", "-q"]}
 # Mounting the old root must not write to it either (no journal replay).
-READ_ONLY_OPTIONS = {"ext3": "ro,noload", "ext4": "ro,noload", "xfs": "ro,norecovery", "btrfs": "ro,rescue=nologreplay"}
+# Read-only; a journal left by a crash is still replayed, since reading without the replay can
+# return stale or garbled files (the partition is about to be overwritten anyway).
+READ_ONLY_OPTIONS = {"ext3": "ro", "ext4": "ro", "xfs": "ro", "btrfs": "ro"}
 
 
 def now():

@@ -41,9 +41,9 @@ def mount(runner, source, path, readonly=False, check_mode=False):
         return {"changed": True, "device": device, "path": path}
     os.makedirs(path, mode=0o700, exist_ok=True)
     fstype = _fs.blkid(runner, device).get("TYPE")
-    options = []
-    if readonly:
-        options = ["ro", "noload"] if fstype and fstype.startswith("ext") else ["ro"]
+    # Read-only, but with the journal replayed if a crash left one to replay: skipping the replay
+    # (noload) would read the last-written files as they were before it, or as garbage.
+    options = ["ro"] if readonly else []
     runner.run(["mount"] + (["-t", fstype] if fstype else []) + (["-o", ",".join(options)] if options else []) +
                [device, path])
     return {"changed": True, "device": device, "path": path}

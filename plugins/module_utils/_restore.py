@@ -265,7 +265,7 @@ class Restore:
                 raise MigrationError("accounts=require, and %s %s no account in %s." % (
                     ", ".join(absent), "has" if len(absent) == 1 else "have", self.root))
         if not report["changed"]:
-            return report
+            return self._with_bytes(report, captured)
         if check_mode:
             self._plan_accounts(manifest, todo, report)
             return report
@@ -276,7 +276,7 @@ class Restore:
             settings_todo = [g for g in settings_todo if not record["settings"].get(g, {}).get("restored")]
             if not todo and not settings_todo:
                 report.update(changed=False, already_restored=names)
-                return report
+                return self._with_bytes(report, captured)
             uid_map, gid_map, homes = self._accounts(manifest, todo, record, report)
             for user in todo:
                 name = user["name"]
@@ -299,6 +299,12 @@ class Restore:
             everyone = all(record["users"].get(n, {}).get("restored") for n in captured)
             record["complete"] = everyone and not report["failed_users"]
             journal.put(JOURNAL_KEY, record)
+        return self._with_bytes(report, captured)
+
+    @staticmethod
+    def _with_bytes(report, captured):
+        done = report["restored"] + report["already_restored"]
+        report["restored_bytes"] = sum(captured[name].get("data_bytes", 0) for name in done)
         return report
 
     def _plan_accounts(self, manifest, todo, report):

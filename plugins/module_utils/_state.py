@@ -53,10 +53,10 @@ def _read_store(runner, device, mountpoint):
         }
     if mountpoint:
         return read(mountpoint)
-    # noload: do not replay the journal of a store that was cut off mid-write; reading must not write.
+    # A plain read-only mount still replays the journal of a store cut off by a power loss; without
+    # that replay (noload) the files written last can read back as garbage.
     fstype = _fs.blkid(runner, device).get("TYPE", "ext4")
-    with _fs.temporary_mount(runner, device, fstype, readonly=True,
-                             options=["noload"] if fstype.startswith("ext") else []) as directory:
+    with _fs.temporary_mount(runner, device, fstype, readonly=True) as directory:
         return read(directory)
 
 

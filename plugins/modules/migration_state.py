@@ -15,7 +15,7 @@ description:
     was completed on this PC.
   - The playbook asks this first on every run and after every reboot, so a rerun after any interruption
     continues from the PC's real state.
-  - Read-only. A store that is not mounted is mounted read-only (ext without journal replay) on a private
+  - Read-only. A store that is not mounted is mounted read-only (replaying a journal a crash left) on a private
     directory while its journal is read.
 author:
   - inplace.migration developers (@inplace-migration)

@@ -113,6 +113,10 @@ already_restored:
   returned: always
   type: list
   elements: str
+restored_bytes:
+  description: Bytes of regular files in the homes of the users restored (in this run or before).
+  returned: always
+  type: int
 failed_users:
   description: Users that could not be restored, with the reason (a bad archive, a refused member).
   returned: always

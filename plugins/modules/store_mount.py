@@ -42,7 +42,7 @@ options:
     choices: [mounted, unmounted]
     default: mounted
   readonly:
-    description: Mount read-only (and, for ext, without replaying its journal, so nothing is written).
+    description: Mount read-only (a journal a crash left behind is still replayed, so the files read are whole).
     type: bool
     default: false
 """

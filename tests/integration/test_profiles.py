@@ -141,6 +141,7 @@ def test_round_trip_keeps_everything_and_remaps_a_taken_uid(systems):
     restored = restore(store=store, root=new, settings=["hostname", "crontabs"])
     assert restored["rc"] == 0 and restored["changed"] is True, restored.get("msg")
     assert restored["restored"] == ["alice", "bob"]
+    assert restored["restored_bytes"] == sum(u["data_bytes"] for u in manifest["users"]) > 8 * MiB
     accounts = passwd(new)
     bob_uid = int(accounts["bob"][2])
     assert int(accounts["alice"][2]) == 1000 and bob_uid not in (1001, 1000)

@@ -45,11 +45,14 @@ def main(argv=None):
     parser.add_argument("--pc", default="pc1")
     parser.add_argument("--patience", type=float, default=60, help="cut after this long writing, checkpoint or not")
     parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--log", help="where the migration command's output goes (default: <lab>/power-cut.log)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     lab = machines.Lab(args.lab)
-    migration = subprocess.Popen(command)
+    log_path = args.log or os.path.join(lab.directory, "power-cut.log")
+    with open(log_path, "ab") as log:
+        migration = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     started = time.monotonic()
     writing_since = None
     record = None
@@ -75,7 +78,7 @@ def main(argv=None):
             migration.wait()
         seconds = lab.start([args.pc])
         proc = subprocess.run(lab.ssh_command(args.pc, "test", "-e", "/etc/inplace-maintenance"), check=False)
-        summary = {"cut_after_seconds": round(cut_at, 1), "journal_at_cut": record,
+        summary = {"cut_after_seconds": round(cut_at, 1), "journal_at_cut": record, "migration_log": log_path,
                    "migration_exit_code": migration.returncode, "seconds_to_ssh_after_cut": seconds,
                    "came_back_into_maintenance": proc.returncode == 0}
         print(json.dumps(summary, indent=2, sort_keys=True))
