@@ -271,7 +271,11 @@ def test_an_interrupted_write_resumes_from_its_checkpoint(rig, tmp_path):
                     checkpoint="16MiB")
         command = [sys.executable, "-c", "import json, sys; from tests.support import adhoc; "
                    "adhoc.module('image_deploy', json.loads(sys.argv[1]))", json.dumps(args)]
-        proc = subprocess.Popen(command, cwd=adhoc.REPO, env=dict(adhoc.environment(), PYTHONPATH=adhoc.REPO))
+        # Its own temporary directories, so what the killed module leaves behind goes with tmp_path.
+        scratch = tmp_path / "scratch"
+        scratch.mkdir()
+        proc = subprocess.Popen(command, cwd=adhoc.REPO, env=dict(
+            adhoc.environment(), PYTHONPATH=adhoc.REPO, TMPDIR=str(scratch), ANSIBLE_REMOTE_TMP=str(scratch)))
         try:
             deadline = time.time() + 120
             while time.time() < deadline and (r.journal().get("offset") or 0) < 64 * MiB:

@@ -17,7 +17,9 @@ import argparse
 import json
 import os
 import subprocess
+import shutil
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -27,22 +29,39 @@ from tests.lab import machines  # noqa: E402
 JOURNAL = "/run/inplace/store/inplace/journal.json"
 
 
-def deploy_record(lab, name):
-    """image_deploy's journal record on the PC, or None while there is none to read."""
-    # One SSH connection kept open for all the polls, so each costs milliseconds, not a handshake.
-    command = lab.ssh_command(name, "sudo", "-n", "cat", JOURNAL)
-    command[1:1] = ["-o", "ControlMaster=auto", "-o", "ControlPath=%s/cut-%%C" % lab.directory,
+def shared_ssh_command(lab, name, control_directory, *args, options=()):
+    command = lab.ssh_command(name, *args)
+    command[1:1] = ["-o", "ControlMaster=auto", "-o", "ControlPath=%s/%%C" % control_directory,
                     "-o", "ControlPersist=30", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3"]
+    command[1:1] = list(options)
+    return command
+
+
+def deploy_record(lab, name, control_directory, errors):
+    """image_deploy's journal record on the PC, or None while there is none to read.
+
+    Why a poll found nothing is appended to ``errors``, for the message when no cut happens.
+    """
+    # One SSH connection kept open for all the polls, so each costs milliseconds, not a handshake.
+    # Its socket lives in a short directory: ssh refuses a control path near the 108-byte limit.
+    command = shared_ssh_command(lab, name, control_directory, "sudo", "-n", "cat", JOURNAL)
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
     except subprocess.TimeoutExpired:
+        errors.append("ssh timed out")
         return None  # QEMU's user networking accepts the connection while the guest reboots, then says nothing
     if proc.returncode != 0:
+        errors.append(proc.stderr.strip() or "ssh exit code %d" % proc.returncode)
         return None
     try:
         return json.loads(proc.stdout)["records"].get("image_deploy")
     except ValueError:
         return None  # caught between the write of a new journal and its rename
+
+
+def log_tail(path, lines=60):
+    with open(path, "rb") as log:
+        return b"".join(log.readlines()[-lines:]).decode("utf-8", "replace")
 
 
 def main(argv=None):
@@ -61,15 +80,19 @@ def main(argv=None):
         migration = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     started = time.monotonic()
     writing_since = None
-    record = None
+    record = last_record = None
+    errors = []
+    control_directory = tempfile.mkdtemp(prefix="cut-")
     try:
         while True:
             if migration.poll() is not None:
-                raise SystemExit("the migration ended (exit code %d) before the image write was cut" %
-                                 migration.returncode)
+                raise SystemExit("the migration ended (exit code %d) before the image write was cut; last journal "
+                                 "record seen: %s; last failed polls: %s; the end of its output:\n%s" % (
+                                     migration.returncode, json.dumps(last_record), errors[-3:], log_tail(log_path)))
             if time.monotonic() - started > args.timeout:
                 raise SystemExit("no image write seen within %d s" % args.timeout)
-            record = deploy_record(lab, args.pc)
+            record = deploy_record(lab, args.pc, control_directory, errors)
+            last_record = record or last_record
             if record and record.get("state") == "writing":
                 writing_since = writing_since or time.monotonic()
                 if record.get("offset") or time.monotonic() - writing_since > args.patience:
@@ -90,6 +113,9 @@ def main(argv=None):
         print(json.dumps(summary, indent=2, sort_keys=True))
         return 0 if summary["came_back_into_maintenance"] else 1
     finally:
+        subprocess.run(shared_ssh_command(lab, args.pc, control_directory, "true", options=("-O", "exit")),
+                       capture_output=True, check=False, timeout=20)
+        shutil.rmtree(control_directory, ignore_errors=True)
         if migration.poll() is None:
             migration.kill()
             migration.wait()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,14 +13,21 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+_collections_root = None
+
+
 def collections_root():
-    """A directory holding ansible_collections/inplace/migration -> this checkout (made once per process)."""
-    root = os.path.join(tempfile.gettempdir(), "inplace-collections-%d" % os.getpid())
-    link = os.path.join(root, "ansible_collections", "inplace", "migration")
-    if not os.path.islink(link):
-        os.makedirs(os.path.dirname(link), exist_ok=True)
+    """A directory holding ansible_collections/inplace/migration -> this checkout (made once per process,
+    removed when the process ends)."""
+    global _collections_root
+    if _collections_root is None:
+        root = tempfile.mkdtemp(prefix="inplace-collections-")
+        atexit.register(shutil.rmtree, root, True)
+        link = os.path.join(root, "ansible_collections", "inplace", "migration")
+        os.makedirs(os.path.dirname(link))
         os.symlink(REPO, link)
-    return root
+        _collections_root = root
+    return _collections_root
 
 
 def environment():
