@@ -26,10 +26,6 @@ KEY = "image_deploy"
 WRITTEN_STATES = ("writing", "invalid", "written", "fixups", "bootloader")
 MKFS = {"ext2": ["mkfs.ext2", "-F", "-q"], "ext3": ["mkfs.ext3", "-F", "-q"], "ext4": ["mkfs.ext4", "-F", "-q"],
         "btrfs": ["mkfs.btrfs", "-f", "-q"], "xfs": ["mkfs.xfs", "-f", "-q"]}
-# Mounting the old root must not write to it either (no journal replay).
-# Read-only; a journal left by a crash is still replayed, since reading without the replay can
-# return stale or garbled files (the partition is about to be overwritten anyway).
-READ_ONLY_OPTIONS = {"ext3": "ro", "ext4": "ro", "xfs": "ro", "btrfs": "ro"}
 
 
 def now():
@@ -267,8 +263,9 @@ class Deploy:
             fstype = values.get("TYPE")
             if fstype in ("ext2", "ext3", "ext4", "btrfs", "xfs"):
                 try:
-                    with _fs.temporary_mount(self.runner, device, fstype,
-                                             options=READ_ONLY_OPTIONS.get(fstype, "ro")) as root:
+                    # Read-only, but a journal a crash left is replayed: reading without the replay can
+                    # return stale or garbled files (the partition is about to be overwritten anyway).
+                    with _fs.temporary_mount(self.runner, device, fstype, readonly=True) as root:
                         if _fixups.looks_like_root(root):
                             data = _fixups.gather(root, wanted)
                             data.update(source=device, partuuid=(values.get("PART_ENTRY_UUID") or "").lower())

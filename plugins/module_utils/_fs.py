@@ -72,16 +72,10 @@ def mountpoint_of(device, mount_table=None):
 
 
 @contextlib.contextmanager
-def temporary_mount(runner, device, fstype, readonly=False, options=()):
-    """Mount ``device`` on a private directory for the duration of the block.
-
-    ``options`` are mount's -o options, as a list or a comma-separated string.
-    """
+def temporary_mount(runner, device, fstype, readonly=False):
+    """Mount ``device`` on a private directory for the duration of the block."""
     directory = tempfile.mkdtemp(prefix="inplace-mnt-", dir="/run" if os.path.isdir("/run") else None)
-    if isinstance(options, str):
-        options = options.split(",")
-    wanted = (["ro"] if readonly else []) + [o for o in options if o]
-    options = ["-o", ",".join(wanted)] if wanted else []
+    options = ["-o", "ro"] if readonly else []
     try:
         runner.run(["mount", "-t", fstype] + options + [device, directory])
         try:

@@ -169,8 +169,6 @@ class Lab:
                 state = json.load(handle)
             self.pcs = state["pcs"]
             self.http = state.get("http")
-        else:
-            self.http = None
 
     def save(self):
         os.makedirs(self.directory, exist_ok=True)
