@@ -302,11 +302,11 @@ message:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.inplace.migration.plugins.module_utils._deploy import Deploy
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._images import FORMATS
-from ansible_collections.inplace.migration.plugins.module_utils._run import Runner
-from ansible_collections.inplace.migration.plugins.module_utils._units import parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.image.deploy import Deploy
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.image.formats import FORMATS
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
 
 
 def main():

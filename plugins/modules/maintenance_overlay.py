@@ -77,8 +77,8 @@ host_key_types:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._overlay import build_overlay
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.boot.overlay import build_overlay
 
 
 def main():

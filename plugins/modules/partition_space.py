@@ -216,11 +216,11 @@ layout_after:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._parted import HAS_PARTED, PARTED_IMPORT_ERROR
-from ansible_collections.inplace.migration.plugins.module_utils._run import Runner
-from ansible_collections.inplace.migration.plugins.module_utils._space import PartitionSpace
-from ansible_collections.inplace.migration.plugins.module_utils._units import parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.disk.parted import HAS_PARTED, PARTED_IMPORT_ERROR
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
+from ansible_collections.inplace.migration.plugins.module_utils.disk.space import PartitionSpace
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
 
 
 def main():

@@ -85,10 +85,10 @@ on_battery:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._preflight import inspect
-from ansible_collections.inplace.migration.plugins.module_utils._run import Runner
-from ansible_collections.inplace.migration.plugins.module_utils._units import parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
 
 
 def main():

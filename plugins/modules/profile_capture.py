@@ -214,10 +214,10 @@ manifest:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.inplace.migration.plugins.module_utils._capture import Capture
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._run import Runner
-from ansible_collections.inplace.migration.plugins.module_utils._units import parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.capture import Capture
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
 
 SETTINGS = ["hostname", "network", "ssh_host_keys", "machine_id", "timezone", "locale", "crontabs", "printers"]
 

@@ -166,9 +166,9 @@ settings_restored:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._restore import Restore
-from ansible_collections.inplace.migration.plugins.module_utils._run import Runner
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.restore import Restore
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
 
 SETTINGS = ["hostname", "network", "ssh_host_keys", "machine_id", "timezone", "locale", "crontabs", "printers"]
 

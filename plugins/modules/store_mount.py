@@ -73,9 +73,9 @@ path:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._mount import mount, unmount
-from ansible_collections.inplace.migration.plugins.module_utils._run import Runner
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.disk.mount import mount, unmount
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
 
 
 def main():

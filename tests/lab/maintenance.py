@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 
-from ansible_collections.inplace.migration.plugins.module_utils._initramfs import host_overlay, write_newc
+from ansible_collections.inplace.migration.plugins.module_utils.boot.initramfs import host_overlay, write_newc
 from tests.lab import cache, machines
 
 APPEND = "console=ttyS0,115200 inplace.maintenance panic=-1"

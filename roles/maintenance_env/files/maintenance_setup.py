@@ -5,7 +5,7 @@
 The base initramfs is the same for every PC. The overlay, unpacked over it by the
 kernel, brings the PC's hostname, SSH host keys and network file as plain files,
 and the admin account as ``/etc/inplace-host/admin.json`` (see
-``plugins/module_utils/_initramfs.py: host_overlay``). Accounts cannot be dropped in
+``plugins/module_utils/boot/initramfs.py: host_overlay``). Accounts cannot be dropped in
 as files without replacing the base's passwd and group, so they are made here.
 """
 

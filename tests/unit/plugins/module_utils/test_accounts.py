@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.inplace.migration.plugins.module_utils._accounts import (
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.accounts import (
     login_defs_uid_range, select_users, supplementary_groups,
 )
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
 
 @pytest.fixture

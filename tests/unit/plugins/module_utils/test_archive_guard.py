@@ -7,8 +7,8 @@ import tarfile
 
 import pytest
 
-from ansible_collections.inplace.migration.plugins.module_utils._archive import ArchiveRejected, _Guard
-from ansible_collections.inplace.migration.plugins.module_utils._restore import merge
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.archive import ArchiveRejected, _Guard
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.restore import merge
 
 
 def member(name, kind=tarfile.REGTYPE, linkname=""):

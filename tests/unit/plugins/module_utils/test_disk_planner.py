@@ -6,11 +6,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.inplace.migration.plugins.module_utils._disk import (
-    ALIGNMENT, CreatePartition, Disk, Filesystem, GROWABLE, Partition, ShrinkFilesystem, default_headroom,
-    _fits, _regions, find_store, plan_absent, plan_present, render,
+from ansible_collections.inplace.migration.plugins.module_utils.disk.model import (
+    ALIGNMENT, CreatePartition, Disk, Filesystem, GROWABLE, Partition, ShrinkFilesystem, render,
 )
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.disk.planner import (
+    _fits, _regions, default_headroom, find_store, plan_absent, plan_present,
+)
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
 MiB = 1024 * 1024
 SECTOR = 512

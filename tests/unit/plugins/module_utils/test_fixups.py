@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from ansible_collections.inplace.migration.plugins.module_utils import _fixups
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.image import fixups as _fixups
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
 ROOT_UUID = "aaaaaaaa-0000-0000-0000-000000000001"
 DEVICES = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.inplace.migration.plugins.module_utils._fs import _has_superblock_backup, ext_minimum_size
+from ansible_collections.inplace.migration.plugins.module_utils.disk.fs import _has_superblock_backup, ext_minimum_size
 
 # dumpe2fs -h of a 2 GiB ext4 (mke2fs 1.47 defaults) holding 1.1 GiB of files, for which
 # resize2fs -P answers 519464 blocks (2029 MiB): nearly the whole filesystem.

@@ -13,12 +13,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.inplace.migration.plugins.module_utils import _images
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._images import (
-    BLOCK, CHUNK, ImageWriter, Pipeline, Source, compression_of, detect, expected_sha256, filesystem_of,
-    parse_checksum_file, zero_out, zstd_content_size,
+from ansible_collections.inplace.migration.plugins.module_utils.image import formats as _formats
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.image.checksums import (
+    expected_sha256, parse_checksum_file,
 )
+from ansible_collections.inplace.migration.plugins.module_utils.image.formats import (
+    compression_of, detect, filesystem_of, zstd_content_size,
+)
+from ansible_collections.inplace.migration.plugins.module_utils.image.pipeline import Pipeline
+from ansible_collections.inplace.migration.plugins.module_utils.image.sources import Source
+from ansible_collections.inplace.migration.plugins.module_utils.image.writer import BLOCK, CHUNK, ImageWriter, zero_out
 
 MiB = 1024 * 1024
 
@@ -231,5 +236,5 @@ def test_unreachable_url_is_one_sentence():
 
 
 def test_split_format():
-    assert _images.split_format("raw.zst") == ("raw", "zst")
-    assert _images.split_format("qcow2") == ("qcow2", None)
+    assert _formats.split_format("raw.zst") == ("raw", "zst")
+    assert _formats.split_format("qcow2") == ("qcow2", None)

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.inplace.migration.plugins.module_utils._initramfs import (
+from ansible_collections.inplace.migration.plugins.module_utils.boot.initramfs import (
     ADMIN_FILE, Entry, host_overlay, write_newc)
 
 pytestmark = pytest.mark.skipif(shutil.which("cpio") is None, reason="needs GNU cpio to read the archives back")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.inplace.migration.plugins.module_utils._preflight import on_battery
+from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import on_battery
 
 
 def supply(root, name, **files):

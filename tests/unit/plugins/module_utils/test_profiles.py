@@ -6,7 +6,7 @@ import io
 import os
 import socket
 
-from ansible_collections.inplace.migration.plugins.module_utils._profiles import Rules, settings_paths, walk
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.walk import Rules, settings_paths, walk
 
 
 def make(tmp_path, paths):

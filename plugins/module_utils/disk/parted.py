@@ -9,11 +9,12 @@ import stat
 import time
 import traceback
 
-from ansible_collections.inplace.migration.plugins.module_utils import _fs
-from ansible_collections.inplace.migration.plugins.module_utils._disk import (
+from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
+from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
+from ansible_collections.inplace.migration.plugins.module_utils.disk.model import (
     CreatePartition, DeletePartition, Disk, Partition, ResizePartition,
 )
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
 try:
     import parted
@@ -72,7 +73,7 @@ def read_disk(runner, path, filesystems=True):
             pdisk.maxPrimaryPartitionCount
     else:
         first_usable, usable_end, max_partitions = sector, total, 4
-    mount_table = _fs.mounts()
+    mount_table = _mount.mounts()
     partitions = []
     for part in pdisk.partitions:
         kind = _kind(part)

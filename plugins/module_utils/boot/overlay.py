@@ -9,12 +9,12 @@ import json
 import os
 import socket
 
-from ansible_collections.inplace.migration.plugins.module_utils import _accounts
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._initramfs import (
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.boot.initramfs import (
     HOST_KEY_TYPES, Entry, host_overlay, write_newc,
 )
-from ansible_collections.inplace.migration.plugins.module_utils._store import atomic_write
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import atomic_write
 
 HOST_RECORD = "etc/inplace/host.json"
 

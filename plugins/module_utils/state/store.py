@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
 FORMAT_VERSION = 1
 TOP = "inplace"

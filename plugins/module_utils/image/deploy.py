@@ -16,11 +16,19 @@ import resource
 import stat
 import time
 
-from ansible_collections.inplace.migration.plugins.module_utils import _fixups, _fs, _images
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._firstboot import install as install_firstboot
-from ansible_collections.inplace.migration.plugins.module_utils._store import Store
-from ansible_collections.inplace.migration.plugins.module_utils._units import human
+from ansible_collections.inplace.migration.plugins.module_utils.image import fixups as _fixups
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
+from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
+from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
+from ansible_collections.inplace.migration.plugins.module_utils.image import checksums as _checksums
+from ansible_collections.inplace.migration.plugins.module_utils.image import formats as _formats
+from ansible_collections.inplace.migration.plugins.module_utils.image import pipeline as _pipeline
+from ansible_collections.inplace.migration.plugins.module_utils.image import sources as _sources
+from ansible_collections.inplace.migration.plugins.module_utils.image import writer as _writer
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.boot.firstboot import install as install_firstboot
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 
 KEY = "image_deploy"
 WRITTEN_STATES = ("writing", "invalid", "written", "fixups", "bootloader")
@@ -116,7 +124,7 @@ class Deploy:
         self.check_mode = check_mode
         self.store = Store(params["store"])
         self.journal = self.store.journal
-        self.source = _images.Source(params["src"])
+        self.source = _sources.Source(params["src"])
         self.result = {"changed": False, "src": params["src"], "timings": {}, "fixups": {}}
 
     # -- small helpers
@@ -176,7 +184,7 @@ class Deploy:
         if os.stat(device).st_rdev == os.stat(self.store.root).st_dev:
             raise MigrationError("dest=%s (%s) holds the store %s; it is never written." % (
                 spec, device, self.store.root))
-        mounted = _fs.mountpoint_of(device)
+        mounted = _mount.mountpoint_of(device)
         if mounted:
             raise MigrationError("dest=%s (%s) is mounted at %s; unmount it first." % (spec, device, mounted))
         users = holders(device)
@@ -203,7 +211,7 @@ class Deploy:
         """(format, compression, bytes the partition must hold or None) from the image's first bytes."""
         fmt = self.params["format"]
         head = self.source.head()
-        compression = _images.compression_of(head)
+        compression = _formats.compression_of(head)
         if fmt == "qcow2" or (fmt == "auto" and compression == "qcow2"):
             if compression != "qcow2":
                 raise MigrationError("src %s is not a qcow2 image (no QFI magic)." % self.params["src"])
@@ -213,31 +221,31 @@ class Deploy:
             info = self.runner.output(["qemu-img", "info", "--output=json", "-f", "qcow2", self.source.path])
             return "qcow2", None, int(json.loads(info)["virtual-size"])
         inner = None
-        if compression in _images.DECOMPRESSORS:
-            inner = _images.decompressed_head(self.source, compression, self.tool)
+        if compression in _pipeline.DECOMPRESSORS:
+            inner = _pipeline.decompressed_head(self.source, compression, self.tool)
         if fmt == "auto":
-            fmt = _images.detect(head, inner)
+            fmt = _formats.detect(head, inner)
             if fmt is None:
                 raise MigrationError("the format of %s is unknown: it is neither a zstd, gzip or xz stream, a qcow2 "
                                      "image, a tar archive nor a raw ext, btrfs or xfs filesystem; set format." %
                                      self.params["src"])
-        kind, wanted = _images.split_format(fmt)
+        kind, wanted = _formats.split_format(fmt)
         if wanted != compression and not (wanted is None and compression is None):
             raise MigrationError("src %s is %s, not %s as format=%s says." % (
                 self.params["src"], ("%s-compressed" % compression) if compression else "not compressed", wanted, fmt))
         content = inner if compression else head
         if kind == "tar":
-            if not _images.is_tar(content or b""):
+            if not _formats.is_tar(content or b""):
                 raise MigrationError("src %s is not a tar archive (format=%s)." % (self.params["src"], fmt))
             return fmt, compression, None
         sizes = []
-        found = _images.filesystem_of(content or b"")
+        found = _formats.filesystem_of(content or b"")
         if found:
             sizes.append(found[1])
         if compression is None and self.source.size() is not None:
             sizes.append(self.source.size())
         if compression == "zst":
-            declared = _images.zstd_content_size(head)
+            declared = _formats.zstd_content_size(head)
             if declared:
                 sizes.append(declared)
         return fmt, compression, max(sizes) if sizes else None
@@ -249,7 +257,7 @@ class Deploy:
             return None
         with self.timed("verify"):
             identity = self.source.identity()
-            actual = _images.file_sha256(self.source.path)
+            actual = _checksums.file_sha256(self.source.path)
         if actual != expected:
             raise MigrationError("the sha256 of %s is %s, not %s as checksum says; nothing was written." % (
                 self.params["src"], actual, expected))
@@ -265,7 +273,7 @@ class Deploy:
                 try:
                     # Read-only, but a journal a crash left is replayed: reading without the replay can
                     # return stale or garbled files (the partition is about to be overwritten anyway).
-                    with _fs.temporary_mount(self.runner, device, fstype, readonly=True) as root:
+                    with _mount.temporary_mount(self.runner, device, fstype, readonly=True) as root:
                         if _fixups.looks_like_root(root):
                             data = _fixups.gather(root, wanted)
                             data.update(source=device, partuuid=(values.get("PART_ENTRY_UUID") or "").lower())
@@ -293,10 +301,10 @@ class Deploy:
         raise MigrationError("%s; %s now holds no valid system." % (problem, device))
 
     def write_raw(self, device, compression, expected, skip, identity, size):
-        stream = _images.Pipeline(self.source, compression, self.tool, hash_source=self.source.is_url)
-        descriptor, direct = _images.open_for_writing(device)
+        stream = _pipeline.Pipeline(self.source, compression, self.tool, hash_source=self.source.is_url)
+        descriptor, direct = _writer.open_for_writing(device)
         checkpoint = self.params["checkpoint"]
-        writer = _images.ImageWriter(descriptor, size, skip=skip, checkpoint=checkpoint, direct=direct,
+        writer = _writer.ImageWriter(descriptor, size, skip=skip, checkpoint=checkpoint, direct=direct,
                                      on_checkpoint=lambda offset: self.record(offset=offset))
         try:
             try:
@@ -315,7 +323,7 @@ class Deploy:
                 "resumed_from": skip, "direct_io": direct}
 
     def write_qcow2(self, device, identity):
-        descriptor, unused_direct = _images.open_for_writing(device)  # refuses a device in use
+        descriptor, unused_direct = _writer.open_for_writing(device)  # refuses a device in use
         os.close(descriptor)
         self.runner.run(["qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", "-t", "none", self.source.path,
                          device])
@@ -329,16 +337,16 @@ class Deploy:
 
     def write_archive(self, device, compression, expected, identity):
         fstype = self.params["fstype"]
-        descriptor, unused_direct = _images.open_for_writing(device)
+        descriptor, unused_direct = _writer.open_for_writing(device)
         os.close(descriptor)
         self.runner.run(["wipefs", "-a", "-q", device])
         command = list(MKFS[fstype])
         if self.params.get("label"):
             command += ["-L", self.params["label"]]
         self.runner.run(command + [device])
-        with _fs.temporary_mount(self.runner, device, fstype) as root:
-            tar = [self.tool("tar"), "-C", root] + _images.TAR_EXTRACT
-            stream = _images.Pipeline(self.source, compression, self.tool, hash_source=self.source.is_url,
+        with _mount.temporary_mount(self.runner, device, fstype) as root:
+            tar = [self.tool("tar"), "-C", root] + _formats.TAR_EXTRACT
+            stream = _pipeline.Pipeline(self.source, compression, self.tool, hash_source=self.source.is_url,
                                       consumer=tar)
             try:
                 digest = stream.finish()
@@ -357,7 +365,7 @@ class Deploy:
 
     def fs_size(self, device):
         with open(device, "rb") as handle:
-            found = _images.filesystem_of(handle.read(_images.HEAD_BYTES))
+            found = _formats.filesystem_of(handle.read(_formats.HEAD_BYTES))
         return found[1] if found else None
 
     def fixups(self, index, device, disk, fs, store_values):
@@ -371,7 +379,7 @@ class Deploy:
         store_specs = {"%s=%s" % (prefix, store_values[field]) for prefix, field in (
             ("UUID", "UUID"), ("LABEL", "LABEL"), ("PARTUUID", "PART_ENTRY_UUID"), ("PARTLABEL", "PART_ENTRY_NAME"))
             if store_values.get(field)}
-        with _fs.temporary_mount(self.runner, device, fs["type"]) as root:
+        with _mount.temporary_mount(self.runner, device, fs["type"]) as root:
             if not _fixups.looks_like_root(root):
                 raise MigrationError("the image written to %s holds no system root (no /etc/passwd or /usr); set the "
                                      "fix-ups and bootloader off for a data image." % device)
@@ -435,7 +443,7 @@ class Deploy:
         params = self.params
         self.store.check(writable=not self.check_mode)
         self.source.check()
-        self.expected = expected = _images.expected_sha256(params["checksum"], params["src"])
+        self.expected = expected = _checksums.expected_sha256(params["checksum"], params["src"])
         index = BlockIndex(self.runner)
         record = self.journal.get(KEY)
         device, partuuid = self.resolve_dest(index, record)
@@ -494,14 +502,14 @@ class Deploy:
                 with self.timed("write"):
                     if fmt == "qcow2":
                         written = self.write_qcow2(device, identity)
-                    elif fmt in _images.ARCHIVE_FORMATS:
+                    elif fmt in _formats.ARCHIVE_FORMATS:
                         written = self.write_archive(device, compression, expected, identity)
                     else:
                         written = self.write_raw(device, compression, expected, skip, identity, size)
             self.result.update(written)
             if state not in ("written", "fixups", "bootloader"):
                 self.record(state="written", image_bytes=written.get("image_bytes"))
-            found = _fs.blkid(self.runner, device)
+            found = _devices.blkid(self.runner, device)
             fs = {"type": found.get("TYPE"), "uuid": found.get("UUID")}
             if fs["type"] not in _fs.KINDS:
                 raise MigrationError("the image written to %s holds no ext2/3/4, btrfs or xfs filesystem (%s)." % (

@@ -9,81 +9,25 @@ tool a filesystem needs.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-import shutil
-import tempfile
 
-from ansible_collections.inplace.migration.plugins.module_utils._disk import Filesystem
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._units import MiB, align_up, human
+from ansible_collections.inplace.migration.plugins.module_utils.disk.devices import blkid
+from ansible_collections.inplace.migration.plugins.module_utils.disk.model import Filesystem
+from ansible_collections.inplace.migration.plugins.module_utils.disk.mount import mountpoint_of, temporary_mount
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import align_up
 
 # e2fsck exit codes 0 (clean) and 1 (errors corrected) leave a usable filesystem.
 E2FSCK_FIXED = (0, 1)
 
 
-def _fields(text, separator=":"):
+def key_values(text, separator=":"):
     values = {}
     for line in text.splitlines():
         if separator in line:
             key, unused_sep, value = line.partition(separator)
             values[key.strip()] = value.strip()
     return values
-
-
-def _unescape_mount(path):
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)
-
-
-def mounts():
-    """(major:minor, mount point, source) of every mount this process can see."""
-    entries = []
-    with open("/proc/self/mountinfo") as handle:
-        for line in handle:
-            left, unused_sep, right = line.partition(" - ")
-            fields = left.split()
-            source = right.split()[1] if len(right.split()) > 1 else ""
-            entries.append((fields[2], _unescape_mount(fields[4]), source))
-    return entries
-
-
-def active_swaps():
-    try:
-        with open("/proc/swaps") as handle:
-            return {os.path.realpath(line.split()[0]) for line in handle.readlines()[1:] if line.strip()}
-    except OSError:
-        return set()
-
-
-def mountpoint_of(device, mount_table=None):
-    """Where ``device`` is mounted (the first mount point), or None."""
-    try:
-        rdev = os.stat(device).st_rdev
-    except OSError:
-        return None
-    number = "%d:%d" % (os.major(rdev), os.minor(rdev))
-    real = os.path.realpath(device)
-    for devnum, mountpoint, source in (mount_table if mount_table is not None else mounts()):
-        if devnum == number or (source.startswith("/") and os.path.realpath(source) == real):
-            return mountpoint
-    if real in active_swaps():
-        return "[SWAP]"
-    return None
-
-
-@contextlib.contextmanager
-def temporary_mount(runner, device, fstype, readonly=False):
-    """Mount ``device`` on a private directory for the duration of the block."""
-    directory = tempfile.mkdtemp(prefix="inplace-mnt-", dir="/run" if os.path.isdir("/run") else None)
-    options = ["-o", "ro"] if readonly else []
-    try:
-        runner.run(["mount", "-t", fstype] + options + [device, directory])
-        try:
-            yield directory
-        finally:
-            runner.run(["umount", directory])
-    finally:
-        os.rmdir(directory)
 
 
 class FilesystemKind:
@@ -131,7 +75,7 @@ def ext_minimum_size(header):
     group holds (under 2 GiB with 4 KiB blocks), which would forbid any useful
     shrink of a small system partition.
     """
-    fields = _fields(header) if isinstance(header, str) else header
+    fields = key_values(header) if isinstance(header, str) else header
     block = int(fields["Block size"])
     count = int(fields["Block count"])
     first = int(fields.get("First block", "0"))
@@ -170,7 +114,7 @@ class Ext(FilesystemKind):
     name = "ext"
 
     def probe(self, runner, device, blkid, mountpoint):
-        header = _fields(runner.output(["dumpe2fs", "-h", device]))
+        header = key_values(runner.output(["dumpe2fs", "-h", device]))
         block = int(header["Block size"])
         count = int(header["Block count"])
         free = int(header["Free blocks"])
@@ -181,7 +125,7 @@ class Ext(FilesystemKind):
 
     def _resize2fs_minimum(self, runner, device):
         found = re.search(r"minimum size of the filesystem:\s*(\d+)", runner.output(["resize2fs", "-P", device]))
-        block = int(_fields(runner.output(["dumpe2fs", "-h", device]))["Block size"])
+        block = int(key_values(runner.output(["dumpe2fs", "-h", device]))["Block size"])
         return int(found.group(1)) * block if found else None
 
     def check(self, runner, device, repair=False):
@@ -226,7 +170,7 @@ class Btrfs(FilesystemKind):
                 raise MigrationError("the btrfs filesystem on %s spans several devices; only single-device "
                                      "btrfs can be resized here." % device)
             size = int(re.search(r"devid\s+\d+\s+size\s+(\d+)", show).group(1))
-            used = int(_fields(runner.output(["btrfs", "filesystem", "usage", "-b", directory]))["Used"].split()[0])
+            used = int(key_values(runner.output(["btrfs", "filesystem", "usage", "-b", directory]))["Used"].split()[0])
             minimum = int(runner.output(["btrfs", "inspect-internal", "min-dev-size", directory]).split()[0])
         return Filesystem(type="btrfs", uuid=blkid.get("UUID"), label=blkid.get("LABEL"), size=size, used=used,
                           min_size=minimum, mountpoint=mountpoint)
@@ -276,18 +220,6 @@ def kind(fstype):
     return KINDS.get(fstype, FilesystemKind())
 
 
-def blkid(runner, device):
-    """Low-level probe of the signatures on ``device`` (not blkid's cache)."""
-    rc, out, unused_err = runner.run(["blkid", "-p", "-o", "export", device], ok=(0, 2))
-    values = {}
-    for line in out.splitlines():
-        key, unused_sep, value = line.partition("=")
-        values[key] = value
-    if rc == 2 or values.get("USAGE") not in (None, "filesystem", "other"):
-        return {}
-    return values
-
-
 def probe(runner, device, mount_table=None):
     """The filesystem on ``device``, or None when it carries none blkid recognises."""
     found = blkid(runner, device)
@@ -303,47 +235,3 @@ def make(runner, device, fstype, label):
         raise MigrationError("a store can be formatted as ext2, ext3 or ext4, not %s." % fstype)
     runner.run(["wipefs", "-a", "-q", device])
     runner.run(["mkfs.%s" % fstype, "-F", "-q", "-m", "0", "-L", label, device])
-
-
-def usable_bytes(runner, device):
-    """Bytes a freshly made ext filesystem on ``device`` (a device or an image file) takes for data.
-
-    The kernel keeps min(2 %, 4096 blocks) in reserve for delayed allocation and
-    reports the rest as available, so that is what counts.
-    """
-    header = _fields(runner.output(["dumpe2fs", "-h", device]))
-    block = int(header["Block size"])
-    count = int(header["Block count"])
-    free = int(header["Free blocks"]) - int(header.get("Reserved block count", "0"))
-    return (free - min(count // 50, 4096)) * block
-
-
-def store_partition_bytes(runner, fstype, usable):
-    """The smallest partition (whole MiB) whose fresh ``fstype`` filesystem holds ``usable`` bytes.
-
-    Measured, not guessed: mke2fs's layout depends on its version and mke2fs.conf,
-    so each candidate size is formatted as a sparse file on this host and read back.
-    """
-    if fstype not in ("ext2", "ext3", "ext4"):
-        raise MigrationError("a store can be formatted as ext2, ext3 or ext4, not %s." % fstype)
-    directory = tempfile.mkdtemp(prefix="inplace-size-")
-    image = os.path.join(directory, "probe.img")
-    try:
-        def measure(size):
-            with open(image, "wb") as handle:
-                handle.truncate(size)
-            runner.run(["mkfs.%s" % fstype, "-F", "-q", "-m", "0",
-                        "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", image])
-            return usable_bytes(runner, image)
-
-        size = align_up(usable, MiB)
-        for _attempt in range(12):
-            got = measure(size)
-            if got >= usable:
-                return size
-            # Overhead is nearly proportional to size: scale the shortfall, then align up.
-            size = align_up(size + (usable - got) * size // max(got, 1) + 1, MiB)
-        raise MigrationError("could not find a partition size that holds %s of %s; try a larger size." % (
-            human(usable), fstype))
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)

@@ -1,238 +1,23 @@
 # Copyright: inplace.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Disk model and the pure planner behind partition_space.
+"""The pure planner behind partition_space: where the store goes and what must shrink for it.
 
-Everything here works on immutable values and never touches a device, so the
+It works on the immutable model (``disk.model``) and never touches a device, so the
 rules (alignment, msdos slots, headroom, no gaps) are unit-tested without root.
 All positions are byte offsets; a partition spans ``[start, end)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Optional
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._units import (
-    MiB, align_down, align_up, human,
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import align_down, align_up, human
+from ansible_collections.inplace.migration.plugins.module_utils.disk.model import (
+    ALIGNMENT, DEFAULT_HEADROOM_MIN, FS_GRAIN, MSDOS_FIRST_LOGICAL, MSDOS_PRIMARY_SLOTS, OFFLINE_SHRINK_ONLY,
+    SHRINKABLE, GROWABLE, CreateFilesystem, CreatePartition, DeletePartition, GrowFilesystem, Partition, Plan, ResizePartition, ShrinkFilesystem, free_gaps, replace_partition,
 )
-
-ALIGNMENT = MiB
-# Filesystem sizes are kept in whole 4 KiB units, a multiple of every block size we shrink.
-FS_GRAIN = 4096
-DEFAULT_HEADROOM_MIN = 256 * MiB
-
-SHRINKABLE = ("ext2", "ext3", "ext4", "btrfs")
-OFFLINE_SHRINK_ONLY = ("ext2", "ext3", "ext4")
-GROWABLE = ("ext2", "ext3", "ext4", "btrfs", "xfs")
-STORE_FSTYPES = ("ext4", "ext3", "ext2")
-MSDOS_PRIMARY_SLOTS = 4
-MSDOS_FIRST_LOGICAL = 5
-
-
-@dataclass(frozen=True)
-class Filesystem:
-    type: Optional[str]
-    uuid: Optional[str] = None
-    label: Optional[str] = None
-    size: Optional[int] = None
-    used: Optional[int] = None
-    # Smallest size the filesystem can be shrunk to, as its own tool reports it.
-    min_size: Optional[int] = None
-    mountpoint: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Partition:
-    number: int
-    start: int
-    end: int
-    kind: str = "primary"  # primary, extended or logical (GPT partitions are all primary)
-    name: Optional[str] = None  # GPT partition name
-    fs: Optional[Filesystem] = None
-    path: Optional[str] = None
-
-    @property
-    def size(self):
-        return self.end - self.start
-
-    @property
-    def fstype(self):
-        return self.fs.type if self.fs else None
-
-
-@dataclass(frozen=True)
-class Disk:
-    path: str
-    size: int
-    sector_size: int
-    label: str  # msdos or gpt
-    partitions: Tuple[Partition, ...] = ()
-    first_usable: int = 0
-    usable_end: int = 0  # exclusive
-    max_partitions: int = 128
-
-    def __post_init__(self):
-        object.__setattr__(self, "partitions", tuple(sorted(self.partitions, key=lambda p: (p.start, p.number))))
-
-    def partition(self, number):
-        for part in self.partitions:
-            if part.number == number:
-                return part
-        return None
-
-    @property
-    def extended(self):
-        for part in self.partitions:
-            if part.kind == "extended":
-                return part
-        return None
-
-    @property
-    def logicals(self):
-        return [p for p in self.partitions if p.kind == "logical"]
-
-    @property
-    def top_level(self):
-        """Partitions that sit directly on the disk: primaries and the extended one."""
-        return [p for p in self.partitions if p.kind != "logical"]
-
-    @property
-    def data_partitions(self):
-        return [p for p in self.partitions if p.kind != "extended"]
-
-    def partition_path(self, number):
-        separator = "p" if self.path[-1:].isdigit() else ""
-        return "%s%s%d" % (self.path, separator, number)
-
-    def with_partitions(self, partitions):
-        return replace(self, partitions=tuple(partitions))
-
-    def find(self, spec):
-        """A partition named by device path or number, or None."""
-        spec = str(spec)
-        for part in self.partitions:
-            if spec in (str(part.number), part.path, self.partition_path(part.number)):
-                return part
-        return None
-
-
-# Actions: each knows how it changes the model, so the planner's "after" layout is
-# what the executor is then held to.
-
-@dataclass(frozen=True)
-class ShrinkFilesystem:
-    number: int
-    size: int
-
-    def apply(self, disk):
-        part = disk.partition(self.number)
-        return _replace_partition(disk, replace(part, fs=replace(part.fs, size=self.size)))
-
-    def describe(self, disk):
-        part = disk.partition(self.number)
-        return "shrink the %s filesystem on %s from %s to %s" % (
-            part.fstype, part.path, human(part.fs.size), human(self.size))
-
-
-@dataclass(frozen=True)
-class ResizePartition:
-    number: int
-    start: int
-    end: int
-
-    def apply(self, disk):
-        part = disk.partition(self.number)
-        return _replace_partition(disk, replace(part, start=self.start, end=self.end))
-
-    def describe(self, disk):
-        part = disk.partition(self.number)
-        verb = "grow" if self.end - self.start > part.size else "shrink"
-        return "%s partition %s (%s) from %s to %s" % (
-            verb, part.path, part.kind, human(part.size), human(self.end - self.start))
-
-
-@dataclass(frozen=True)
-class CreatePartition:
-    number: int
-    start: int
-    end: int
-    kind: str
-    name: Optional[str] = None
-
-    def apply(self, disk):
-        created = Partition(number=self.number, start=self.start, end=self.end, kind=self.kind,
-                            name=self.name, path=disk.partition_path(self.number))
-        return disk.with_partitions(disk.partitions + (created,))
-
-    def describe(self, disk):
-        return "create %s partition %s of %s at %s" % (
-            self.kind, disk.partition_path(self.number), human(self.end - self.start), human(self.start))
-
-
-@dataclass(frozen=True)
-class CreateFilesystem:
-    number: int
-    fstype: str
-    label: str
-
-    def apply(self, disk):
-        part = disk.partition(self.number)
-        return _replace_partition(disk, replace(part, fs=Filesystem(
-            type=self.fstype, label=self.label, size=part.size, used=0)))
-
-    def describe(self, disk):
-        return "format %s as %s labelled %s" % (disk.partition_path(self.number), self.fstype, self.label)
-
-
-@dataclass(frozen=True)
-class DeletePartition:
-    number: int
-
-    def apply(self, disk):
-        return disk.with_partitions(p for p in disk.partitions if p.number != self.number)
-
-    def describe(self, disk):
-        part = disk.partition(self.number)
-        return "delete %s partition %s (%s)" % (part.kind, part.path, human(part.size))
-
-
-@dataclass(frozen=True)
-class GrowFilesystem:
-    number: int
-
-    def apply(self, disk):
-        part = disk.partition(self.number)
-        return _replace_partition(disk, replace(part, fs=replace(part.fs, size=align_down(part.size, FS_GRAIN))))
-
-    def describe(self, disk):
-        part = disk.partition(self.number)
-        return "grow the %s filesystem on %s to fill its partition" % (part.fstype, part.path)
-
-
-def _replace_partition(disk, new):
-    return disk.with_partitions(new if p.number == new.number else p for p in disk.partitions)
-
-
-@dataclass
-class Plan:
-    before: Disk
-    after: Disk
-    actions: list = field(default_factory=list)
-    store: Optional[Partition] = None
-    notes: list = field(default_factory=list)
-
-    def add(self, action):
-        self.actions.append((action, action.describe(self.after)))
-        self.after = action.apply(self.after)
-
-    @property
-    def steps(self):
-        return [action for action, unused_text in self.actions]
-
-    @property
-    def descriptions(self):
-        return [text for unused_action, text in self.actions]
 
 
 def default_headroom(used):
@@ -256,26 +41,16 @@ class _Region:
     kind: str
 
 
-def _gaps(partitions, start, end):
-    cursor = start
-    for part in sorted(partitions, key=lambda p: p.start):
-        if part.start > cursor:
-            yield cursor, part.start
-        cursor = max(cursor, part.end)
-    if end > cursor:
-        yield cursor, end
-
-
 def _regions(disk):
     """Where a new partition may go, primaries first (msdos: primary while a slot is free)."""
     if disk.label == "gpt":
         if len(disk.partitions) >= disk.max_partitions:
             return []
-        return [_Region(s, e, "primary") for s, e in _gaps(disk.partitions, disk.first_usable, disk.usable_end)]
+        return [_Region(s, e, "primary") for s, e in free_gaps(disk.partitions, disk.first_usable, disk.usable_end)]
     top = disk.top_level
     regions = []
     if len(top) < MSDOS_PRIMARY_SLOTS:
-        regions += [_Region(s, e, "primary") for s, e in _gaps(top, disk.first_usable, disk.usable_end)]
+        regions += [_Region(s, e, "primary") for s, e in free_gaps(top, disk.first_usable, disk.usable_end)]
     extended = disk.extended
     if extended is not None:
         # A new logical goes after the last one: inserting it earlier would renumber
@@ -355,7 +130,7 @@ def _shrink_option(disk, part, store_bytes, min_free):
     if can_give == 0:
         return _ShrinkOption(part, None, 0, 0, "%s has no space to give: its filesystem needs %s plus %s headroom" % (
             part.path, human(fs.min_size), human(headroom)))
-    shrunk = _replace_partition(disk, replace(part, end=lowest_end))
+    shrunk = replace_partition(disk, replace(part, end=lowest_end))
     regions = [r for r in _regions(shrunk) if r.start == lowest_end]
     if not regions:
         return _ShrinkOption(part, None, can_give, 0, _no_region_reason(disk, part))
@@ -511,53 +286,3 @@ def _growth_limit(plan, prev):
             plan.add(ResizePartition(nxt.number, new_start, nxt.end))
             return new_start
     return nxt.start
-
-
-def layout(disk):
-    """The disk as a list of plain dicts, for module results."""
-    return {
-        "device": disk.path,
-        "table": disk.label,
-        "size": disk.size,
-        "sector_size": disk.sector_size,
-        "partitions": [{
-            "number": p.number,
-            "device": p.path or disk.partition_path(p.number),
-            "kind": p.kind,
-            "start": p.start,
-            "end": p.end,
-            "size": p.size,
-            "name": p.name,
-            "fstype": p.fstype,
-            "fs_label": p.fs.label if p.fs else None,
-            "fs_uuid": p.fs.uuid if p.fs else None,
-            "fs_size": p.fs.size if p.fs else None,
-            "mountpoint": p.fs.mountpoint if p.fs else None,
-        } for p in disk.partitions],
-    }
-
-
-def render(disk):
-    """The disk as text, one line per partition and free region, for --diff."""
-    lines = ["%s: %s, %s (%d bytes)" % (disk.path, disk.label, human(disk.size), disk.size),
-             "%-4s %-10s %-12s %-12s %-10s %-8s %-7s %s" % (
-                 "#", "type", "start MiB", "end MiB", "size", "fs", "fs size", "label")]
-    entries = [(p.start, p) for p in disk.partitions]
-    entries += [(s, (s, e)) for s, e in _gaps(disk.top_level, disk.first_usable, disk.usable_end)
-                if e - s >= ALIGNMENT]
-    for unused_start, entry in sorted(entries, key=lambda item: item[0]):
-        if isinstance(entry, tuple):
-            start, end = entry
-            lines.append("%-4s %-10s %-12s %-12s %-10s" % (
-                "", "free", _mib(start), _mib(end), human(end - start)))
-            continue
-        p = entry
-        fs = p.fs
-        lines.append("%-4s %-10s %-12s %-12s %-10s %-8s %-7s %s" % (
-            p.number, p.kind, _mib(p.start), _mib(p.end), human(p.size), (fs.type if fs else None) or "-",
-            human(fs.size) if fs and fs.size else "-", (fs.label if fs else None) or p.name or ""))
-    return "\n".join(lines) + "\n"
-
-
-def _mib(value):
-    return ("%.2f" % (value / MiB)).rstrip("0").rstrip(".")

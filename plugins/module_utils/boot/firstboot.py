@@ -3,7 +3,7 @@
 """The first-boot hook: a run-once program image_deploy installs in the new system.
 
 The new system has no Ansible, so the program is made from this file and the
-module_utils it uses (concatenated by ``program_source``) and runs on the new
+module_utils it uses (a zip application, ``common.bundle``) and runs on the new
 system's own python3. On the first boot that reaches multi-user.target it finds the
 store by its label, takes the store's lock, records the confirmation in the journal,
 makes the new system GRUB's saved default (the maintenance entry stays in the menu),
@@ -17,17 +17,17 @@ and menu, so both read and write them the same way.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import re
 import sys
 import time
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._fs import mountpoint_of, temporary_mount
-from ansible_collections.inplace.migration.plugins.module_utils._run import ProcessRunner
-from ansible_collections.inplace.migration.plugins.module_utils._store import Store, atomic_write, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.common.bundle import zipapp
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.disk.mount import mountpoint_of, temporary_mount
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store, atomic_write, read_json
 
 DESCRIPTION = "Confirm the first boot of the new system and restore profiles from the migration store."
 UNIT_NAME = "inplace-firstboot.service"
@@ -61,9 +61,6 @@ StandardOutput=journal+console
 [Install]
 WantedBy=multi-user.target
 """.format(config=CONFIG, program=PROGRAM)
-
-# The module_utils the program is made of, in dependency order.
-BUNDLE = ("_errors", "_units", "_disk", "_fs", "_run", "_store", "_firstboot")
 
 
 # GRUB's environment block and menu ----------------------------------------------------------------
@@ -246,50 +243,28 @@ def main(argv=None):
 
 # Making and installing it --------------------------------------------------------------------------
 
-def _module_source(name):
-    import importlib
-    module = importlib.import_module("ansible_collections.inplace.migration.plugins.module_utils." + name)
-    loader = getattr(module, "__loader__", None)
-    source = loader.get_source(module.__name__) if loader is not None and hasattr(loader, "get_source") else None
-    if source is None:
-        with open(module.__file__) as handle:
-            source = handle.read()
-    return source
+PROGRAM_MAIN = """\
+import sys
+
+from ansible_collections.inplace.migration.plugins.module_utils.boot.firstboot import main
+
+sys.exit(main())
+"""
 
 
-def _strip_imports(source):
-    """``source`` without its ``from __future__`` and collection imports (the bundle defines those names)."""
-    tree = ast.parse(source)
-    drop = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and (node.module == "__future__" or
-                                                 (node.module or "").startswith("ansible_collections.")):
-            drop.update(range(node.lineno, node.end_lineno + 1))
-    return "\n".join(line for number, line in enumerate(source.splitlines(), 1) if number not in drop)
-
-
-def program_source():
-    """The whole program as one self-contained Python 3 file."""
-    parts = ["#!/usr/bin/python3",
-             "# inplace-firstboot: made by inplace.migration's image_deploy from its module_utils (%s)." %
-             ", ".join(BUNDLE),
-             "# The new system has no Ansible; this file needs nothing but python3.",
-             "from __future__ import annotations", ""]
-    for name in BUNDLE:
-        parts.append("# ---- %s.py ----" % name)
-        parts.append(_strip_imports(_module_source(name)))
-    parts += ["", "if __name__ == \"__main__\":", "    sys.exit(main())", ""]
-    return "\n".join(parts)
+def program_bytes():
+    """The hook as a zip application (``common.bundle``): it needs nothing on the new system but python3."""
+    return zipapp(PROGRAM_MAIN)
 
 
 def install(root, config):
     """Install the program, its configuration and its unit in the new system's ``root``, enabled."""
-    for relative, data, mode in ((PROGRAM, program_source(), 0o755),
-                                 (CONFIG, json.dumps(config, indent=2, sort_keys=True) + "\n", 0o644),
-                                 (UNIT, UNIT_TEXT, 0o644)):
+    for relative, data, mode in ((PROGRAM, program_bytes(), 0o755),
+                                 (CONFIG, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o644),
+                                 (UNIT, UNIT_TEXT.encode(), 0o644)):
         path = os.path.join(root, relative)
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        atomic_write(path, data.encode("utf-8"), mode)
+        atomic_write(path, data, mode)
     link = os.path.join(root, WANTS)
     os.makedirs(os.path.dirname(link), mode=0o755, exist_ok=True)
     if os.path.lexists(link):

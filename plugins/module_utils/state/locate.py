@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import re
 
-from ansible_collections.inplace.migration.plugins.module_utils import _fs
-from ansible_collections.inplace.migration.plugins.module_utils._store import JOURNAL, MANIFEST, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
+from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import JOURNAL, MANIFEST, read_json
 
 MAINTENANCE_MARKER = "/etc/inplace-maintenance"
 HOST_RECORD = "/etc/inplace/host.json"
@@ -55,8 +56,8 @@ def _read_store(runner, device, mountpoint):
         return read(mountpoint)
     # A plain read-only mount still replays the journal of a store cut off by a power loss; without
     # that replay (noload) the files written last can read back as garbage.
-    fstype = _fs.blkid(runner, device).get("TYPE", "ext4")
-    with _fs.temporary_mount(runner, device, fstype, readonly=True) as directory:
+    fstype = _devices.blkid(runner, device).get("TYPE", "ext4")
+    with _mount.temporary_mount(runner, device, fstype, readonly=True) as directory:
         return read(directory)
 
 
@@ -66,7 +67,7 @@ def detect(runner, label):
     root = _root_filesystem(runner)
     completion = read_json(COMPLETION_RECORD) if not maintenance else None
     device = _store_device(runner, label)
-    store = {"device": device, "mounted_at": _fs.mountpoint_of(device) if device else None}
+    store = {"device": device, "mounted_at": _mount.mountpoint_of(device) if device else None}
     records, manifest = {}, {"exists": False, "complete": False, "users": []}
     if device:
         records, manifest = _read_store(runner, device, store["mounted_at"])

@@ -13,12 +13,15 @@ import subprocess
 import threading
 import time
 
-from ansible_collections.inplace.migration.plugins.module_utils import _accounts, _archive, _profiles, _standalone
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._store import (
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import archive as _archive
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import walk as _walk
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import standalone as _standalone
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import (
     MANIFEST, PROFILES, Store, atomic_write_json, fsync_directory, read_json,
 )
-from ansible_collections.inplace.migration.plugins.module_utils._units import MiB, human
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, human
 
 MANIFEST_FORMAT = 1
 SETTINGS_ARCHIVE = "settings.tar.zst"
@@ -105,7 +108,7 @@ def estimate_ratio(runner, samples, level):
         for path, size in samples:
             try:
                 with open(path, "rb") as handle:
-                    data = handle.read(min(size, _profiles.SAMPLE_BYTES_PER_FILE))
+                    data = handle.read(min(size, _walk.SAMPLE_BYTES_PER_FILE))
             except OSError:
                 continue
             proc.stdin.write(data)
@@ -125,8 +128,8 @@ class Capture:
         self.store = Store(store)
         self.users = users or ["auto"]
         self.exclude_users = exclude_users or []
-        self.rules = _profiles.Rules(include, exclude, max_file_size)
-        self.rules_spec = {"include": include or [], "exclude": _profiles.DEFAULT_EXCLUDE if exclude is None else exclude,
+        self.rules = _walk.Rules(include, exclude, max_file_size)
+        self.rules_spec = {"include": include or [], "exclude": _walk.DEFAULT_EXCLUDE if exclude is None else exclude,
                            "max_file_size": max_file_size}
         self.skip_preserved_mounts = skip_preserved_mounts
         self.settings = settings or []
@@ -156,10 +159,10 @@ class Capture:
         for user in users:
             home = os.path.join(self.root, user["home"].lstrip("/"))
             if listings is None:
-                scans[user["name"]] = _profiles.walk(home, self.rules)
+                scans[user["name"]] = _walk.walk(home, self.rules)
             else:
                 with open(os.path.join(listings, user["name"] + ".list"), "wb") as listing:
-                    scans[user["name"]] = _profiles.walk(home, self.rules, listing)
+                    scans[user["name"]] = _walk.walk(home, self.rules, listing)
         return scans
 
     def _fingerprint(self, users, groups, scans, settings_paths):
@@ -193,7 +196,7 @@ class Capture:
         if not check_mode:
             self.store.check(writable=True)
         users, skipped_users, groups = self._select()
-        settings_paths = _profiles.settings_paths(self.root, self.settings, [u["name"] for u in users])
+        settings_paths = _walk.settings_paths(self.root, self.settings, [u["name"] for u in users])
         result = {"changed": False, "users": [], "skipped_users": skipped_users, "settings": {
             "groups": self.settings, "paths": [os.fsdecode(p) for p in settings_paths]}}
 

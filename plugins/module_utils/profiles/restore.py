@@ -15,9 +15,11 @@ import shutil
 import stat
 import time
 
-from ansible_collections.inplace.migration.plugins.module_utils import _accounts, _archive, _profiles
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._store import MANIFEST, PROFILES, Store, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import archive as _archive
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import walk as _walk
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import MANIFEST, PROFILES, Store, read_json
 
 JOURNAL_KEY = "profile_restore"
 CONFLICT_SUFFIX = b".inplace-old"
@@ -377,7 +379,7 @@ class Restore:
             _archive.extract_archive(self.runner, archive, os.fsdecode(staging))
             reown(staging, uid_map, gid_map)
             users = [u["name"] for u in manifest["users"]]
-            for relative in _profiles.settings_paths(staging, [group], users):
+            for relative in _walk.settings_paths(staging, [group], users):
                 source = os.path.join(staging, relative)
                 if not os.path.lexists(source):
                     continue  # moved with the directory above it

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
 SHADOW_AGING = ("lastchg", "min", "max", "warn", "inactive", "expire")
 DEFAULT_UID_RANGE = (1000, 60000)

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
 C_LOCALE = {"LANGUAGE": "C", "LC_ALL": "C"}
 SYSTEM_DIRS = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]

@@ -5,34 +5,30 @@
 A new system that boots without the controller (a PC that lost its network) restores
 its profiles itself from the store: its first-boot hook runs
 ``python3 <store>/inplace/bin/inplace-restore --store <store>``. The program is a zip
-application holding the same module_utils code profile_restore runs, so both
+application (``common.bundle``) holding the same module_utils code profile_restore runs, so both
 restore alike and record the same journal.
 """
 
 from __future__ import annotations
 
-import importlib
-import io
 import os
-import zipfile
 
+from ansible_collections.inplace.migration.plugins.module_utils.common.bundle import zipapp
 # Imported so that Ansible ships them to the host with profile_capture (and so they exist).
-from ansible_collections.inplace.migration.plugins.module_utils import _restore  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.inplace.migration.plugins.module_utils._store import atomic_write
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import restore as _restore  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import atomic_write
 
 PROGRAM = "inplace/bin/inplace-restore"
 OPTIONS = "inplace/restore-options.json"
-PACKAGE = "ansible_collections.inplace.migration.plugins.module_utils"
-MODULES = ["_errors", "_units", "_run", "_store", "_accounts", "_profiles", "_archive", "_restore"]
 
 MAIN = '''\
 """inplace-restore: restore captured accounts, profiles and settings from this store."""
 import argparse, json, os, sys
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._restore import Restore
-from ansible_collections.inplace.migration.plugins.module_utils._run import ProcessRunner
-from ansible_collections.inplace.migration.plugins.module_utils._store import read_json
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.restore import Restore
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import read_json
 
 
 def main():
@@ -64,24 +60,9 @@ sys.exit(main())
 ''' % {"options": OPTIONS}
 
 
-def program_bytes():
-    """The zip application: __main__.py and the module_utils it needs, taken from the running code."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("__main__.py", MAIN)
-        parts = PACKAGE.split(".")
-        for depth in range(1, len(parts) + 1):
-            archive.writestr("/".join(parts[:depth]) + "/__init__.py", "")
-        for name in MODULES:
-            module = importlib.import_module("%s.%s" % (PACKAGE, name))
-            source = module.__loader__.get_source(module.__name__)
-            archive.writestr("%s/%s.py" % ("/".join(parts), name), source)
-    return buffer.getvalue()
-
-
 def write_restore_program(store):
     """Put the program on the store (root-only, like everything there)."""
     path = store.path(PROGRAM)
     store.ensure_dir(os.path.dirname(PROGRAM))
-    atomic_write(path, program_bytes(), mode=0o700)
+    atomic_write(path, zipapp(MAIN), mode=0o700)
     return path

@@ -12,7 +12,7 @@ import glob
 import json
 import os
 
-from ansible_collections.inplace.migration.plugins.module_utils._units import human
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 
 SUPPORTED_ROOT_FS = ("ext2", "ext3", "ext4", "btrfs")
 STACKED = {"lvm": "LVM", "crypt": "LUKS encryption", "raid0": "md RAID", "raid1": "md RAID", "raid4": "md RAID",

@@ -9,13 +9,19 @@ before the next step builds on it.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import replace
 
-from ansible_collections.inplace.migration.plugins.module_utils import _disk, _fs, _parted
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._units import human
+from ansible_collections.inplace.migration.plugins.module_utils.disk import model as _model
+from ansible_collections.inplace.migration.plugins.module_utils.disk import planner as _planner
+from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
+from ansible_collections.inplace.migration.plugins.module_utils.disk import parted as _parted
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, align_up, human
 
-TABLE_STEPS = (_disk.ResizePartition, _disk.CreatePartition, _disk.DeletePartition)
+TABLE_STEPS = (_model.ResizePartition, _model.CreatePartition, _model.DeletePartition)
 
 
 def _shape(disk):
@@ -46,9 +52,9 @@ def _result(plan, after, store, usable=None):
         "actions": plan.descriptions,
         "notes": plan.notes,
         "store": _store_result(after, store, usable),
-        "layout_before": _disk.layout(plan.before),
-        "layout_after": _disk.layout(after),
-        "diff": {"before": _disk.render(plan.before), "after": _disk.render(after),
+        "layout_before": _model.layout(plan.before),
+        "layout_after": _model.layout(after),
+        "diff": {"before": _model.render(plan.before), "after": _model.render(after),
                  "before_header": plan.before.path, "after_header": plan.before.path},
     }
 
@@ -68,13 +74,13 @@ class PartitionSpace:
             # Planned from the old system for the maintenance environment, where none of it is mounted.
             disk = disk.with_partitions(
                 replace(p, fs=replace(p.fs, mountpoint=None)) if p.fs else p for p in disk.partitions)
-        store_bytes = _fs.store_partition_bytes(self.runner, fstype, size)
-        plan = _disk.plan_present(disk, store_bytes, label=self.label, fstype=fstype, shrink=shrink,
+        store_bytes = store_partition_bytes(self.runner, fstype, size)
+        plan = _planner.plan_present(disk, store_bytes, label=self.label, fstype=fstype, shrink=shrink,
                                   min_free=min_free)
         if check_mode or not plan.actions:
             return _result(plan, plan.after, plan.store)
         after = self.execute(plan)
-        usable = _fs.usable_bytes(self.runner, after.partition(plan.store.number).path)
+        usable = usable_bytes(self.runner, after.partition(plan.store.number).path)
         if usable < size:
             raise MigrationError("the new store holds %s, less than the %s asked for." % (human(usable), human(size)),
                                  **_result(plan, after, plan.store))
@@ -82,11 +88,11 @@ class PartitionSpace:
 
     def absent(self, check_mode):
         disk = self.read()
-        store = _disk.find_store(disk, self.label)
+        store = _planner.find_store(disk, self.label)
         if store is not None and store.fs is not None and store.fs.mountpoint:
             raise MigrationError("the store %s is mounted at %s; unmount it before removing it." % (
                 store.path, store.fs.mountpoint))
-        plan = _disk.plan_absent(disk, label=self.label)
+        plan = _planner.plan_absent(disk, label=self.label)
         if check_mode or not plan.actions:
             return _result(plan, plan.after, None)
         after = self.execute(plan)
@@ -105,9 +111,9 @@ class PartitionSpace:
                 done.append(text)
         except Exception as error:  # pylint: disable=broad-except
             # Whatever went wrong, the user must learn which steps already changed the disk.
-            partial = {"actions_done": done, "layout_before": _disk.layout(plan.before)}
+            partial = {"actions_done": done, "layout_before": _model.layout(plan.before)}
             try:
-                partial["layout_now"] = _disk.layout(self.read())
+                partial["layout_now"] = _model.layout(self.read())
             except Exception:  # pylint: disable=broad-except
                 pass
             raise MigrationError("%s (done before this: %s)" % (error, "; ".join(done) or "nothing"), **partial)
@@ -115,7 +121,7 @@ class PartitionSpace:
 
     def _apply(self, step, current):
         if isinstance(step, TABLE_STEPS):
-            if isinstance(step, _disk.DeletePartition):
+            if isinstance(step, _model.DeletePartition):
                 doomed = current.partition(step.number)
                 if doomed.kind != "extended" and doomed.fs is not None:
                     # Leave no stale store signature for blkid to find in the space later.
@@ -123,11 +129,11 @@ class PartitionSpace:
             _parted.apply_table_step(current, step)
             return
         part = current.partition(step.number)
-        if isinstance(step, _disk.ShrinkFilesystem):
+        if isinstance(step, _model.ShrinkFilesystem):
             _fs.kind(part.fstype).shrink(self.runner, part.path, step.size, part.fs.mountpoint)
-        elif isinstance(step, _disk.GrowFilesystem):
+        elif isinstance(step, _model.GrowFilesystem):
             _fs.kind(part.fstype).grow(self.runner, part.path, part.fs.mountpoint)
-        elif isinstance(step, _disk.CreateFilesystem):
+        elif isinstance(step, _model.CreateFilesystem):
             _fs.make(self.runner, part.path, step.fstype, step.label)
         else:
             raise TypeError("unknown step %r" % (step,))
@@ -147,7 +153,51 @@ class PartitionSpace:
         part = actual.partition(number)
         if part is not None and part.fs is not None and not part.fs.mountpoint and part.kind != "extended":
             _fs.kind(part.fstype).check(self.runner, part.path)
-        if isinstance(step, _disk.ShrinkFilesystem) and part.fs.size != step.size:
+        if isinstance(step, _model.ShrinkFilesystem) and part.fs.size != step.size:
             raise MigrationError("the filesystem on %s is %s after shrinking, not %s; stopping." % (
                 part.path, human(part.fs.size), human(step.size)))
         return actual
+
+
+def usable_bytes(runner, device):
+    """Bytes a freshly made ext filesystem on ``device`` (a device or an image file) takes for data.
+
+    The kernel keeps min(2 %, 4096 blocks) in reserve for delayed allocation and
+    reports the rest as available, so that is what counts.
+    """
+    header = _fs.key_values(runner.output(["dumpe2fs", "-h", device]))
+    block = int(header["Block size"])
+    count = int(header["Block count"])
+    free = int(header["Free blocks"]) - int(header.get("Reserved block count", "0"))
+    return (free - min(count // 50, 4096)) * block
+
+
+def store_partition_bytes(runner, fstype, usable):
+    """The smallest partition (whole MiB) whose fresh ``fstype`` filesystem holds ``usable`` bytes.
+
+    Measured, not guessed: mke2fs's layout depends on its version and mke2fs.conf,
+    so each candidate size is formatted as a sparse file on this host and read back.
+    """
+    if fstype not in ("ext2", "ext3", "ext4"):
+        raise MigrationError("a store can be formatted as ext2, ext3 or ext4, not %s." % fstype)
+    directory = tempfile.mkdtemp(prefix="inplace-size-")
+    image = os.path.join(directory, "probe.img")
+    try:
+        def measure(size):
+            with open(image, "wb") as handle:
+                handle.truncate(size)
+            runner.run(["mkfs.%s" % fstype, "-F", "-q", "-m", "0",
+                        "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", image])
+            return usable_bytes(runner, image)
+
+        size = align_up(usable, MiB)
+        for _attempt in range(12):
+            got = measure(size)
+            if got >= usable:
+                return size
+            # Overhead is nearly proportional to size: scale the shortfall, then align up.
+            size = align_up(size + (usable - got) * size // max(got, 1) + 1, MiB)
+        raise MigrationError("could not find a partition size that holds %s of %s; try a larger size." % (
+            human(usable), fstype))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

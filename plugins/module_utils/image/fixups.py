@@ -17,11 +17,11 @@ import re
 import stat
 import time
 
-from ansible_collections.inplace.migration.plugins.module_utils._errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils._firstboot import (
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.boot.firstboot import (
     MAINTENANCE_ENTRY, default_entry, update_grubenv,
 )
-from ansible_collections.inplace.migration.plugins.module_utils._store import atomic_write, atomic_write_json, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import atomic_write, atomic_write_json, read_json
 
 CARRY = "inplace/carry/carry.json"
 CARRY_VERSION = 1

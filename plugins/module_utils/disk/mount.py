@@ -1,0 +1,106 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Mounts: what is mounted where, private temporary mounts, and mounting the store and the old root."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+
+from ansible_collections.inplace.migration.plugins.module_utils.disk.devices import blkid, resolve
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+
+
+def _unescape_mount(path):
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)
+
+
+def mounts():
+    """(major:minor, mount point, source) of every mount this process can see."""
+    entries = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            left, unused_sep, right = line.partition(" - ")
+            fields = left.split()
+            source = right.split()[1] if len(right.split()) > 1 else ""
+            entries.append((fields[2], _unescape_mount(fields[4]), source))
+    return entries
+
+
+def active_swaps():
+    try:
+        with open("/proc/swaps") as handle:
+            return {os.path.realpath(line.split()[0]) for line in handle.readlines()[1:] if line.strip()}
+    except OSError:
+        return set()
+
+
+def mountpoint_of(device, mount_table=None):
+    """Where ``device`` is mounted (the first mount point), or None."""
+    try:
+        rdev = os.stat(device).st_rdev
+    except OSError:
+        return None
+    number = "%d:%d" % (os.major(rdev), os.minor(rdev))
+    real = os.path.realpath(device)
+    for devnum, mountpoint, source in (mount_table if mount_table is not None else mounts()):
+        if devnum == number or (source.startswith("/") and os.path.realpath(source) == real):
+            return mountpoint
+    if real in active_swaps():
+        return "[SWAP]"
+    return None
+
+
+@contextlib.contextmanager
+def temporary_mount(runner, device, fstype, readonly=False):
+    """Mount ``device`` on a private directory for the duration of the block."""
+    directory = tempfile.mkdtemp(prefix="inplace-mnt-", dir="/run" if os.path.isdir("/run") else None)
+    options = ["-o", "ro"] if readonly else []
+    try:
+        runner.run(["mount", "-t", fstype] + options + [device, directory])
+        try:
+            yield directory
+        finally:
+            runner.run(["umount", directory])
+    finally:
+        os.rmdir(directory)
+
+
+def _mounted_at(path):
+    real = os.path.realpath(path)
+    for unused_devnum, mountpoint, source in mounts():
+        if mountpoint == real:
+            return source
+    return None
+
+
+def mount(runner, source, path, readonly=False, check_mode=False):
+    device = resolve(runner, source)
+    current = mountpoint_of(device)
+    if current == os.path.realpath(path):
+        return {"changed": False, "device": device, "path": current}
+    if current and not readonly:
+        raise MigrationError("%s is already mounted at %s; unmount it first or use that path." % (device, current))
+    if _mounted_at(path):
+        raise MigrationError("something else (%s) is mounted at %s." % (_mounted_at(path), path))
+    if check_mode:
+        return {"changed": True, "device": device, "path": path}
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    fstype = blkid(runner, device).get("TYPE")
+    # Read-only, but with the journal replayed if a crash left one to replay: skipping the replay
+    # (noload) would read the last-written files as they were before it, or as garbage.
+    options = ["ro"] if readonly else []
+    runner.run(["mount"] + (["-t", fstype] if fstype else []) + (["-o", ",".join(options)] if options else []) +
+               [device, path])
+    return {"changed": True, "device": device, "path": path}
+
+
+def unmount(runner, path, check_mode=False):
+    source = _mounted_at(path)
+    if source is None:
+        return {"changed": False, "path": None}
+    if not check_mode:
+        runner.run(["umount", path])
+    return {"changed": True, "device": source, "path": None}
