@@ -166,22 +166,14 @@ options:
       - The label the first-boot hook looks for when the store's filesystem has none of its own.
     type: str
     default: INPLACE-STORE
-  maintenance_kernel:
-    description:
-      - The maintenance kernel, as a path from the store's root, for the GRUB maintenance entry.
-    type: str
-    default: /inplace/boot/vmlinuz
-  maintenance_initrds:
-    description:
-      - The maintenance initramfs images, paths from the store's root, in the order GRUB loads them.
-    type: list
-    elements: str
-    default: [/inplace/boot/initrd.img, /inplace/boot/overlay.img]
   maintenance_cmdline:
     description:
-      - The maintenance kernel's command line.
+      - The maintenance kernel's command line in the new system's GRUB entry for the maintenance environment
+        on the store (C(vmlinuz), C(initrd.img) and C(overlay.img) in the store's C(inplace/boot)).
+      - It must carry the flag C(inplace.maintenance), by which M(inplace.migration.migration_state) knows the
+        maintenance environment.
     type: str
-    default: console=tty0 console=ttyS0,115200 panic=10 inplace.maintenance=1
+    default: console=tty0 console=ttyS0,115200 inplace.maintenance panic=10
 notes:
   - Run it from the maintenance environment, with the old system not mounted.
   - Growing an ext filesystem is done offline (C(e2fsck -f), then C(resize2fs)).
@@ -304,6 +296,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.inplace.migration.plugins.module_utils.image.deploy import Deploy
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import CMDLINE_FLAG, DEFAULT_CMDLINE
 from ansible_collections.inplace.migration.plugins.module_utils.image.formats import FORMATS
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
@@ -330,17 +323,16 @@ def main():
             firstboot=dict(type="bool", default=True),
             bootloader=dict(type="str", choices=["grub-bios", "none"], default="grub-bios"),
             store_label=dict(type="str", default="INPLACE-STORE"),
-            maintenance_kernel=dict(type="str", default="/inplace/boot/vmlinuz"),
-            maintenance_initrds=dict(type="list", elements="str",
-                                     default=["/inplace/boot/initrd.img", "/inplace/boot/overlay.img"]),
-            maintenance_cmdline=dict(type="str", default="console=tty0 console=ttyS0,115200 panic=10 "
-                                                         "inplace.maintenance=1"),
+            maintenance_cmdline=dict(type="str", default=DEFAULT_CMDLINE),
         ),
         supports_check_mode=True,
     )
     params = dict(module.params)
     try:
         params["checkpoint"] = parse_size(params["checkpoint"], "checkpoint")
+        if CMDLINE_FLAG not in params["maintenance_cmdline"].split():
+            raise MigrationError("maintenance_cmdline=%r lacks the flag %s, by which migration_state knows the "
+                                 "maintenance environment; add it." % (params["maintenance_cmdline"], CMDLINE_FLAG))
         result = Deploy(Runner(module), params, module.check_mode).run()
     except MigrationError as error:
         partial = dict(error.partial)

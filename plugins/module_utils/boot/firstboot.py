@@ -19,15 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.bundle import zipapp
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.disk.mount import mountpoint_of, temporary_mount
+from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import default_entry, update_grubenv
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store, atomic_write, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 
 DESCRIPTION = "Confirm the first boot of the new system and restore profiles from the migration store."
 UNIT_NAME = "inplace-firstboot.service"
@@ -35,7 +36,6 @@ PROGRAM = "usr/local/sbin/inplace-firstboot"
 CONFIG = "etc/inplace-migration/firstboot.json"
 UNIT = "etc/systemd/system/" + UNIT_NAME
 WANTS = "etc/systemd/system/multi-user.target.wants/" + UNIT_NAME
-MAINTENANCE_ENTRY = "inplace-maintenance"
 RESTORE_PROGRAM = "inplace/bin/inplace-restore"
 JOURNAL_KEY = "firstboot"
 LOCK_HOLDER = "first-boot"
@@ -43,8 +43,6 @@ LOCK_WAIT = 600.0
 DEFAULT_LABEL = "INPLACE-STORE"
 GRUBENV = "boot/grub/grubenv"
 GRUB_CFG = "boot/grub/grub.cfg"
-GRUBENV_SIZE = 1024
-GRUBENV_HEADER = "# GRUB Environment Block\n"
 
 UNIT_TEXT = """[Unit]
 Description=inplace.migration: confirm the first boot of the new system, restore profiles from the store
@@ -61,79 +59,6 @@ StandardOutput=journal+console
 [Install]
 WantedBy=multi-user.target
 """.format(config=CONFIG, program=PROGRAM)
-
-
-# GRUB's environment block and menu ----------------------------------------------------------------
-
-def read_grubenv(path):
-    """The variables in a GRUB environment block (``{}`` when there is none)."""
-    try:
-        with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return {}
-    values = {}
-    for line in text.splitlines()[1:]:
-        if line.startswith("#"):
-            break
-        name, equals, value = line.partition("=")
-        if equals:
-            values[name] = value
-    return values
-
-
-def write_grubenv(path, values):
-    """Write a GRUB environment block: 1024 bytes, padded with ``#``, as grub-editenv writes it.
-
-    An existing block of the right size is overwritten in place (its blocks stay where
-    GRUB's save_env expects them); otherwise the file is made anew.
-    """
-    text = GRUBENV_HEADER + "".join("%s=%s\n" % (name, value) for name, value in values.items())
-    data = text.encode("utf-8")
-    if len(data) > GRUBENV_SIZE:
-        raise MigrationError("the GRUB environment %s would exceed %d bytes." % (path, GRUBENV_SIZE))
-    data += b"#" * (GRUBENV_SIZE - len(data))
-    if os.path.isfile(path) and os.path.getsize(path) == GRUBENV_SIZE:
-        with open(path, "r+b") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    else:
-        atomic_write(path, data, 0o644)
-
-
-def update_grubenv(path, **changes):
-    """Set (or, with None, remove) variables in a GRUB environment block; returns the new block."""
-    values = read_grubenv(path)
-    for name, value in changes.items():
-        if value is None:
-            values.pop(name, None)
-        else:
-            values[name] = value
-    write_grubenv(path, values)
-    return values
-
-
-MENUENTRY_ID = re.compile(r"(?:\$menuentry_id_option|--id)[ =]+(?:'([^']+)'|\"([^\"]+)\"|([^\s{]+))")
-
-
-def menu_entries(config_text):
-    """Ids of the top-level menu entries of a grub.cfg, in menu order."""
-    entries = []
-    for line in config_text.splitlines():
-        if line.startswith("menuentry ") or line.startswith("menuentry\t"):
-            found = MENUENTRY_ID.search(line)
-            if found:
-                entries.append(next(group for group in found.groups() if group))
-    return entries
-
-
-def default_entry(config_text):
-    """The id of the new system's own first entry (the one grub-mkconfig makes the default)."""
-    for entry in menu_entries(config_text):
-        if entry != MAINTENANCE_ENTRY:
-            return entry
-    return None
 
 
 # The program ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.common.errors im
 from ansible_collections.inplace.migration.plugins.module_utils.boot.initramfs import (
     HOST_KEY_TYPES, Entry, host_overlay, write_newc,
 )
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import atomic_write
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write
 
 HOST_RECORD = "etc/inplace/host.json"
 

@@ -34,3 +34,76 @@ def resolve(runner, source):
     if rc != 0 or not out.strip():
         raise MigrationError("no filesystem matches %s on this host." % source)
     return out.strip()
+
+
+def device_number(path):
+    rdev = os.stat(path).st_rdev
+    return "%d:%d" % (os.major(rdev), os.minor(rdev))
+
+
+def sysfs(path):
+    return os.path.realpath("/sys/dev/block/" + device_number(path))
+
+
+def is_partition(path):
+    return os.path.exists(os.path.join(sysfs(path), "partition"))
+
+
+def parent_disk(path):
+    return "/dev/" + os.path.basename(os.path.dirname(sysfs(path)))
+
+
+def device_size(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        return os.lseek(descriptor, 0, os.SEEK_END)
+    finally:
+        os.close(descriptor)
+
+
+def holders(path):
+    try:
+        return sorted(os.listdir(os.path.join(sysfs(path), "holders")))
+    except OSError:
+        return []
+
+
+class BlockIndex:
+    """Every block device with content, as ``blkid -p`` reads it now (no cache)."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.devices = {}
+        for name in sorted(os.listdir("/sys/class/block")):
+            path = "/dev/" + name
+            try:
+                with open("/sys/class/block/%s/size" % name) as handle:
+                    if int(handle.read().strip() or 0) == 0:
+                        continue
+            except (OSError, ValueError):
+                continue
+            if not os.path.exists(path) or name.startswith(("ram", "zram")):
+                continue
+            self.devices[path] = self.probe(path)
+
+    def probe(self, path):
+        rc, out, unused_err = self.runner.run(["blkid", "-p", "-o", "export", path], ok=None)
+        values = {}
+        for line in out.splitlines():
+            key, unused_sep, value = line.partition("=")
+            values[key] = value
+        return values
+
+    def resolve(self, spec):
+        """The device paths ``spec`` (a path, UUID=, LABEL=, PARTUUID=, PARTLABEL=) names here now."""
+        fields = {"UUID=": "UUID", "LABEL=": "LABEL", "PARTUUID=": "PART_ENTRY_UUID", "PARTLABEL=": "PART_ENTRY_NAME"}
+        for prefix, field in fields.items():
+            if spec.startswith(prefix):
+                wanted = spec[len(prefix):].strip('"')
+                if field.endswith("UUID"):  # hexadecimal: either case names the same
+                    return sorted(p for p, v in self.devices.items() if v.get(field, "").lower() == wanted.lower())
+                return sorted(p for p, v in self.devices.items() if v.get(field) == wanted)
+        if spec.startswith("/dev/") and os.path.exists(spec):
+            real = os.path.realpath(spec)
+            return [real]
+        return []

@@ -25,7 +25,9 @@ from ansible_collections.inplace.migration.plugins.module_utils.image import for
 from ansible_collections.inplace.migration.plugins.module_utils.image import pipeline as _pipeline
 from ansible_collections.inplace.migration.plugins.module_utils.image import sources as _sources
 from ansible_collections.inplace.migration.plugins.module_utils.image import writer as _writer
+from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import install_grub
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside
 from ansible_collections.inplace.migration.plugins.module_utils.boot.firstboot import install as install_firstboot
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
@@ -38,81 +40,6 @@ MKFS = {"ext2": ["mkfs.ext2", "-F", "-q"], "ext3": ["mkfs.ext3", "-F", "-q"], "e
 
 def now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-# Block devices -----------------------------------------------------------------------------------------
-
-def device_number(path):
-    rdev = os.stat(path).st_rdev
-    return "%d:%d" % (os.major(rdev), os.minor(rdev))
-
-
-def sysfs(path):
-    return os.path.realpath("/sys/dev/block/" + device_number(path))
-
-
-def is_partition(path):
-    return os.path.exists(os.path.join(sysfs(path), "partition"))
-
-
-def parent_disk(path):
-    return "/dev/" + os.path.basename(os.path.dirname(sysfs(path)))
-
-
-def device_size(path):
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        return os.lseek(descriptor, 0, os.SEEK_END)
-    finally:
-        os.close(descriptor)
-
-
-def holders(path):
-    try:
-        return sorted(os.listdir(os.path.join(sysfs(path), "holders")))
-    except OSError:
-        return []
-
-
-class BlockIndex:
-    """Every block device with content, as ``blkid -p`` reads it now (no cache)."""
-
-    def __init__(self, runner):
-        self.runner = runner
-        self.devices = {}
-        for name in sorted(os.listdir("/sys/class/block")):
-            path = "/dev/" + name
-            try:
-                with open("/sys/class/block/%s/size" % name) as handle:
-                    if int(handle.read().strip() or 0) == 0:
-                        continue
-            except (OSError, ValueError):
-                continue
-            if not os.path.exists(path) or name.startswith(("ram", "zram")):
-                continue
-            self.devices[path] = self.probe(path)
-
-    def probe(self, path):
-        rc, out, unused_err = self.runner.run(["blkid", "-p", "-o", "export", path], ok=None)
-        values = {}
-        for line in out.splitlines():
-            key, unused_sep, value = line.partition("=")
-            values[key] = value
-        return values
-
-    def resolve(self, spec):
-        """The device paths ``spec`` (a path, UUID=, LABEL=, PARTUUID=, PARTLABEL=) names here now."""
-        fields = {"UUID=": "UUID", "LABEL=": "LABEL", "PARTUUID=": "PART_ENTRY_UUID", "PARTLABEL=": "PART_ENTRY_NAME"}
-        for prefix, field in fields.items():
-            if spec.startswith(prefix):
-                wanted = spec[len(prefix):].strip('"')
-                if field.endswith("UUID"):  # hexadecimal: either case names the same
-                    return sorted(p for p, v in self.devices.items() if v.get(field, "").lower() == wanted.lower())
-                return sorted(p for p, v in self.devices.items() if v.get(field) == wanted)
-        if spec.startswith("/dev/") and os.path.exists(spec):
-            real = os.path.realpath(spec)
-            return [real]
-        return []
 
 
 # The run -----------------------------------------------------------------------------------------------
@@ -171,7 +98,7 @@ class Deploy:
         device = found[0]
         if not os.path.exists(device) or not stat.S_ISBLK(os.stat(device).st_mode):
             raise MigrationError("dest=%s is not a block device." % spec)
-        if not is_partition(device):
+        if not _devices.is_partition(device):
             raise MigrationError("dest=%s is a whole disk; image_deploy writes a partition only." % spec)
         values = index.devices.get(device) or index.probe(device)
         partuuid = (values.get("PART_ENTRY_UUID") or "").lower()
@@ -187,15 +114,15 @@ class Deploy:
         mounted = _mount.mountpoint_of(device)
         if mounted:
             raise MigrationError("dest=%s (%s) is mounted at %s; unmount it first." % (spec, device, mounted))
-        users = holders(device)
+        users = _devices.holders(device)
         if users:
             raise MigrationError("dest=%s (%s) is in use by %s." % (spec, device, ", ".join(users)))
-        number = device_number(device)
+        number = _devices.device_number(device)
         for protected in self.params.get("protect") or []:
             for path in index.resolve(protected):
-                same = device_number(path) == number
-                if not same and not is_partition(path):
-                    same = parent_disk(device) == os.path.realpath(path)
+                same = _devices.device_number(path) == number
+                if not same and not _devices.is_partition(path):
+                    same = _devices.parent_disk(device) == os.path.realpath(path)
                 if same:
                     raise MigrationError("dest=%s (%s) is protected by protect=%s." % (spec, device, protected))
 
@@ -361,7 +288,7 @@ class Deploy:
         if self.params["grow"]:
             _fs.kind(fstype).grow(self.runner, device, None)
         return {"grown": bool(self.params["grow"]), "size_before": before, "size": self.fs_size(device),
-                "partition_size": device_size(device)}
+                "partition_size": _devices.device_size(device)}
 
     def fs_size(self, device):
         with open(device, "rb") as handle:
@@ -391,7 +318,7 @@ class Deploy:
             report["accounts"] = _fixups.fix_accounts(self.runner, root, carry)
             report["machine_id"] = _fixups.fix_machine_id(root, carry, params["machine_id"])
             if params["firstboot"]:
-                if not os.path.exists(_fixups.inside(root, "/usr/bin/python3")):
+                if not os.path.exists(inside(root, "/usr/bin/python3")):
                     raise MigrationError("the new system has no /usr/bin/python3, which the first-boot hook needs; "
                                          "add python3 to the image or set firstboot=false.")
                 config = {"store_label": store_values.get("LABEL") or params["store_label"],
@@ -406,9 +333,9 @@ class Deploy:
                     raise MigrationError("the store %s has no filesystem UUID for GRUB to find it by." %
                                          self.store.root)
                 with self.timed("bootloader"):
-                    self.result["bootloader"] = _fixups.install_grub(
-                        self.runner, root, disk, device, fs["uuid"], store_values["UUID"], params["maintenance_kernel"],
-                        params["maintenance_initrds"], params["maintenance_cmdline"], one_shot=params["firstboot"])
+                    self.result["bootloader"] = install_grub(
+                        self.runner, root, disk, device, fs["uuid"], store_values["UUID"], params["maintenance_cmdline"],
+                        one_shot=params["firstboot"])
                 if params["firstboot"]:
                     path = os.path.join(root, "etc/inplace-migration/firstboot.json")
                     with open(path) as handle:
@@ -422,13 +349,13 @@ class Deploy:
         """GRUB for BIOS needs a disk it can embed itself in: refuse before writing when it cannot."""
         if self.params["bootloader"] != "grub-bios":
             return None
-        disk = parent_disk(device)
+        disk = _devices.parent_disk(device)
         values = index.devices.get(disk) or index.probe(disk)
         table = values.get("PTTYPE")
         if table == "gpt":
             bios_boot = [path for path, v in index.devices.items()
                          if v.get("PART_ENTRY_TYPE", "").lower() == _fixups.BIOS_BOOT_TYPE and path != device
-                         and parent_disk(path) == disk]
+                         and _devices.parent_disk(path) == disk]
             if not bios_boot:
                 raise MigrationError("the GPT disk %s has no BIOS boot partition (bios_grub) for GRUB to embed itself "
                                      "in; add one, or set bootloader=none." % disk)
@@ -444,7 +371,7 @@ class Deploy:
         self.store.check(writable=not self.check_mode)
         self.source.check()
         self.expected = expected = _checksums.expected_sha256(params["checksum"], params["src"])
-        index = BlockIndex(self.runner)
+        index = _devices.BlockIndex(self.runner)
         record = self.journal.get(KEY)
         device, partuuid = self.resolve_dest(index, record)
         self.result["dest"] = {"device": device, "partuuid": partuuid, "spec": params["dest"]}
@@ -456,7 +383,7 @@ class Deploy:
             return self.result
         fmt, compression, needed = self.inspect()
         self.result["format"] = fmt
-        size = device_size(device)
+        size = _devices.device_size(device)
         if needed is not None and needed > size:
             raise MigrationError("the image needs %s but dest=%s (%s) holds %s." % (
                 human(needed), params["dest"], device, human(size)))

@@ -11,17 +11,14 @@ directory and returns a short report; GRUB is always the very last step.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import stat
 import time
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils.boot.firstboot import (
-    MAINTENANCE_ENTRY, default_entry, update_grubenv,
-)
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import atomic_write, atomic_write_json, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside, read_text
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, atomic_write_json, read_json
 
 CARRY = "inplace/carry/carry.json"
 CARRY_VERSION = 1
@@ -32,44 +29,6 @@ FSTAB_HEADER = ("# /etc/fstab, written by inplace.migration image_deploy: the ro
                 "# the image's own entries whose devices exist, and those of the old system that survive it.")
 BIOS_BOOT_TYPE = "21686148-6449-6e6f-744e-656564454649"
 SUDOERS_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-# Reading inside another root, never outside it ---------------------------------------------------
-
-def inside(root, path, hops=40):
-    """``path`` (absolute, as the other system sees it) resolved within ``root``, symlinks included."""
-    parts = [p for p in path.split("/") if p and p != "."]
-    resolved = []
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *(resolved + [part]))
-        if os.path.islink(candidate):
-            hops -= 1
-            if hops < 0:
-                raise MigrationError("too many symbolic links under %s in %s." % (path, root))
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p and p != "."] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
-
-
-def read_text(root, path):
-    """The text of the regular file ``path`` in ``root``, or None."""
-    real = inside(root, path)
-    try:
-        if not stat.S_ISREG(os.lstat(real).st_mode):
-            return None
-        with open(real, "rb") as handle:
-            return handle.read().decode("utf-8", "replace")
-    except OSError:
-        return None
 
 
 def table(text, fields):
@@ -418,122 +377,3 @@ def fix_accounts(runner, root, carry):
                                      "visudo -c: %s" % (name, (err or out).strip()[-200:]))
         sudoers.append(name)
     return {"status": "done", "accounts": report, "sudoers": sudoers, "missing": missing}
-
-
-# GRUB -----------------------------------------------------------------------------------------------------
-
-MAINTENANCE_SCRIPT = """#!/bin/sh
-# Written by inplace.migration image_deploy: the maintenance environment on the migration store.
-exec tail -n +4 $0
-menuentry 'Maintenance environment (inplace.migration store)' --id {entry} {{
-\tinsmod part_msdos
-\tinsmod part_gpt
-\tinsmod ext2
-\tsearch --no-floppy --fs-uuid --set=root {store_uuid}
-\tlinux {kernel} {cmdline}
-\tinitrd {initrds}
-}}
-"""
-GRUB_SCRIPT = "/etc/grub.d/45_inplace_maintenance"
-
-
-def maintenance_script(store_uuid, kernel, initrds, cmdline):
-    return MAINTENANCE_SCRIPT.format(entry=MAINTENANCE_ENTRY, store_uuid=store_uuid, kernel=kernel,
-                                     initrds=" ".join(initrds), cmdline=cmdline)
-
-
-def grub_default_text(current):
-    rows = (current or "").splitlines()
-    if any(re.match(r"^\s*GRUB_DEFAULT=", row) for row in rows):
-        rows = ["GRUB_DEFAULT=saved" if re.match(r"^\s*GRUB_DEFAULT=", row) else row for row in rows]
-    else:
-        rows.insert(0, "GRUB_DEFAULT=saved")
-    return "\n".join(rows) + "\n"
-
-
-def pin_root(config_text, uuid):
-    """grub.cfg with every kernel's ``root=`` naming the filesystem UUID (without udev, grub-mkconfig
-    falls back to the device node, which is wrong on the next boot)."""
-    changed = []
-
-    def fix(match):
-        if match.group(2) != "UUID=" + uuid:
-            changed.append(match.group(2))
-        return match.group(1) + "UUID=" + uuid
-
-    text = re.sub(r"(^\s*linux\s+\S+\s+(?:.*\s)?root=)(\S+)", fix, config_text, flags=re.M)
-    return text, changed
-
-
-@contextlib.contextmanager
-def chroot_mounts(runner, root, device, uuid):
-    """/dev, /proc and /sys bound into ``root``, and /dev/disk/by-uuid/<uuid> present while it lasts."""
-    mounted = []
-    made = []
-    try:
-        for name in ("dev", "proc", "sys"):
-            target = os.path.join(root, name)
-            os.makedirs(target, exist_ok=True)
-            runner.run(["mount", "--bind", "/" + name, target])
-            mounted.append(target)
-        link = "/dev/disk/by-uuid/" + uuid
-        if not os.path.lexists(link):
-            for directory in ("/dev/disk", "/dev/disk/by-uuid"):
-                if not os.path.isdir(directory):
-                    os.mkdir(directory, 0o755)
-                    made.append(directory)
-            os.symlink(os.path.realpath(device), link)
-            made.append(link)
-        yield
-    finally:
-        for path in reversed(made):
-            with contextlib.suppress(OSError):
-                os.unlink(path) if os.path.islink(path) else os.rmdir(path)
-        for target in reversed(mounted):
-            rc = runner.run(["umount", target], ok=None)[0]
-            if rc != 0:
-                runner.run(["umount", "-l", target], ok=None)
-
-
-def install_grub(runner, root, disk, device, uuid, store_uuid, kernel, initrds, cmdline, one_shot):
-    """GRUB for BIOS in the new system, installed to ``disk`` from a chroot: the very last step.
-
-    The menu gains a maintenance entry on the store; with ``one_shot`` it is the saved default
-    and the new system is GRUB's next entry once (its first boot makes itself the default),
-    otherwise the new system is the default right away.
-    """
-    missing = [path for path in ("/usr/sbin/grub-install", "/usr/lib/grub/i386-pc")
-               if not os.path.exists(inside(root, path))]
-    mkconfig = next((tool for tool in ("/usr/sbin/update-grub", "/usr/sbin/grub-mkconfig")
-                     if os.path.exists(inside(root, tool))), None)
-    if missing or not mkconfig:
-        raise MigrationError("the new system has no GRUB for BIOS (%s missing); install grub-pc in the image, or "
-                             "set bootloader=none." % ", ".join(missing or ["grub-mkconfig"]))
-    script = inside(root, GRUB_SCRIPT)
-    os.makedirs(os.path.dirname(script), exist_ok=True)
-    atomic_write(script, maintenance_script(store_uuid, kernel, initrds, cmdline).encode("utf-8"), 0o755)
-    defaults = inside(root, "/etc/default/grub")
-    os.makedirs(os.path.dirname(defaults), exist_ok=True)
-    atomic_write(defaults, grub_default_text(read_text(root, "/etc/default/grub")).encode("utf-8"), 0o644)
-    config = inside(root, "/boot/grub/grub.cfg")
-    with chroot_mounts(runner, root, device, uuid):
-        if mkconfig.endswith("update-grub"):
-            runner.run(["chroot", root, mkconfig])
-        else:
-            runner.run(["chroot", root, mkconfig, "-o", "/boot/grub/grub.cfg"])
-        with open(config) as handle:
-            text, rewritten = pin_root(handle.read(), uuid)
-        if rewritten:
-            atomic_write(config, text.encode("utf-8"), 0o644)
-        entry = default_entry(text)
-        if not entry or MAINTENANCE_ENTRY not in text:
-            raise MigrationError("grub-mkconfig in the new system made no usable menu (%s)." % (
-                "no maintenance entry" if entry else "no entry for the new system"))
-        runner.run(["chroot", root, "/usr/sbin/grub-install", "--target=i386-pc", disk])
-    grubenv = inside(root, "/boot/grub/grubenv")
-    if one_shot:
-        values = update_grubenv(grubenv, saved_entry=MAINTENANCE_ENTRY, next_entry=entry)
-    else:
-        values = update_grubenv(grubenv, saved_entry=entry, next_entry=None)
-    return {"status": "done", "disk": disk, "default_entry": entry, "maintenance_entry": MAINTENANCE_ENTRY,
-            "grubenv": values, "root_rewritten": sorted(set(rewritten)), "script": GRUB_SCRIPT}

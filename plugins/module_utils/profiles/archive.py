@@ -20,7 +20,7 @@ import tempfile
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import C_LOCALE
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import fsync_directory
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import fsync_directory
 
 CHUNK = 1 << 20
 TAR_FORMAT = ["--format=pax", "--xattrs", "--xattrs-include=*", "--acls", "--sparse", "--numeric-owner"]

@@ -19,7 +19,8 @@ from ansible_collections.inplace.migration.plugins.module_utils.profiles import 
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import archive as _archive
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import walk as _walk
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import MANIFEST, PROFILES, Store, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import MANIFEST, PROFILES, Store
 
 JOURNAL_KEY = "profile_restore"
 CONFLICT_SUFFIX = b".inplace-old"

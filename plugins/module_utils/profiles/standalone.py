@@ -16,7 +16,7 @@ import os
 from ansible_collections.inplace.migration.plugins.module_utils.common.bundle import zipapp
 # Imported so that Ansible ships them to the host with profile_capture (and so they exist).
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import restore as _restore  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import atomic_write
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write
 
 PROGRAM = "inplace/bin/inplace-restore"
 OPTIONS = "inplace/restore-options.json"
@@ -28,7 +28,7 @@ import argparse, json, os, sys
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.profiles.restore import Restore
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import read_json
 
 
 def main():

@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import CMDLINE_FLAG
 from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import JOURNAL, MANIFEST, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import JOURNAL, MANIFEST
 
 MAINTENANCE_MARKER = "/etc/inplace-maintenance"
 HOST_RECORD = "/etc/inplace/host.json"
 COMPLETION_RECORD = "/etc/inplace-migration/complete.json"
-CMDLINE_FLAG = "inplace.maintenance"
 
 
 def _cmdline():

@@ -1,6 +1,6 @@
 # Copyright: inplace.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The migration store: its layout, atomic files and the journal every phase records progress in.
+"""The migration store: its layout, the journal every phase records progress in, and its lock.
 
 The store outlives power cuts and reboots between phases, so whatever is written
 here is written whole or not at all (temporary file, fsync, rename, fsync of the
@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import tempfile
 import time
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import (
+    PRIVATE_FILE_MODE, atomic_write_json, fsync_directory, read_json,
+)
 
 FORMAT_VERSION = 1
 TOP = "inplace"
@@ -29,49 +31,6 @@ IMAGES = "inplace/images"
 BOOT = "inplace/boot"
 LOCKED_BY_ENV = "INPLACE_STORE_LOCKED_BY"
 PRIVATE_DIR_MODE = 0o700
-PRIVATE_FILE_MODE = 0o600
-
-
-def fsync_directory(path):
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def atomic_write(path, data, mode=PRIVATE_FILE_MODE):
-    """Replace ``path`` with ``data`` (bytes) so that a crash leaves the old or the new file, never a mix."""
-    directory = os.path.dirname(path) or "."
-    descriptor, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.rename(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    fsync_directory(directory)
-
-
-def atomic_write_json(path, value, mode=PRIVATE_FILE_MODE):
-    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"), mode)
-
-
-def read_json(path):
-    """The JSON value in ``path``, or None when the file does not exist."""
-    try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read().decode("utf-8"))
-    except FileNotFoundError:
-        return None
-    except ValueError as error:
-        raise MigrationError("%s is damaged (%s); it was not written by this collection or was cut short." % (
-            path, error))
 
 
 class Store:

@@ -10,6 +10,7 @@ import sys
 import zipfile
 
 from ansible_collections.inplace.migration.plugins.module_utils.boot import firstboot as _firstboot
+from ansible_collections.inplace.migration.plugins.module_utils.boot import grub as _grub
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 
 GRUB_CFG = """set default="0"
@@ -27,26 +28,6 @@ submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-a
 menuentry 'Maintenance environment (inplace.migration store)' --id inplace-maintenance {
 }
 """
-
-
-def test_menu_entries_and_the_new_system_s_default():
-    assert _firstboot.menu_entries(GRUB_CFG) == ["gnulinux-simple-1234", "inplace-maintenance"]
-    assert _firstboot.default_entry(GRUB_CFG) == "gnulinux-simple-1234"
-    assert _firstboot.default_entry("menuentry 'M' --id inplace-maintenance {\n}\n") is None
-
-
-def test_grubenv_is_a_padded_1024_byte_block_edited_in_place(tmp_path):
-    path = str(tmp_path / "grubenv")
-    _firstboot.write_grubenv(path, {"saved_entry": "a"})
-    inode = os.stat(path).st_ino
-    with open(path, "rb") as handle:
-        data = handle.read()
-    assert len(data) == 1024 and data.startswith(b"# GRUB Environment Block\nsaved_entry=a\n#")
-    _firstboot.update_grubenv(path, next_entry="b")
-    assert _firstboot.read_grubenv(path) == {"saved_entry": "a", "next_entry": "b"}
-    _firstboot.update_grubenv(path, next_entry=None, saved_entry="c")
-    assert _firstboot.read_grubenv(path) == {"saved_entry": "c"}
-    assert os.stat(path).st_ino == inode
 
 
 def test_the_program_ships_only_the_modules_it_imports():
@@ -68,7 +49,7 @@ def install(tmp_path, restore=None):
     os.makedirs(store)
     with open(os.path.join(root, "boot", "grub", "grub.cfg"), "w") as handle:
         handle.write(GRUB_CFG)
-    _firstboot.write_grubenv(os.path.join(root, "boot", "grub", "grubenv"),
+    _grub.write_grubenv(os.path.join(root, "boot", "grub", "grubenv"),
                              {"saved_entry": "inplace-maintenance", "next_entry": "gnulinux-simple-1234"})
     _firstboot.install(root, {"store_label": "INPLACE-STORE", "default_entry": "gnulinux-simple-1234"})
     if restore is not None:
@@ -95,7 +76,7 @@ def test_first_boot_confirms_makes_the_new_system_default_restores_and_disables_
     proc = run(root, store)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "restore: restored ['--store', '%s']" % store in proc.stdout
-    assert _firstboot.read_grubenv(os.path.join(root, "boot/grub/grubenv")) == {"saved_entry": "gnulinux-simple-1234"}
+    assert _grub.read_grubenv(os.path.join(root, "boot/grub/grubenv")) == {"saved_entry": "gnulinux-simple-1234"}
     record = Store(store).journal.get("firstboot")
     assert record["confirmed"] and record["restore"] == "ran"
     assert not wanted(root)
@@ -108,7 +89,7 @@ def test_a_failed_restore_keeps_the_hook_for_the_next_boot(tmp_path):
     assert wanted(root)
     assert Store(store).journal.get("firstboot")["restore_failed"] == 3
     # The boot was confirmed all the same: the new system is the default.
-    assert _firstboot.read_grubenv(os.path.join(root, "boot/grub/grubenv"))["saved_entry"] == "gnulinux-simple-1234"
+    assert _grub.read_grubenv(os.path.join(root, "boot/grub/grubenv"))["saved_entry"] == "gnulinux-simple-1234"
 
 
 def test_a_restore_already_complete_or_missing_is_not_run(tmp_path):

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.image import fixups as _fixups
-from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
 ROOT_UUID = "aaaaaaaa-0000-0000-0000-000000000001"
 DEVICES = {
@@ -167,35 +165,3 @@ def test_gather_reads_inside_the_old_root_only(tmp_path):
     # An absolute symlink is followed inside the old root, never to the host's file.
     assert eve["authorized_keys"] is None
     assert sorted(data["sudoers"]) == ["ansible", "eve"]
-
-
-def test_inside_resolves_links_within_the_root(tmp_path):
-    root = str(tmp_path)
-    os.makedirs(os.path.join(root, "data", "homes"))
-    os.symlink("/data/homes", os.path.join(root, "home"))
-    os.symlink("../../etc", os.path.join(root, "data", "homes", "up"))
-    assert _fixups.inside(root, "/home/anna") == os.path.join(root, "data", "homes", "anna")
-    assert _fixups.inside(root, "/home/up/passwd") == os.path.join(root, "etc", "passwd")
-    assert _fixups.inside(root, "/../../etc") == os.path.join(root, "etc")
-    os.symlink("loop", os.path.join(root, "loop"))
-    with pytest.raises(MigrationError, match="too many symbolic links"):
-        _fixups.inside(root, "/loop/x")
-
-
-def test_grub_texts():
-    assert _fixups.grub_default_text("GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\n") == "GRUB_DEFAULT=saved\nGRUB_TIMEOUT=5\n"
-    assert _fixups.grub_default_text("GRUB_TIMEOUT=5\n") == "GRUB_DEFAULT=saved\nGRUB_TIMEOUT=5\n"
-    script = _fixups.maintenance_script("store-uuid", "/inplace/boot/vmlinuz", ["/a.img", "/b.img"], "panic=10")
-    assert script.splitlines()[2] == "exec tail -n +4 $0"
-    assert "menuentry 'Maintenance environment (inplace.migration store)' --id inplace-maintenance {" in script
-    assert "\tsearch --no-floppy --fs-uuid --set=root store-uuid\n\tlinux /inplace/boot/vmlinuz panic=10\n" \
-           "\tinitrd /a.img /b.img\n" in script
-
-
-def test_root_is_pinned_to_the_uuid():
-    config = ("\tlinux\t/boot/vmlinuz-6.1 root=/dev/loop3p1 ro quiet\n"
-              "\tlinux\t/boot/vmlinuz-6.1 root=UUID=new ro single\n"
-              "\tlinux /inplace/boot/vmlinuz panic=10\n")
-    text, changed = _fixups.pin_root(config, "new")
-    assert text == config.replace("root=/dev/loop3p1", "root=UUID=new")
-    assert changed == ["/dev/loop3p1"]

@@ -10,7 +10,8 @@ import stat
 import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store, atomic_write_json, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write_json, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 
 
 def test_journal_records_survive_a_reload_and_are_root_only(tmp_path):

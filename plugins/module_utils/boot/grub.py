@@ -1,0 +1,249 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""GRUB for BIOS: the maintenance entry (defined once here), the environment block, the menu,
+and installing the new system's GRUB as the deploy's last step.
+
+The maintenance entry appears in three places over a migration: in the old system's menu
+(booted once to reach maintenance), in the store's own grub.cfg (while the system
+partition is being written) and in the new system's menu (the fallback until its first
+boot confirms itself). All three are made by ``maintenance_menuentry``, and the kernel
+flag that marks the maintenance environment is spelled once, as ``CMDLINE_FLAG``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside, read_text
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write
+
+MAINTENANCE_ENTRY = "inplace-maintenance"
+MAINTENANCE_TITLE = "inplace.migration maintenance"
+# The kernel command line flag that marks the maintenance environment; migration_state looks for it.
+CMDLINE_FLAG = "inplace.maintenance"
+DEFAULT_CMDLINE = "console=tty0 console=ttyS0,115200 %s panic=10" % CMDLINE_FLAG
+MAINTENANCE_KERNEL = "vmlinuz"
+MAINTENANCE_INITRDS = ("initrd.img", "overlay.img")
+# Where the maintenance files are: on the old root's /boot (or a separate /boot), and on the store.
+BOOT_PREFIX = "/inplace"
+STORE_PREFIX = "/inplace/boot"
+GRUB_SCRIPT = "/etc/grub.d/45_inplace_maintenance"
+GRUBENV_SIZE = 1024
+GRUBENV_HEADER = "# GRUB Environment Block\n"
+
+def read_grubenv(path):
+    """The variables in a GRUB environment block (``{}`` when there is none)."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return {}
+    values = {}
+    for line in text.splitlines()[1:]:
+        if line.startswith("#"):
+            break
+        name, equals, value = line.partition("=")
+        if equals:
+            values[name] = value
+    return values
+
+
+def write_grubenv(path, values):
+    """Write a GRUB environment block: 1024 bytes, padded with ``#``, as grub-editenv writes it.
+
+    An existing block of the right size is overwritten in place (its blocks stay where
+    GRUB's save_env expects them); otherwise the file is made anew.
+    """
+    text = GRUBENV_HEADER + "".join("%s=%s\n" % (name, value) for name, value in values.items())
+    data = text.encode("utf-8")
+    if len(data) > GRUBENV_SIZE:
+        raise MigrationError("the GRUB environment %s would exceed %d bytes." % (path, GRUBENV_SIZE))
+    data += b"#" * (GRUBENV_SIZE - len(data))
+    if os.path.isfile(path) and os.path.getsize(path) == GRUBENV_SIZE:
+        with open(path, "r+b") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    else:
+        atomic_write(path, data, 0o644)
+
+
+def update_grubenv(path, **changes):
+    """Set (or, with None, remove) variables in a GRUB environment block; returns the new block."""
+    values = read_grubenv(path)
+    for name, value in changes.items():
+        if value is None:
+            values.pop(name, None)
+        else:
+            values[name] = value
+    write_grubenv(path, values)
+    return values
+
+
+MENUENTRY_ID = re.compile(r"(?:\$menuentry_id_option|--id)[ =]+(?:'([^']+)'|\"([^\"]+)\"|([^\s{]+))")
+
+
+def menu_entries(config_text):
+    """Ids of the top-level menu entries of a grub.cfg, in menu order."""
+    entries = []
+    for line in config_text.splitlines():
+        if line.startswith("menuentry ") or line.startswith("menuentry\t"):
+            found = MENUENTRY_ID.search(line)
+            if found:
+                entries.append(next(group for group in found.groups() if group))
+    return entries
+
+
+def default_entry(config_text):
+    """The id of the new system's own first entry (the one grub-mkconfig makes the default)."""
+    for entry in menu_entries(config_text):
+        if entry != MAINTENANCE_ENTRY:
+            return entry
+    return None
+
+
+def maintenance_menuentry(search_uuid, prefix, cmdline, title=MAINTENANCE_TITLE):
+    """The one GRUB menu entry that boots the maintenance environment.
+
+    ``search_uuid`` is the filesystem holding the files, ``prefix`` their directory as GRUB
+    sees it on that filesystem (``/boot/inplace`` on the old root, ``/inplace/boot`` on
+    the store).
+    """
+    return (
+        "menuentry '%(title)s' --id %(entry)s {\n"
+        "\tinsmod part_msdos\n"
+        "\tinsmod part_gpt\n"
+        "\tinsmod ext2\n"
+        "\tsearch --no-floppy --fs-uuid --set=root %(uuid)s\n"
+        "\tlinux %(prefix)s/%(kernel)s %(cmdline)s\n"
+        "\tinitrd %(initrds)s\n"
+        "}\n" % {"title": title, "entry": MAINTENANCE_ENTRY, "uuid": search_uuid, "prefix": prefix,
+                 "kernel": MAINTENANCE_KERNEL, "cmdline": cmdline,
+                 "initrds": " ".join("%s/%s" % (prefix, name) for name in MAINTENANCE_INITRDS)})
+
+
+def maintenance_script(search_uuid, prefix, cmdline):
+    """/etc/grub.d/45_inplace_maintenance: grub-mkconfig adds the maintenance entry to the menu."""
+    return ("#!/bin/sh\n"
+            "# Written by inplace.migration: the RAM-only maintenance environment.\n"
+            "exec tail -n +4 $0\n" + maintenance_menuentry(search_uuid, prefix, cmdline))
+
+
+def store_config(store_uuid, old_boot_uuid, old_grub_cfg, cmdline):
+    """The store's own grub.cfg: maintenance by default while the system partition is being written,
+    and the old system's menu as long as it is still there."""
+    return (
+        "# Written by inplace.migration: GRUB on the migration store. While the system partition is being\n"
+        "# replaced, this PC boots the maintenance environment from here; the new system's GRUB,\n"
+        "# installed as the deploy's last step, replaces it.\n"
+        "set default=%(entry)s\n"
+        "set timeout=3\n"
+        "serial --unit=0 --speed=115200\n"
+        "terminal_input console serial\n"
+        "terminal_output console serial\n\n"
+        "%(maintenance)s\n"
+        "menuentry 'old system (while it is still there)' --id inplace-old-system {\n"
+        "\tsearch --no-floppy --fs-uuid --set=root %(old)s\n"
+        "\tconfigfile %(old_cfg)s\n"
+        "}\n" % {"entry": MAINTENANCE_ENTRY, "maintenance": maintenance_menuentry(store_uuid, STORE_PREFIX, cmdline),
+                 "old": old_boot_uuid, "old_cfg": old_grub_cfg})
+
+
+def grub_default_text(current):
+    rows = (current or "").splitlines()
+    if any(re.match(r"^\s*GRUB_DEFAULT=", row) for row in rows):
+        rows = ["GRUB_DEFAULT=saved" if re.match(r"^\s*GRUB_DEFAULT=", row) else row for row in rows]
+    else:
+        rows.insert(0, "GRUB_DEFAULT=saved")
+    return "\n".join(rows) + "\n"
+
+
+def pin_root(config_text, uuid):
+    """grub.cfg with every kernel's ``root=`` naming the filesystem UUID (without udev, grub-mkconfig
+    falls back to the device node, which is wrong on the next boot)."""
+    changed = []
+
+    def fix(match):
+        if match.group(2) != "UUID=" + uuid:
+            changed.append(match.group(2))
+        return match.group(1) + "UUID=" + uuid
+
+    text = re.sub(r"(^\s*linux\s+\S+\s+(?:.*\s)?root=)(\S+)", fix, config_text, flags=re.M)
+    return text, changed
+
+
+@contextlib.contextmanager
+def chroot_mounts(runner, root, device, uuid):
+    """/dev, /proc and /sys bound into ``root``, and /dev/disk/by-uuid/<uuid> present while it lasts."""
+    mounted = []
+    made = []
+    try:
+        for name in ("dev", "proc", "sys"):
+            target = os.path.join(root, name)
+            os.makedirs(target, exist_ok=True)
+            runner.run(["mount", "--bind", "/" + name, target])
+            mounted.append(target)
+        link = "/dev/disk/by-uuid/" + uuid
+        if not os.path.lexists(link):
+            for directory in ("/dev/disk", "/dev/disk/by-uuid"):
+                if not os.path.isdir(directory):
+                    os.mkdir(directory, 0o755)
+                    made.append(directory)
+            os.symlink(os.path.realpath(device), link)
+            made.append(link)
+        yield
+    finally:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                os.unlink(path) if os.path.islink(path) else os.rmdir(path)
+        for target in reversed(mounted):
+            rc = runner.run(["umount", target], ok=None)[0]
+            if rc != 0:
+                runner.run(["umount", "-l", target], ok=None)
+
+
+def install_grub(runner, root, disk, device, uuid, store_uuid, cmdline, one_shot):
+    """GRUB for BIOS in the new system, installed to ``disk`` from a chroot: the very last step.
+
+    The menu gains a maintenance entry on the store; with ``one_shot`` it is the saved default
+    and the new system is GRUB's next entry once (its first boot makes itself the default),
+    otherwise the new system is the default right away.
+    """
+    missing = [path for path in ("/usr/sbin/grub-install", "/usr/lib/grub/i386-pc")
+               if not os.path.exists(inside(root, path))]
+    mkconfig = next((tool for tool in ("/usr/sbin/update-grub", "/usr/sbin/grub-mkconfig")
+                     if os.path.exists(inside(root, tool))), None)
+    if missing or not mkconfig:
+        raise MigrationError("the new system has no GRUB for BIOS (%s missing); install grub-pc in the image, or "
+                             "set bootloader=none." % ", ".join(missing or ["grub-mkconfig"]))
+    script = inside(root, GRUB_SCRIPT)
+    os.makedirs(os.path.dirname(script), exist_ok=True)
+    atomic_write(script, maintenance_script(store_uuid, STORE_PREFIX, cmdline).encode("utf-8"), 0o755)
+    defaults = inside(root, "/etc/default/grub")
+    os.makedirs(os.path.dirname(defaults), exist_ok=True)
+    atomic_write(defaults, grub_default_text(read_text(root, "/etc/default/grub")).encode("utf-8"), 0o644)
+    config = inside(root, "/boot/grub/grub.cfg")
+    with chroot_mounts(runner, root, device, uuid):
+        if mkconfig.endswith("update-grub"):
+            runner.run(["chroot", root, mkconfig])
+        else:
+            runner.run(["chroot", root, mkconfig, "-o", "/boot/grub/grub.cfg"])
+        with open(config) as handle:
+            text, rewritten = pin_root(handle.read(), uuid)
+        if rewritten:
+            atomic_write(config, text.encode("utf-8"), 0o644)
+        entry = default_entry(text)
+        if not entry or MAINTENANCE_ENTRY not in text:
+            raise MigrationError("grub-mkconfig in the new system made no usable menu (%s)." % (
+                "no maintenance entry" if entry else "no entry for the new system"))
+        runner.run(["chroot", root, "/usr/sbin/grub-install", "--target=i386-pc", disk])
+    grubenv = inside(root, "/boot/grub/grubenv")
+    if one_shot:
+        values = update_grubenv(grubenv, saved_entry=MAINTENANCE_ENTRY, next_entry=entry)
+    else:
+        values = update_grubenv(grubenv, saved_entry=entry, next_entry=None)
+    return {"status": "done", "disk": disk, "default_entry": entry, "maintenance_entry": MAINTENANCE_ENTRY,
+            "grubenv": values, "root_rewritten": sorted(set(rewritten)), "script": GRUB_SCRIPT}

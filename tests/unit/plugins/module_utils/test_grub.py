@@ -1,0 +1,73 @@
+"""GRUB: the maintenance entry defined once, the environment block, the menu, the pinned root."""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.inplace.migration.plugins.module_utils.boot import grub as _grub
+
+GRUB_CFG = """set default="0"
+if [ "${next_entry}" ] ; then
+   set default="${next_entry}"
+fi
+menuentry 'Debian GNU/Linux' --class debian --class os $menuentry_id_option 'gnulinux-simple-1234' {
+\tlinux\t/boot/vmlinuz root=UUID=1234 ro quiet
+}
+submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-1234' {
+\tmenuentry 'Debian GNU/Linux, with Linux 6.1' --class debian $menuentry_id_option 'gnulinux-6.1-advanced-1234' {
+\t}
+}
+### BEGIN /etc/grub.d/45_inplace_maintenance ###
+menuentry 'Maintenance environment (inplace.migration store)' --id inplace-maintenance {
+}
+"""
+
+
+def test_menu_entries_and_the_new_system_s_default():
+    assert _grub.menu_entries(GRUB_CFG) == ["gnulinux-simple-1234", "inplace-maintenance"]
+    assert _grub.default_entry(GRUB_CFG) == "gnulinux-simple-1234"
+    assert _grub.default_entry("menuentry 'M' --id inplace-maintenance {\n}\n") is None
+
+
+def test_grubenv_is_a_padded_1024_byte_block_edited_in_place(tmp_path):
+    path = str(tmp_path / "grubenv")
+    _grub.write_grubenv(path, {"saved_entry": "a"})
+    inode = os.stat(path).st_ino
+    with open(path, "rb") as handle:
+        data = handle.read()
+    assert len(data) == 1024 and data.startswith(b"# GRUB Environment Block\nsaved_entry=a\n#")
+    _grub.update_grubenv(path, next_entry="b")
+    assert _grub.read_grubenv(path) == {"saved_entry": "a", "next_entry": "b"}
+    _grub.update_grubenv(path, next_entry=None, saved_entry="c")
+    assert _grub.read_grubenv(path) == {"saved_entry": "c"}
+    assert os.stat(path).st_ino == inode
+
+
+def test_grub_texts():
+    assert _grub.grub_default_text("GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\n") == "GRUB_DEFAULT=saved\nGRUB_TIMEOUT=5\n"
+    assert _grub.grub_default_text("GRUB_TIMEOUT=5\n") == "GRUB_DEFAULT=saved\nGRUB_TIMEOUT=5\n"
+    script = _grub.maintenance_script("store-uuid", "/inplace/boot", "panic=10 inplace.maintenance")
+    assert script.splitlines()[2] == "exec tail -n +4 $0"
+    assert "menuentry 'inplace.migration maintenance' --id inplace-maintenance {" in script
+    assert "\tsearch --no-floppy --fs-uuid --set=root store-uuid\n\tlinux /inplace/boot/vmlinuz panic=10 " \
+           "inplace.maintenance\n\tinitrd /inplace/boot/initrd.img /inplace/boot/overlay.img\n" in script
+
+
+def test_one_maintenance_entry_in_every_menu_that_offers_it():
+    entry = _grub.maintenance_menuentry("u", "/inplace/boot", _grub.DEFAULT_CMDLINE)
+    assert entry in _grub.maintenance_script("u", "/inplace/boot", _grub.DEFAULT_CMDLINE)
+    store = _grub.store_config("u", "old-uuid", "/boot/grub/grub.cfg", _grub.DEFAULT_CMDLINE)
+    assert entry in store and store.startswith("# Written by inplace.migration")
+    assert "set default=inplace-maintenance\n" in store
+    assert "\tsearch --no-floppy --fs-uuid --set=root old-uuid\n\tconfigfile /boot/grub/grub.cfg\n" in store
+    # The flag migration_state looks for, spelled once.
+    assert _grub.CMDLINE_FLAG in _grub.DEFAULT_CMDLINE.split()
+
+
+def test_root_is_pinned_to_the_uuid():
+    config = ("\tlinux\t/boot/vmlinuz-6.1 root=/dev/loop3p1 ro quiet\n"
+              "\tlinux\t/boot/vmlinuz-6.1 root=UUID=new ro single\n"
+              "\tlinux /inplace/boot/vmlinuz panic=10\n")
+    text, changed = _grub.pin_root(config, "new")
+    assert text == config.replace("root=/dev/loop3p1", "root=UUID=new")
+    assert changed == ["/dev/loop3p1"]
