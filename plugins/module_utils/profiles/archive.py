@@ -214,10 +214,14 @@ def _unquote(text):
 
 
 def _member(line):
-    """The member a line of tar's long listing describes, or None for a line that names none."""
+    """The member a line of tar's long listing describes.
+
+    Every line tar prints on its standard output while extracting describes one member,
+    so a line this cannot read is refused: the guard fails closed, never open.
+    """
     found = _LISTING.match(line)
     if not found:
-        return None
+        raise ArchiveRejected("tar listed a member this restore cannot check: %s" % line[:200])
     if found.group("type") not in _MEMBER_TYPES:
         raise ArchiveRejected("tar lists a member this restore does not accept: %s" % line[:200])
     member = tarfile.TarInfo(os.fsdecode(_unquote(found.group("name"))))
@@ -250,10 +254,8 @@ def extract_archive(runner, archive, target):
         zstd_proc.stdout.close()
         try:
             for raw in tar_proc.stdout:
-                member = _member(raw.decode("utf-8", "surrogateescape").rstrip("\n"))
-                if member is not None:
-                    guard.check(member)
-                    members += 1
+                guard.check(_member(raw.decode("utf-8", "surrogateescape").rstrip("\n")))
+                members += 1
         except ArchiveRejected as error:
             raise ArchiveRejected("%s: %s." % (name, error))
         finally:

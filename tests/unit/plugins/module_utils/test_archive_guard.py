@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.inplace.migration.plugins.module_utils.profiles.archive import ArchiveRejected, _Guard
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.archive import ArchiveRejected, _Guard, _member
 from ansible_collections.inplace.migration.plugins.module_utils.profiles.restore import merge
 
 
@@ -80,3 +80,26 @@ def test_merge_into_a_missing_home_is_one_rename(tmp_path):
     inode = os.lstat(staged).st_ino
     assert merge(staged, home, "overwrite") == []
     assert os.lstat(home).st_ino == inode and not os.path.exists(staged)
+
+
+@pytest.mark.parametrize("line, name, linkname", [
+    ('-rw-r--r--  0/0        10485760 2026-11-30 13:24 "./sp"', "./sp", ""),
+    ('-rw-r--r--* 0/0               3 2026-11-30 13:24 "./h"', "./h", ""),
+    ('lrwxrwxrwx  0/0               0 2026-11-30 13:24 "./s" -> "/etc"', "./s", "/etc"),
+    ('hrw-r--r--  0/0               0 2026-11-30 13:24 "./a" link to "./h"', "./a", "./h"),
+    ('-rw-r--r--  0/0               0 2026-11-30 13:24 "./new\\nline"', "./new\nline", ""),
+])
+def test_listing_lines_name_their_member(line, name, linkname):
+    found = _member(line)
+    assert (found.name, found.linkname) == (name, linkname)
+
+
+@pytest.mark.parametrize("line", [
+    "",
+    "tar: something unexpected",
+    '-rw-r--r--  0/0  3 2026-11-30 13:24 ./unquoted',
+    's?????????  0/0  3 2026-11-30 13:24 "./socket"',
+])
+def test_a_listing_line_the_guard_cannot_read_is_refused(line):
+    with pytest.raises(ArchiveRejected):
+        _member(line)
