@@ -7,15 +7,21 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: preflight_facts
-short_description: Check that the running (old) system can be migrated in place
+short_description: Check that the running (old) system can be migrated in place, and plan the migration
 version_added: 0.1.0
 description:
-  - Finds the root filesystem, the disk it is on, C(/boot), the memory and the power supply, and lists every
-    inhibitor, each as one sentence; nothing is changed.
+  - Does preflight's whole inspection in one call and changes nothing. It finds the root filesystem, the disk it is
+    on, C(/boot), the memory and the power supply; estimates the profiles as M(inplace.migration.profile_capture)
+    does in check mode (O(profiles)); sizes the store once and plans it as M(inplace.migration.partition_space)
+    does in check mode with C(plan_offline) (O(store)); and judges what the controller found about the image
+    (O(image)).
   - Inhibitors are a root on LVM, LUKS or md RAID (or anything but a plain partition), a root filesystem that
     is not ext2/3/4 or btrfs, UEFI booting or no GRUB for BIOS, too little free space in C(/boot) for the
-    maintenance environment, less RAM than the RAM-only maintenance environment needs, and running on battery.
-  - The module itself does not fail on inhibitors; the preflight role fails the PC with all of them.
+    maintenance environment, less RAM than the RAM-only maintenance environment needs, running on battery, an
+    image this PC cannot reach or whose checksum is wrong, and no room for the store (saying how much is missing).
+    A probe that fails becomes one more inhibitor sentence.
+  - The module itself does not fail on inhibitors; the preflight role fails the PC with all of them. When there are
+    none, RV(plan) holds what the later phases need.
 author:
   - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
@@ -32,16 +38,95 @@ options:
     description: RAM the maintenance environment needs.
     type: int
     default: 768
-  boot_bytes_needed:
-    description: Free space C(/boot) must have for the maintenance kernel and initramfs (bytes or with a unit).
+  maintenance_bytes:
+    description:
+      - Space the maintenance kernel and initramfs need, free in C(/boot) and added to the store (bytes or with a
+        unit, see O(store.margin)).
     type: str
     default: "0"
+    aliases: [boot_bytes_needed]
+  profiles:
+    description:
+      - Which profiles to estimate (see M(inplace.migration.profile_capture)). Without it nothing is estimated.
+    type: dict
+    suboptions:
+      users:
+        description: Users to capture (V(auto) is the login.defs UID range with a home).
+        type: list
+        elements: str
+        default: [auto]
+      exclude_users:
+        description: Users not to capture.
+        type: list
+        elements: str
+        default: []
+      exclude:
+        description: Globs not to capture in each home.
+        type: list
+        elements: str
+        default: [.cache, .local/share/Trash, .thumbnails]
+  store:
+    description:
+      - How to plan the store. Without it no store is planned and RV(plan) stays V(null).
+      - The store must hold the profiles' estimate, the image, the maintenance files and O(store.margin).
+    type: dict
+    suboptions:
+      label:
+        description: Filesystem label of the store.
+        type: str
+        default: INPLACE-STORE
+      shrink:
+        description: Which partition may be shrunk (V(auto), V(none) or a partition), as for partition_space.
+        type: str
+        default: auto
+      margin:
+        description:
+          - Added to the store beyond profiles, image and maintenance files; bytes or with a unit.
+          - K, M, G (and KiB, MiB, GiB) are powers of 1024; KB, MB, GB are powers of 1000.
+        type: str
+        default: 256M
+  image:
+    description:
+      - What the playbook found out about the image before this module ran; without it the image is not judged.
+    type: dict
+    suboptions:
+      src:
+        description: The image, a URL or a path on the controller, as asked for.
+        type: str
+        required: true
+      checksum:
+        description: C(sha256:<hex>) of the image, as asked for.
+        type: str
+        required: true
+      url_status:
+        description: HTTP status of this PC's HEAD request for a URL O(image.src) (anything but 200 is an inhibitor).
+        type: int
+      url_error:
+        description: The message of a HEAD request that failed.
+        type: str
+      url_bytes:
+        description: The image's size as the HEAD request's Content-Length gave it.
+        type: int
+      file:
+        description:
+          - The controller's M(ansible.builtin.stat) result (its C(stat) dictionary, with a sha256 C(checksum)) for
+            the local copy of the image, when it checked one. A missing file or another checksum is an inhibitor.
+        type: dict
 """
 
 EXAMPLES = r"""
-- name: Check this PC
+- name: Check this PC and plan its store
   inplace.migration.preflight_facts:
-    boot_bytes_needed: 150MiB
+    maintenance_bytes: 128MiB
+    profiles:
+      users: [auto]
+    store:
+      margin: 256M
+    image:
+      src: https://images.example.org/debian13.tar.zst
+      checksum: sha256:0c5a...
+      url_status: "{{ image_head.status }}"
+      url_bytes: "{{ image_head.content_length }}"
   register: preflight
 
 - name: Stop here if anything inhibits the migration
@@ -56,6 +141,36 @@ inhibitors:
   returned: always
   type: list
   elements: str
+plan:
+  description:
+    - What the later phases need, V(null) while there are inhibitors (or no O(store) was asked for).
+  returned: always
+  type: dict
+  contains:
+    disk:
+      description: The whole disk holding the root partition (and the store-to-be).
+      type: str
+    root_partuuid:
+      description: PARTUUID of the root partition, which the deploy overwrites.
+      type: str
+    root_uuid:
+      description: Filesystem UUID of the root.
+      type: str
+    store_bytes:
+      description: Size of the store partition planned.
+      type: int
+    store_usable_bytes:
+      description: Bytes the store's filesystem must hold (profiles + image + maintenance files + margin).
+      type: int
+    image_bytes:
+      description: Size of the image (0 when unknown).
+      type: int
+    boot_uuid:
+      description: Filesystem UUID of C(/boot) (the root's when C(/boot) is not separate).
+      type: str
+    boot_separate:
+      description: Whether C(/boot) is a filesystem of its own.
+      type: bool
 root:
   description: The root filesystem's C(device), C(uuid), C(fstype) and C(partuuid).
   returned: always
@@ -81,28 +196,70 @@ on_battery:
   description: Whether the PC runs on battery.
   returned: always
   type: bool
+image:
+  description: The image's C(src) and C(bytes) (0 when unknown); V(null) without O(image).
+  returned: always
+  type: dict
+profiles:
+  description:
+    - The estimate, V(null) without O(profiles) or when it failed. C(users) (each C(name), C(uid), C(files),
+      C(bytes), C(estimated_archive_bytes)), C(skipped_users), C(compression_ratio), C(estimated_archive_bytes)
+      and C(store_bytes_needed).
+  returned: always
+  type: dict
+store:
+  description:
+    - The store planned, V(null) without O(store). C(need) (C(profiles), C(image), C(maintenance), C(margin) and
+      C(total) bytes) always; when planned also C(partition) (as partition_space's C(store)), C(actions),
+      C(notes), C(layout_before) and C(layout_after).
+  returned: always
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
-from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.preflight.check import preflight, size_or_zero
+
+PROFILES = dict(
+    users=dict(type="list", elements="str", default=["auto"]),
+    exclude_users=dict(type="list", elements="str", default=[]),
+    exclude=dict(type="list", elements="str", default=[".cache", ".local/share/Trash", ".thumbnails"]),
+)
+STORE = dict(
+    label=dict(type="str", default="INPLACE-STORE"),
+    shrink=dict(type="str", default="auto"),
+    margin=dict(type="str", default="256M"),
+)
+IMAGE = dict(
+    src=dict(type="str", required=True),
+    checksum=dict(type="str", required=True),
+    url_status=dict(type="int"),
+    url_error=dict(type="str"),
+    url_bytes=dict(type="int"),
+    file=dict(type="dict"),
+)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(min_ram_mib=dict(type="int", default=768), boot_bytes_needed=dict(type="str", default="0")),
+        argument_spec=dict(
+            min_ram_mib=dict(type="int", default=768),
+            maintenance_bytes=dict(type="str", default="0", aliases=["boot_bytes_needed"]),
+            profiles=dict(type="dict", options=PROFILES),
+            store=dict(type="dict", options=STORE),
+            image=dict(type="dict", options=IMAGE),
+        ),
         supports_check_mode=True,
     )
+    params = module.params
     try:
-        needed = parse_size(module.params["boot_bytes_needed"], "boot_bytes_needed") \
-            if module.params["boot_bytes_needed"] not in ("0", "") else 0
-        facts = inspect(Runner(module), module.params["min_ram_mib"], needed)
+        result = preflight(Runner(module), size_or_zero(params["maintenance_bytes"], "maintenance_bytes"),
+                           params["min_ram_mib"], params["profiles"], params["store"], params["image"])
     except MigrationError as error:
         module.fail_json(msg=str(error), **error.partial)
-    module.exit_json(changed=False, **facts)
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == "__main__":

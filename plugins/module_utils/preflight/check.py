@@ -1,0 +1,142 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""preflight_facts' run: inspect the old system, estimate the profiles, plan the store, judge the image.
+
+Each probe that fails becomes one inhibitor sentence instead of an error, so a PC is
+refused with every reason at once and the playbook never has to guess at a missing
+result. The store is sized once, here, and the plan for the later phases comes out whole
+or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.disk.parted import HAS_PARTED
+from ansible_collections.inplace.migration.plugins.module_utils.disk.space import PartitionSpace, store_partition_bytes
+from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
+from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.capture import Capture
+
+STORE_FSTYPE = "ext4"
+# Where profile_capture will find the store; preflight only reads a manifest that may be there.
+STORE_MOUNT = "/run/inplace/store"
+
+
+def _attempt(what, sentences, function, *args, **kwargs):
+    """``function(*args, **kwargs)``, or None with the failure added to ``sentences``."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:  # pylint: disable=broad-except
+        # Whatever a probe hits, the PC is refused with a sentence, never left with a traceback.
+        sentences.append(_inhibitors.probe_failed(what, error))
+        return None
+
+
+def estimate_profiles(runner, users, exclude_users, exclude):
+    """profile_capture's estimate (its check mode) of the old system's profiles."""
+    result = Capture(runner, "/", STORE_MOUNT, users=users, exclude_users=exclude_users,
+                     exclude=exclude).run(check_mode=True)
+    return {
+        "users": [{key: user.get(key) for key in ("name", "uid", "files", "bytes", "estimated_archive_bytes")}
+                  for user in result["users"]],
+        "skipped_users": result["skipped_users"],
+        "compression_ratio": result["compression_ratio"],
+        "estimated_archive_bytes": result["estimated_archive_bytes"],
+        "store_bytes_needed": result["store_bytes_needed"],
+    }
+
+
+def offline(disk):
+    """The disk as the maintenance environment will see it: nothing of it mounted (as partition_space's
+    plan_offline treats it)."""
+    return disk.with_partitions(replace(p, fs=replace(p.fs, mountpoint=None)) if p.fs else p
+                                for p in disk.partitions)
+
+
+def plan_store(runner, disk_path, need, label, shrink):
+    """partition_space's plan (check mode, plan_offline) for a store holding ``need['total']`` bytes.
+
+    When there is no room, the sentence says how much is missing: the largest store the
+    planner can make on this disk is found on the same model.
+    """
+    if not HAS_PARTED:
+        raise MigrationError("pyparted is not installed on this PC; install python3-parted, which partition_space "
+                             "needs to plan and make the store.")
+    space = PartitionSpace(runner, disk_path, label)
+    try:
+        return space.present(need["total"], shrink, None, STORE_FSTYPE, check_mode=True, plan_offline=True)
+    except MigrationError as error:
+        sentence = _no_room_sentence(runner, space, disk_path, need, label, shrink, error)
+        if sentence is None:
+            raise
+        raise MigrationError(sentence)
+
+
+def _no_room_sentence(runner, space, disk_path, need, label, shrink, error):
+    """The no-room sentence when room is what is lacking; None when the planner refused for another reason."""
+    try:
+        disk = offline(space.read())
+        wanted = store_partition_bytes(runner, STORE_FSTYPE, need["total"])
+        if not _inhibitors.store_fits(disk, MiB, label, shrink):
+            return None  # not even the smallest store: the layout is the problem, and the planner says which
+        largest = _inhibitors.largest_store(disk, label, shrink)
+    except MigrationError:
+        return None  # the planner's own sentence says it better than a second failure would
+    if largest >= wanted:
+        return None
+    return _inhibitors.no_room(disk_path, need, wanted, largest, error)
+
+
+def size_or_zero(value, option):
+    """Bytes in ``value`` (see parse_size); nothing, or zero, is 0."""
+    if value in (None, "") or str(value).strip() == "0":
+        return 0
+    return parse_size(value, option)
+
+
+def preflight(runner, maintenance_bytes=0, min_ram_mib=768, profiles=None, store=None, image=None):
+    """Everything preflight learns about this PC, the plan for the later phases, and the inhibitors."""
+    facts = inspect(runner, min_ram_mib, maintenance_bytes)
+    sentences = list(facts.pop("inhibitors"))
+    result = dict(facts, image=None, profiles=None, store=None, plan=None)
+
+    image_bytes = 0
+    if image is not None:
+        image_bytes, image_sentences = _inhibitors.image_findings(image)
+        sentences.extend(image_sentences)
+        result["image"] = {"src": image["src"], "bytes": image_bytes}
+
+    if profiles is not None:
+        result["profiles"] = _attempt("estimating the profiles", sentences, estimate_profiles, runner,
+                                      profiles.get("users") or ["auto"], profiles.get("exclude_users") or [],
+                                      profiles.get("exclude"))
+
+    if store is not None:
+        margin = size_or_zero(store.get("margin"), "store margin")
+        need = _inhibitors.store_need((result["profiles"] or {}).get("store_bytes_needed", 0), image_bytes,
+                                      maintenance_bytes, margin)
+        result["store"] = {"need": need}
+        if facts.get("disk"):
+            planned = _attempt("planning the store", sentences, plan_store, runner, facts["disk"], need,
+                               store.get("label") or "INPLACE-STORE", store.get("shrink") or "auto")
+            if planned is not None:
+                result["store"].update(partition=planned["store"], actions=planned["actions"],
+                                       notes=planned["notes"], layout_before=planned["layout_before"],
+                                       layout_after=planned["layout_after"])
+
+    result["inhibitors"] = sentences
+    if not sentences and result["store"] and "partition" in result["store"]:
+        result["plan"] = {
+            "disk": facts["disk"],
+            "root_partuuid": facts["root"]["partuuid"],
+            "root_uuid": facts["root"]["uuid"],
+            "store_bytes": result["store"]["partition"]["size"],
+            "store_usable_bytes": result["store"]["need"]["total"],
+            "image_bytes": image_bytes,
+            "boot_separate": facts["boot"]["separate"],
+            "boot_uuid": facts["boot"]["uuid"],
+        }
+    return result

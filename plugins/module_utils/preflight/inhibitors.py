@@ -1,0 +1,103 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Preflight's findings as sentences: what the controller learnt about the image, what the store
+needs, and how a probe that failed is told to the user.
+
+Pure functions only (no device, no network), so every sentence a PC can be refused with
+is reached by a unit test.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, human
+from ansible_collections.inplace.migration.plugins.module_utils.disk.planner import plan_present
+
+HTTP_OK = 200
+
+
+def is_url(src):
+    return str(src).startswith(("http://", "https://"))
+
+
+def image_findings(image):
+    """The image's size and the inhibitors about it, from what the playbook's probes found.
+
+    ``image`` holds ``src`` and ``checksum`` (as asked for), ``url_status``, ``url_error`` and
+    ``url_bytes`` (this PC's HEAD request, for a URL) and ``file`` (the controller's ``stat`` of
+    its local copy, when it checked one). Returns ``(bytes, inhibitors)``; an unknown size is 0.
+    """
+    src = image["src"]
+    found = image.get("file")
+    inhibitors = []
+    if is_url(src):
+        if image.get("url_status") != HTTP_OK:
+            inhibitors.append(image_unreachable(src, image.get("url_error") or image.get("url_status")))
+        size = int(image.get("url_bytes") or 0)
+    else:
+        size = int(found.get("size") or 0) if found and found.get("exists") else 0
+    if found is not None:
+        sha256 = found.get("checksum") if found.get("exists") else None
+        if ("sha256:%s" % (sha256 or "")).lower() != str(image["checksum"]).lower():
+            inhibitors.append(image_checksum_mismatch(found.get("path") or src, sha256, image["checksum"]))
+    return size, inhibitors
+
+
+def image_unreachable(src, why):
+    return "the image %s is not reachable from this PC (%s)." % (src, why or "no answer")
+
+
+def image_checksum_mismatch(path, sha256, wanted):
+    return "the image %s has sha256 %s, not the %s asked for." % (
+        path, sha256 or "none: it does not exist", wanted)
+
+
+def store_need(profiles_bytes, image_bytes, maintenance_bytes, margin_bytes):
+    """What the store must hold (usable bytes), and of what."""
+    parts = {"profiles": int(profiles_bytes), "image": int(image_bytes), "maintenance": int(maintenance_bytes),
+             "margin": int(margin_bytes)}
+    return dict(parts, total=sum(parts.values()))
+
+
+def describe_need(need):
+    return "profiles %s, image %s, maintenance files %s, margin %s" % (
+        human(need["profiles"]), human(need["image"]), human(need["maintenance"]), human(need["margin"]))
+
+
+def store_fits(disk, partition_bytes, label, shrink):
+    """Whether the planner makes room for a store partition of ``partition_bytes`` on ``disk``."""
+    try:
+        plan_present(disk, partition_bytes, label=label, shrink=shrink)
+    except MigrationError:
+        return False
+    return True
+
+
+def largest_store(disk, label, shrink):
+    """The largest store partition (whole MiB) the planner can make room for on ``disk``; 0 if none.
+
+    Bisection over the pure planner: a larger store never fits where a smaller one does not.
+    """
+    low, high = 0, disk.size // MiB
+    while low < high:
+        middle = (low + high + 1) // 2
+        if store_fits(disk, middle * MiB, label, shrink):
+            low = middle
+        else:
+            high = middle - 1
+    return low * MiB
+
+
+def no_room(disk_path, need, partition_bytes, largest, reason):
+    """The sentence for a disk that cannot give the store what it needs."""
+    return ("there is no room for the store on %s: it needs a partition of %s to hold %s (%s), at most %s can be "
+            "made, so %s is missing (%s)." % (
+                disk_path, human(partition_bytes), human(need["total"]), describe_need(need), human(largest),
+                human(partition_bytes - largest), str(reason).rstrip(".")))
+
+
+def probe_failed(what, error):
+    """One sentence for a probe that failed: our own refusals as they are, anything else named."""
+    if isinstance(error, MigrationError):
+        return str(error)
+    return "%s failed unexpectedly (%s: %s)." % (what, type(error).__name__, error)

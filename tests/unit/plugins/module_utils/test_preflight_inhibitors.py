@@ -1,0 +1,263 @@
+"""Preflight's inhibitor sentences and its run: every probe's failure is one sentence, never a missing key."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
+from ansible_collections.inplace.migration.plugins.module_utils.disk.model import Disk, Filesystem, Partition
+from ansible_collections.inplace.migration.plugins.module_utils.disk.planner import plan_present
+from ansible_collections.inplace.migration.plugins.module_utils.preflight import check as _check
+from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+SHA = "sha256:" + "ab" * 32
+URL = "http://10.0.2.100/debian13.tar.zst"
+PATH = "/srv/images/debian13.tar.zst"
+
+
+def image(src=URL, **found):
+    return dict({"src": src, "checksum": SHA}, **found)
+
+
+IMAGE_CASES = [
+    # (what the probes found, image bytes, inhibitor sentences)
+    (image(url_status=200, url_bytes=123), 123, []),
+    (image(url_status=200), 0, []),
+    (image(url_status=404, url_error="Status code was 404 and not [200]: HTTP Error 404: Not Found"), 0,
+     ["the image %s is not reachable from this PC (Status code was 404 and not [200]: HTTP Error 404: Not Found)."
+      % URL]),
+    (image(url_status=-1), 0, ["the image %s is not reachable from this PC (-1)." % URL]),
+    (image(), 0, ["the image %s is not reachable from this PC (no answer)." % URL]),
+    (image(PATH, file={"exists": True, "path": PATH, "size": 456, "checksum": "ab" * 32}), 456, []),
+    (image(PATH, file={"exists": True, "path": PATH, "size": 456, "checksum": "AB" * 32}), 456, []),
+    (image(PATH, file={"exists": True, "path": PATH, "size": 456, "checksum": "cd" * 32}), 456,
+     ["the image %s has sha256 %s, not the %s asked for." % (PATH, "cd" * 32, SHA)]),
+    (image(PATH, file={"exists": False}), 0,
+     ["the image %s has sha256 none: it does not exist, not the %s asked for." % (PATH, SHA)]),
+    # A URL with a local copy checked on the controller: the PC's answer sizes it, the copy is checked.
+    (image(url_status=200, url_bytes=789, file={"exists": True, "path": PATH, "size": 1, "checksum": "cd" * 32}),
+     789, ["the image %s has sha256 %s, not the %s asked for." % (PATH, "cd" * 32, SHA)]),
+    (image(url_status=503, url_error="Service Unavailable", file={"exists": False, "path": PATH}), 0,
+     ["the image %s is not reachable from this PC (Service Unavailable)." % URL,
+      "the image %s has sha256 none: it does not exist, not the %s asked for." % (PATH, SHA)]),
+]
+
+
+@pytest.mark.parametrize("found,size,sentences", IMAGE_CASES)
+def test_image_findings(found, size, sentences):
+    assert _inhibitors.image_findings(found) == (size, sentences)
+
+
+def one_partition_disk(used):
+    """An 8 GiB msdos disk whose ext4 root spans it, holding ``used`` bytes."""
+    root = Partition(number=1, start=MiB, end=8 * GiB, path="/dev/vda1",
+                     fs=Filesystem(type="ext4", size=8 * GiB - MiB, used=used, min_size=used + 16 * MiB,
+                                   mountpoint="/"))
+    return Disk(path="/dev/vda", size=8 * GiB, sector_size=512, label="msdos", partitions=(root,),
+                first_usable=512, usable_end=8 * GiB, max_partitions=4)
+
+
+def test_largest_store_is_what_the_planner_can_make_and_no_more():
+    disk = _check.offline(one_partition_disk(5 * GiB))
+    largest = _inhibitors.largest_store(disk, "INPLACE-STORE", "auto")
+    assert 0 < largest < 3 * GiB and largest % MiB == 0
+    assert _inhibitors.store_fits(disk, largest, "INPLACE-STORE", "auto")
+    assert not _inhibitors.store_fits(disk, largest + MiB, "INPLACE-STORE", "auto")
+
+
+def test_largest_store_when_nothing_can_shrink():
+    assert _inhibitors.largest_store(_check.offline(one_partition_disk(8 * GiB - 200 * MiB)), "S", "auto") == 0
+
+
+SENTENCE_CASES = [
+    (_inhibitors.no_room("/dev/vda", _inhibitors.store_need(GiB, 2 * GiB, 128 * MiB, 256 * MiB), 3500 * MiB,
+                         2 * GiB, "Not enough reclaimable space on /dev/vda: the store needs 3.4 GiB."),
+     "there is no room for the store on /dev/vda: it needs a partition of 3.4 GiB to hold 3.4 GiB (profiles "
+     "1.0 GiB, image 2.0 GiB, maintenance files 128.0 MiB, margin 256.0 MiB), at most 2.0 GiB can be made, so "
+     "1.4 GiB is missing (Not enough reclaimable space on /dev/vda: the store needs 3.4 GiB)."),
+    (_inhibitors.probe_failed("estimating the profiles", MigrationError("root / holds no etc/passwd.")),
+     "root / holds no etc/passwd."),
+    (_inhibitors.probe_failed("estimating the profiles", KeyError("uid")),
+     "estimating the profiles failed unexpectedly (KeyError: 'uid')."),
+    (_inhibitors.image_unreachable(URL, None), "the image %s is not reachable from this PC (no answer)." % URL),
+]
+
+
+@pytest.mark.parametrize("sentence,expected", SENTENCE_CASES)
+def test_sentences(sentence, expected):
+    assert sentence == expected
+
+
+def test_store_need_adds_up():
+    need = _inhibitors.store_need(1, 2, 3, 4)
+    assert need == {"profiles": 1, "image": 2, "maintenance": 3, "margin": 4, "total": 10}
+
+
+# The run, with each probe replaced: whatever fails, the result has every key and a sentence says why.
+
+FACTS = {"root": {"device": "/dev/vda1", "uuid": "r-uuid", "fstype": "ext4", "partuuid": "p-uuid"},
+         "disk": "/dev/vda", "disk_bytes": 8 * GiB, "boot": {"separate": False, "uuid": "r-uuid", "free_bytes": GiB},
+         "memory_mib": 2048, "on_battery": False}
+ESTIMATE = {"users": [{"name": "alice"}], "skipped_users": [], "compression_ratio": 0.5,
+            "estimated_archive_bytes": 100 * MiB, "store_bytes_needed": 200 * MiB}
+PLANNED = {"store": {"size": 700 * MiB, "device": "/dev/vda2"}, "actions": ["shrink"], "notes": [],
+           "layout_before": {"device": "/dev/vda"}, "layout_after": {"device": "/dev/vda"}}
+
+
+def fail(error):
+    def probe(*args, **kwargs):
+        raise error
+    return probe
+
+
+@pytest.fixture
+def probes(monkeypatch):
+    """Every probe succeeding; a test replaces the one it breaks."""
+    calls = {}
+
+    def plan_store(runner, disk, need, label, shrink):
+        calls["plan_store"] = need
+        return PLANNED
+
+    monkeypatch.setattr(_check, "inspect", lambda runner, ram, boot: dict(FACTS, inhibitors=[]))
+    monkeypatch.setattr(_check, "estimate_profiles", lambda *args: ESTIMATE)
+    monkeypatch.setattr(_check, "plan_store", plan_store)
+    return calls
+
+
+def run(**overrides):
+    arguments = dict(maintenance_bytes=128 * MiB, profiles={"users": ["auto"]},
+                     store={"label": "INPLACE-STORE", "shrink": "auto", "margin": "256M"},
+                     image=image(url_status=200, url_bytes=300 * MiB))
+    arguments.update(overrides)
+    return _check.preflight(None, **arguments)
+
+
+def test_a_pc_with_nothing_in_the_way_gets_its_plan_with_the_store_sized_once(probes):
+    result = run()
+    total = 200 * MiB + 300 * MiB + 128 * MiB + 256 * MiB
+    assert result["inhibitors"] == []
+    assert probes["plan_store"]["total"] == total
+    assert result["plan"] == {"disk": "/dev/vda", "root_partuuid": "p-uuid", "root_uuid": "r-uuid",
+                              "store_bytes": 700 * MiB, "store_usable_bytes": total, "image_bytes": 300 * MiB,
+                              "boot_separate": False, "boot_uuid": "r-uuid"}
+    assert result["store"]["layout_before"] == {"device": "/dev/vda"}
+
+
+@pytest.mark.parametrize("probe,error,sentence", [
+    ("estimate_profiles", MigrationError("root / holds no etc/passwd."), "root / holds no etc/passwd."),
+    ("estimate_profiles", OSError(5, "Input/output error"),
+     "estimating the profiles failed unexpectedly (OSError: [Errno 5] Input/output error)."),
+    ("plan_store", MigrationError("there is no room for the store on /dev/vda: ..."),
+     "there is no room for the store on /dev/vda: ..."),
+    ("plan_store", ValueError("odd"), "planning the store failed unexpectedly (ValueError: odd)."),
+])
+def test_a_failed_probe_is_one_sentence_and_no_plan(probes, monkeypatch, probe, error, sentence):
+    monkeypatch.setattr(_check, probe, fail(error))
+    result = run()
+    assert result["inhibitors"] == [sentence]
+    assert result["plan"] is None
+    assert set(result) >= {"root", "boot", "image", "profiles", "store", "plan", "inhibitors"}
+
+
+def test_the_store_is_planned_without_the_profiles_when_their_estimate_failed(probes, monkeypatch):
+    monkeypatch.setattr(_check, "estimate_profiles", fail(MigrationError("no zstd.")))
+    result = run()
+    assert probes["plan_store"]["profiles"] == 0
+    assert result["inhibitors"] == ["no zstd."] and result["plan"] is None
+
+
+def test_system_and_image_inhibitors_come_together(probes, monkeypatch):
+    monkeypatch.setattr(_check, "inspect", lambda runner, ram, boot: dict(
+        {k: v for k, v in FACTS.items() if k not in ("disk", "disk_bytes")},
+        inhibitors=["the root filesystem is on LVM, which an in-place migration does not support yet."]))
+    result = run(image=image(url_status=404, url_error="Not Found"))
+    assert result["inhibitors"] == [
+        "the root filesystem is on LVM, which an in-place migration does not support yet.",
+        "the image %s is not reachable from this PC (Not Found)." % URL]
+    assert "plan_store" not in probes, "no disk, no store plan"
+    assert result["plan"] is None and result["store"]["need"]["image"] == 0
+
+
+def test_without_a_store_asked_for_there_is_no_plan(probes):
+    result = run(store=None)
+    assert result["inhibitors"] == [] and result["plan"] is None and result["store"] is None
+
+
+@pytest.mark.parametrize("value,expected", [(None, 0), ("", 0), ("0", 0), (0, 0), ("256M", 256 * MiB),
+                                            ("1GiB", GiB), ("1000", 1000), ("1MB", 1000 ** 2)])
+def test_sizes(value, expected):
+    assert _check.size_or_zero(value, "margin") == expected
+
+
+def test_a_size_that_is_no_size_is_refused():
+    with pytest.raises(MigrationError, match="margin='lots' is not a size"):
+        _check.size_or_zero("lots", "margin")
+
+
+class FakeSpace:
+    """partition_space's run over a model disk: plans as check mode with plan_offline would."""
+
+    disk = None
+
+    def __init__(self, runner, path, label):
+        self.label = label
+
+    def read(self):
+        return self.disk
+
+    def present(self, size, shrink, min_free, fstype, check_mode, plan_offline):
+        plan = plan_present(_check.offline(self.disk), size, label=self.label, shrink=shrink)
+        return {"store": {"size": plan.store.size}, "actions": plan.descriptions, "notes": plan.notes,
+                "layout_before": {}, "layout_after": {}}
+
+
+def with_overhead(usable):
+    return -(-usable * 102 // 100 // MiB) * MiB
+
+
+@pytest.fixture
+def model_disk(monkeypatch):
+    monkeypatch.setattr(_check, "HAS_PARTED", True)
+    monkeypatch.setattr(_check, "PartitionSpace", FakeSpace)
+    # The filesystem's own overhead, as mkfs would measure it: 2 %, whole MiB.
+    monkeypatch.setattr(_check, "store_partition_bytes", lambda runner, fstype, usable: with_overhead(usable))
+    return FakeSpace
+
+
+def test_no_room_says_how_much_is_missing(model_disk):
+    model_disk.disk = one_partition_disk(5 * GiB)
+    need = _inhibitors.store_need(2 * GiB, GiB, 128 * MiB, 256 * MiB)
+    with pytest.raises(MigrationError) as refused:
+        _check.plan_store(None, "/dev/vda", need, "INPLACE-STORE", "auto")
+    largest = _inhibitors.largest_store(_check.offline(model_disk.disk), "INPLACE-STORE", "auto")
+    wanted = with_overhead(need["total"])
+    assert str(refused.value).startswith(
+        "there is no room for the store on /dev/vda: it needs a partition of %s to hold 3.4 GiB (profiles 2.0 GiB, "
+        "image 1.0 GiB, maintenance files 128.0 MiB, margin 256.0 MiB), at most %s can be made, so %s is missing "
+        "(Not enough reclaimable space on /dev/vda" % (
+            human(wanted), human(largest), human(wanted - largest)))
+
+
+def test_a_store_that_fits_is_planned(model_disk):
+    model_disk.disk = one_partition_disk(2 * GiB)
+    planned = _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, GiB), "INPLACE-STORE", "auto")
+    assert planned["store"]["size"] == GiB
+
+
+def test_a_layout_problem_keeps_the_planners_sentence(model_disk):
+    parts = tuple(Partition(number=n, start=n * GiB, end=(n + 1) * GiB, path="/dev/vda%d" % n,
+                            fs=Filesystem(type="xfs", size=GiB)) for n in range(1, 5))
+    model_disk.disk = Disk(path="/dev/vda", size=6 * GiB, sector_size=512, label="msdos", partitions=parts,
+                           first_usable=512, usable_end=6 * GiB, max_partitions=4)
+    with pytest.raises(MigrationError, match="four primary partitions and no extended partition"):
+        _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, 2 * GiB), "INPLACE-STORE", "auto")
+
+
+def test_without_pyparted_the_store_cannot_be_planned(monkeypatch):
+    monkeypatch.setattr(_check, "HAS_PARTED", False)
+    with pytest.raises(MigrationError, match="install python3-parted"):
+        _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, GiB), "INPLACE-STORE", "auto")
