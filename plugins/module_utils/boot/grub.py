@@ -152,6 +152,54 @@ def store_config(store_uuid, old_boot_uuid, old_grub_cfg, cmdline):
                  "old": old_boot_uuid, "old_cfg": old_grub_cfg})
 
 
+def old_system_prefix(boot_separate):
+    """Where the maintenance files are as GRUB sees the old system's /boot filesystem."""
+    return BOOT_PREFIX if boot_separate else "/boot" + BOOT_PREFIX
+
+
+def maintenance_boot_file(target, boot_uuid, boot_separate, cmdline, root="/", store=None, store_uuid=None):
+    """``(path, text, mode)`` of the file that offers the maintenance entry for ``target``.
+
+    ``system``: the running system's /etc/grub.d script (grub-mkconfig adds the entry to its
+    menu); ``store``: the store's own grub.cfg, which boots maintenance by default and still
+    offers the old system, found by ``boot_uuid``, while it is there.
+    """
+    if target == "system":
+        return (inside(root, GRUB_SCRIPT), maintenance_script(boot_uuid, old_system_prefix(boot_separate), cmdline),
+                0o755)
+    old_grub_cfg = ("" if boot_separate else "/boot") + "/grub/grub.cfg"
+    return (os.path.join(store, "boot", "grub", "grub.cfg"), store_config(store_uuid, boot_uuid, old_grub_cfg, cmdline),
+            0o600)
+
+
+def mounted_uuid(runner, path):
+    """The filesystem UUID of what is mounted at ``path``."""
+    rc, out, unused_err = runner.run(["findmnt", "--noheadings", "--output", "UUID", "--mountpoint", path], ok=None)
+    if rc != 0 or not out.strip():
+        raise MigrationError("nothing with a filesystem UUID is mounted at %s; mount the store there first." % path)
+    return out.strip()
+
+
+def put_file(path, text, mode, state="present", check_mode=False):
+    """Make ``path`` hold ``text`` with ``mode`` (or be absent), atomically; the result with a diff."""
+    try:
+        with open(path, "rb") as handle:
+            before = handle.read().decode("utf-8", "replace")
+        before_mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        before, before_mode = None, None
+    after = text if state == "present" else None
+    changed = before != after or (after is not None and before_mode != mode)
+    if changed and not check_mode:
+        if after is None:
+            os.unlink(path)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write(path, after.encode("utf-8"), mode)
+    return {"changed": changed, "path": path, "state": state,
+            "diff": {"before": before or "", "after": after or "", "before_header": path, "after_header": path}}
+
+
 def grub_default_text(current):
     rows = (current or "").splitlines()
     if any(re.match(r"^\s*GRUB_DEFAULT=", row) for row in rows):
