@@ -23,6 +23,8 @@ from ansible_collections.inplace.migration.plugins.module_utils.profiles.capture
 STORE_FSTYPE = "ext4"
 # Where profile_capture will find the store; preflight only reads a manifest that may be there.
 STORE_MOUNT = "/run/inplace/store"
+# What is known of a system whose inspection failed (the failure is an inhibitor).
+UNKNOWN_SYSTEM = {"root": {}, "boot": {}, "memory_mib": None, "on_battery": None, "inhibitors": []}
 
 
 def _attempt(what, sentences, function, *args, **kwargs):
@@ -99,8 +101,10 @@ def size_or_zero(value, option):
 
 def preflight(runner, maintenance_bytes=0, min_ram_mib=768, profiles=None, store=None, image=None):
     """Everything preflight learns about this PC, the plan for the later phases, and the inhibitors."""
-    facts = inspect(runner, min_ram_mib, maintenance_bytes)
-    sentences = list(facts.pop("inhibitors"))
+    sentences = []
+    facts = _attempt("inspecting the system", sentences, inspect, runner, min_ram_mib, maintenance_bytes) or dict(
+        UNKNOWN_SYSTEM)
+    sentences.extend(facts.pop("inhibitors"))
     result = dict(facts, image=None, profiles=None, store=None, plan=None)
 
     image_bytes = 0

@@ -261,3 +261,10 @@ def test_without_pyparted_the_store_cannot_be_planned(monkeypatch):
     monkeypatch.setattr(_check, "HAS_PARTED", False)
     with pytest.raises(MigrationError, match="install python3-parted"):
         _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, GiB), "INPLACE-STORE", "auto")
+
+
+def test_a_failed_inspection_is_a_sentence_too(probes, monkeypatch):
+    monkeypatch.setattr(_check, "inspect", fail(MigrationError("lsblk failed with exit code 1: no output")))
+    result = run()
+    assert result["inhibitors"] == ["lsblk failed with exit code 1: no output"]
+    assert result["root"] == {} and result["plan"] is None and "plan_store" not in probes
