@@ -14,7 +14,7 @@ description:
     (the same entry the new system's menu gets from M(inplace.migration.image_deploy)).
   - With O(target=system) it writes C(/etc/grub.d/45_inplace_maintenance), through which C(update-grub) adds the
     entry to the running system's menu; the kernel, initramfs and overlay are in C(/boot/inplace) (C(/inplace) on a
-    separate C(/boot)). Run C(update-grub) when RV(changed).
+    separate C(/boot)). Run C(update-grub) when it changed.
   - With O(target=store) it writes the store's own C(boot/grub/grub.cfg) for a GRUB installed with its boot directory
     on the store; it boots maintenance from the store's C(inplace/boot) by default and still offers the old
     system's menu while that is there.
