@@ -24,7 +24,7 @@ description:
 author:
   - inplace.migration developers (@inplace-migration)
 requirements:
-  - GNU tar, zstd and shadow-utils (useradd, groupadd, chpasswd, chage) on the managed host
+  - GNU tar and zstd on the managed host
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -43,7 +43,8 @@ options:
   root:
     description:
       - The system to restore into, V(/) for the running system. Another path restores into a system mounted
-        there (accounts are then made with C(useradd --root)).
+        there; accounts are added to that system's own C(/etc/passwd), C(/etc/shadow), C(/etc/group) and
+        C(/etc/gshadow) either way, holding the lock shadow-utils takes.
     type: path
     default: /
   users:
@@ -54,10 +55,12 @@ options:
   accounts:
     description:
       - V(create) makes missing groups and users with their original UID and GID when those are free in the
-        new system, and otherwise allocates new ones, reports the remapping and re-owns that user's files
-        (file owners and groups; named ACL entries keep their old ids). The password hash and shadow aging
-        fields are kept. A shell the new system lacks becomes its default shell (reported). An account that
-        already exists is kept as it is, and the files follow its UID.
+        new system, and otherwise allocates new ones (system ids below C(UID_MIN)/C(GID_MIN) stay system ids),
+        reports the remapping and re-owns the restored files (owners, groups and named ACL entries). All ids
+        are chosen before any account is made, so an id given to one never collides with another's. An
+        account's shadow entry (password hash and aging fields, kept) is written before its passwd entry. A
+        shell the new system lacks becomes its default shell (reported). An account or group that already
+        exists is kept as it is and only gains the captured group memberships; the files follow its ids.
       - V(require) fails if an account is missing. V(skip) restores files only, with their captured owners.
       - Users from a directory service are never created; their files keep their numeric owners.
     type: str
@@ -141,7 +144,11 @@ remapped_users:
   returned: always
   type: dict
 remapped_groups:
-  description: Groups whose GID differs in the new system, as C(old) and C(new).
+  description: Groups whose GID differs in the new system, as C(old) and C(new); their files were re-owned.
+  returned: always
+  type: dict
+memberships_added:
+  description: Per user, the groups of the new system the user was added to.
   returned: always
   type: dict
 shells_replaced:

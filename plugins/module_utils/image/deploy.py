@@ -206,14 +206,14 @@ class Deploy:
                             data.update(source=device, partuuid=(values.get("PART_ENTRY_UUID") or "").lower())
                             _fixups.save_carry(self.store, data)
                             return {"source": "the old system on " + device, "accounts": [
-                                a["passwd"][0] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
+                                a["name"] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
                 except MigrationError:
                     pass
         data = _fixups.load_carry(self.store)
         if data is None:
             return {"source": None, "reason": "dest holds no recognisable old system and the store has no copy"}
         return {"source": "the store's copy (%s, %s)" % (data.get("source"), data.get("time")),
-                "accounts": [a["passwd"][0] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
+                "accounts": [a["name"] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
 
     def check_source(self, device, digest, expected, identity):
         """After a write: a streamed image must have hashed right, a local one must not have changed meanwhile."""

@@ -24,7 +24,10 @@ from ansible_collections.inplace.migration.plugins.module_utils.state.files impo
 
 CHUNK = 1 << 20
 TAR_FORMAT = ["--format=pax", "--xattrs", "--xattrs-include=*", "--acls", "--sparse", "--numeric-owner"]
-TAR_EXTRACT = ["--xattrs", "--xattrs-include=*", "--acls", "--sparse", "--numeric-owner", "--same-owner",
+# No --acls when extracting: tar would set ACLs from their text form, whose user and group names it
+# resolves on the host running it. The system.posix_acl_* xattrs carry the captured numeric ids, which
+# the restore then remaps like file owners.
+TAR_EXTRACT = ["--xattrs", "--xattrs-include=*", "--sparse", "--numeric-owner", "--same-owner",
                "--same-permissions"]
 
 

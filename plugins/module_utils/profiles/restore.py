@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import struct
 import time
 
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
@@ -25,7 +26,12 @@ from ansible_collections.inplace.migration.plugins.module_utils.state.store impo
 JOURNAL_KEY = "profile_restore"
 CONFLICT_SUFFIX = b".inplace-old"
 STAGING_PREFIX = b".inplace-restore-"
-FALLBACK_SHELL = "/bin/sh"
+# A POSIX ACL in its xattr: a version, then (tag, permissions, id) entries (linux/posix_acl_xattr.h).
+ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
+ACL_HEADER = struct.Struct("<I")
+ACL_ENTRY = struct.Struct("<HHI")
+ACL_USER = 0x02
+ACL_GROUP = 0x08
 
 
 def load_manifest(store):
@@ -110,7 +116,7 @@ def _merge_dir(source, target, conflict, relative, met):
 
 
 def reown(tree, uid_map, gid_map):
-    """Give files of remapped users and groups their new ids (named ACL entries keep the old ones)."""
+    """Give files of remapped users and groups their new ids, in owners and in named ACL entries."""
     if not uid_map and not gid_map:
         return
     for base, dirs, files in os.walk(tree):
@@ -122,107 +128,43 @@ def reown(tree, uid_map, gid_map):
 
 def _reown_one(path, uid_map, gid_map):
     info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        os.chown(path, uid_map.get(info.st_uid, info.st_uid), gid_map.get(info.st_gid, info.st_gid),
+                 follow_symlinks=False)
+        return
+    for name in ACL_XATTRS:
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue  # no ACL of that kind, or a filesystem without ACLs
+        remapped = remap_acl(value, uid_map, gid_map)
+        if remapped != value:
+            os.setxattr(path, name, remapped, follow_symlinks=False)
     uid = uid_map.get(info.st_uid, info.st_uid)
     gid = gid_map.get(info.st_gid, info.st_gid)
     if (uid, gid) == (info.st_uid, info.st_gid):
         return
     os.chown(path, uid, gid, follow_symlinks=False)
-    if not stat.S_ISLNK(info.st_mode) and stat.S_IMODE(info.st_mode) & (stat.S_ISUID | stat.S_ISGID):
+    if stat.S_IMODE(info.st_mode) & (stat.S_ISUID | stat.S_ISGID):
         # chown clears setuid and setgid, for root too.
         os.chmod(path, stat.S_IMODE(info.st_mode))
 
 
-def default_shell(root):
-    try:
-        with open(os.path.join(root, "etc/default/useradd")) as handle:
-            for line in handle:
-                key, sep, value = line.strip().partition("=")
-                if sep and key == "SHELL" and value:
-                    return value
-    except OSError:
-        pass
-    return FALLBACK_SHELL
+def remap_acl(value, uid_map, gid_map):
+    """A POSIX ACL as the kernel stores it (``system.posix_acl_*``) with its named entries' ids remapped.
 
-
-class Accounts:
-    """Creates captured groups and users in the target system with shadow-utils."""
-
-    def __init__(self, runner, root):
-        self.runner = runner
-        self.root = root
-        self.prefix = [] if os.path.realpath(root) == "/" else ["--root", root]
-
-    def _passwd(self):
-        return _accounts.read_passwd(self.root)
-
-    def _groups(self):
-        return _accounts.read_groups(self.root)
-
-    def ensure_groups(self, groups, check_mode, report):
-        """Map captured group ids to the target's; create groups that are missing."""
-        gid_map = {}
-        existing = self._groups()
-        used = {g["gid"] for g in existing.values()}
-        for group in groups:
-            name, gid = group["name"], group["gid"]
-            if name in existing:
-                new = existing[name]["gid"]
-            elif gid not in used:
-                if not check_mode:
-                    self.runner.run(["groupadd"] + self.prefix + ["--gid", str(gid), name])
-                new = gid
-                report["groups_created"].append(name)
-            else:
-                if not check_mode:
-                    self.runner.run(["groupadd"] + self.prefix + [name])
-                    new = self._groups()[name]["gid"]
-                else:
-                    new = None
-                report["groups_created"].append(name)
-            if new != gid:
-                gid_map[gid] = new
-                report["remapped_groups"][name] = {"old": gid, "new": new}
-        return gid_map
-
-    def ensure_user(self, user, check_mode, report):
-        """Make sure ``user`` exists; return (uid, home) in the target system."""
-        passwd = self._passwd()
-        name = user["name"]
-        if name in passwd:
-            report["accounts_kept"].append(name)
-            return passwd[name]["uid"], passwd[name]["home"]
-        shell = user.get("shell") or default_shell(self.root)
-        if not os.path.exists(os.path.join(self.root, shell.lstrip("/"))):
-            fallback = default_shell(self.root)
-            report["shells_replaced"][name] = {"old": shell, "new": fallback}
-            shell = fallback
-        taken = {u["uid"] for u in passwd.values()}
-        groups = self._groups()
-        command = ["useradd"] + self.prefix + ["--no-create-home", "--home-dir", user["home"], "--shell", shell,
-                                               "--comment", user.get("gecos") or ""]
-        if user["uid"] not in taken:
-            command += ["--uid", str(user["uid"])]
-        if user.get("group") and user["group"] in groups:
-            command += ["--gid", user["group"], "--no-user-group"]
-        extra = [g for g in user.get("groups", []) if g in groups]
-        if extra:
-            command += ["--groups", ",".join(extra)]
-        report["accounts_created"].append(name)
-        if check_mode:
-            return (user["uid"] if user["uid"] not in taken else None), user["home"]
-        self.runner.run(command + [name])
-        if user.get("password_hash"):
-            self.runner.run(["chpasswd", "--encrypted"] + self.prefix, data="%s:%s\n" % (name, user["password_hash"]))
-        aging = user.get("aging") or {}
-        if any(v is not None for v in aging.values()):
-            options = [("--lastday", "lastchg"), ("--mindays", "min"), ("--maxdays", "max"), ("--warndays", "warn"),
-                       ("--inactive", "inactive"), ("--expiredate", "expire")]
-            command = ["chage"] + self.prefix
-            for option, key in options:
-                command += [option, str(aging[key] if aging.get(key) is not None else -1)]
-            self.runner.run(command + [name])
-        entry = self._passwd()[name]
-        return entry["uid"], entry["home"]
+    Entries stay sorted by tag and id, as the kernel requires; two entries that come to name
+    the same id are merged (their permissions joined).
+    """
+    if len(value) < ACL_HEADER.size or (len(value) - ACL_HEADER.size) % ACL_ENTRY.size:
+        return value
+    entries = {}
+    for offset in range(ACL_HEADER.size, len(value), ACL_ENTRY.size):
+        tag, permissions, number = ACL_ENTRY.unpack_from(value, offset)
+        number = {ACL_USER: uid_map, ACL_GROUP: gid_map}.get(tag, {}).get(number, number)
+        entries[(tag, number)] = entries.get((tag, number), 0) | permissions
+    return value[:ACL_HEADER.size] + b"".join(ACL_ENTRY.pack(tag, permissions, number)
+                                              for (tag, number), permissions in sorted(entries.items()))
 
 
 class Restore:
@@ -260,7 +202,8 @@ class Restore:
         report = {"changed": bool(todo or settings_todo), "restored": [], "failed_users": {}, "already_restored": [
             n for n in names if record["users"].get(n, {}).get("restored")], "accounts_created": [],
             "accounts_kept": [], "groups_created": [], "remapped_users": {}, "remapped_groups": {},
-            "shells_replaced": {}, "directory_users": [], "conflicts": {}, "settings_restored": []}
+            "shells_replaced": {}, "memberships_added": {}, "directory_users": [], "conflicts": {},
+            "settings_restored": []}
         if self.accounts == "require":
             passwd = _accounts.read_passwd(self.root)
             absent = [u["name"] for u in todo if u["source"] == "local" and u["name"] not in passwd]
@@ -270,7 +213,7 @@ class Restore:
         if not report["changed"]:
             return self._with_bytes(report, captured)
         if check_mode:
-            self._plan_accounts(manifest, todo, report)
+            self._accounts(manifest, todo, record, report, check_mode=True)
             return report
         with journal.lock("profile_restore", wait=self.lock_timeout):
             # The first-boot hook may have restored while this waited for the lock.
@@ -310,41 +253,21 @@ class Restore:
         report["restored_bytes"] = sum(captured[name].get("data_bytes", 0) for name in done)
         return report
 
-    def _plan_accounts(self, manifest, todo, report):
-        if self.accounts != "create":
-            return
-        accounts = Accounts(self.runner, self.root)
-        accounts.ensure_groups(manifest.get("groups", []), True, report)
-        for user in todo:
-            if user["source"] == "directory":
-                report["directory_users"].append(user["name"])
-                continue
-            uid, home = accounts.ensure_user(user, True, report)
-            if uid != user["uid"] and user["name"] not in report["accounts_kept"]:
-                report["remapped_users"][user["name"]] = {"old": user["uid"], "new": uid}
-
-    def _accounts(self, manifest, todo, record, report):
+    def _accounts(self, manifest, todo, record, report, check_mode=False):
+        """Plan (and unless ``check_mode``, make) the accounts of ``todo``; the id maps and homes that follow."""
         uid_map = {int(k): v for k, v in record.get("uid_map", {}).items()}
         gid_map = {int(k): v for k, v in record.get("gid_map", {}).items()}
         homes = {u["name"]: u["home"] for u in todo}
         if self.accounts == "skip":
             return uid_map, gid_map, homes
-        accounts = Accounts(self.runner, self.root)
-        gid_map.update(accounts.ensure_groups(manifest.get("groups", []), False, report))
-        passwd = _accounts.read_passwd(self.root)
-        for user in todo:
-            name = user["name"]
-            if user["source"] == "directory":
-                report["directory_users"].append(name)
-                continue
-            if self.accounts == "require":
-                uid, home = passwd[name]["uid"], passwd[name]["home"]
-            else:
-                uid, home = accounts.ensure_user(user, False, report)
-            homes[name] = home
-            if uid != user["uid"]:
-                uid_map[user["uid"]] = uid
-                report["remapped_users"][name] = {"old": user["uid"], "new": uid}
+        report["directory_users"] = [u["name"] for u in todo if u["source"] == "directory"]
+        # With accounts=require every local account is known to exist: only groups and memberships are added.
+        plan = _accounts.ensure(self.root, [u for u in todo if u["source"] == "local"], manifest.get("groups", []),
+                                check_mode=check_mode)
+        report.update(plan.report())
+        uid_map.update(plan.uid_map())
+        gid_map.update(plan.gid_map())
+        homes.update((u.name, u.home) for u in plan.users)
         return uid_map, gid_map, homes
 
     def _restore_user(self, user, home, uid_map, gid_map, report):
