@@ -65,9 +65,11 @@ options:
     required: true
   dest:
     description:
-      - The partition to write, by device path, V(PARTUUID=...) or V(LABEL=...).
+      - The partition to write, by device path, V(PARTUUID=...), V(LABEL=...), V(UUID=...) or V(PARTLABEL=...).
       - It is resolved once to its PARTUUID, which the journal records, since a label vanishes when the partition
-        is overwritten.
+        is overwritten; a rerun finds the partition by that PARTUUID.
+      - A spec (or the recorded PARTUUID) that two devices carry is refused, naming both, on the first run and on
+        every rerun.
     type: str
     required: true
   format:
