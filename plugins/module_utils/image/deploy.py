@@ -244,6 +244,7 @@ class Deploy:
         carry = _fixups.load_carry(self.store)
         report = self.result["fixups"]
         store_values = scan.values(store_device) if store_device else {}
+        store = scan.identity(store_device) if store_device else {}
         excluded = {os.path.realpath(device): "the partition just written"}
         if store_device:
             excluded[store_device] = "the store"
@@ -263,8 +264,9 @@ class Deploy:
                 if not os.path.exists(inside(root, "/usr/bin/python3")):
                     raise MigrationError("the new system has no /usr/bin/python3, which the first-boot hook needs; "
                                          "add python3 to the image or set firstboot=false.")
-                config = {"store_label": store_values.get("LABEL") or params["store_label"],
-                          "store_uuid": store_values.get("UUID"), "deployed": now(),
+                # The hook finds the store by this identity; the label alone could name another device.
+                config = {"store_label": store.get("label") or params["store_label"], "store_uuid": store.get("uuid"),
+                          "store_partuuid": store.get("partuuid"), "store_identity": store, "deployed": now(),
                           "checksum": "sha256:" + self.expected}
                 report["firstboot"] = {"status": "done", "files": install_firstboot(root, config)}
             else:
