@@ -316,15 +316,15 @@ def _descendants(pid):
 def test_a_partuuid_two_devices_carry_is_refused_on_the_first_run_and_on_a_rerun(rig, make_disk, data_image):
     r = rig()
     raw, unused = data_image
-    args = dict(OFF, store=r.store, src=raw, checksum=checksum_of(raw), dest=r.dest, grow=False)
-    assert deploy(**args)["rc"] == 0
+    args = dict(OFF, store=r.store, src=raw, checksum=checksum_of(raw), grow=False)
+    assert deploy(dest=r.dest, **args)["rc"] == 0
     partuuid = r.journal()["partuuid"]
     # A copy of the disk's partition table (a cloned disk attached): its first partition has dest's PARTUUID.
     clone = make_disk(512 * MiB, "label-id: 0x%s\n" % blkid(r.disk.path, "PTUUID") + LAYOUT)
     assert blkid(clone.part(1), "PART_ENTRY_UUID") == partuuid
     before = part_digest(r.dest)
     for dest in (r.dest, "PARTUUID=" + partuuid):  # the rerun finds dest by the journal's PARTUUID
-        result = deploy(**dict(args, dest=dest))
+        result = deploy(dest=dest, **args)
         assert result["rc"] != 0 and result["changed"] is False
         assert "PARTUUID=%s (dest" % partuuid in result["msg"], result["msg"]
         assert "names 2 devices, %s and %s, where it must name one" % tuple(sorted([r.dest, clone.part(1)])) \
