@@ -34,6 +34,7 @@ GRUB_SCRIPT = "/etc/grub.d/45_inplace_maintenance"
 GRUBENV_SIZE = 1024
 GRUBENV_HEADER = "# GRUB Environment Block\n"
 
+
 def read_grubenv(path):
     """The variables in a GRUB environment block (``{}`` when there is none)."""
     try:

@@ -16,7 +16,8 @@ from ansible_collections.inplace.migration.plugins.module_utils.common.errors im
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import align_down, align_up, human
 from ansible_collections.inplace.migration.plugins.module_utils.disk.model import (
     ALIGNMENT, DEFAULT_HEADROOM_MIN, FS_GRAIN, MSDOS_FIRST_LOGICAL, MSDOS_PRIMARY_SLOTS, OFFLINE_SHRINK_ONLY,
-    SHRINKABLE, GROWABLE, CreateFilesystem, CreatePartition, DeletePartition, GrowFilesystem, Partition, Plan, ResizePartition, ShrinkFilesystem, free_gaps, replace_partition,
+    SHRINKABLE, GROWABLE, CreateFilesystem, CreatePartition, DeletePartition, GrowFilesystem, Partition, Plan,
+    ResizePartition, ShrinkFilesystem, free_gaps, replace_partition,
 )
 
 

@@ -76,7 +76,7 @@ class PartitionSpace:
                 replace(p, fs=replace(p.fs, mountpoint=None)) if p.fs else p for p in disk.partitions)
         store_bytes = store_partition_bytes(self.runner, fstype, size)
         plan = _planner.plan_present(disk, store_bytes, label=self.label, fstype=fstype, shrink=shrink,
-                                  min_free=min_free)
+                                     min_free=min_free)
         if check_mode or not plan.actions:
             return _result(plan, plan.after, plan.store)
         after = self.execute(plan)

@@ -218,7 +218,7 @@ class Deploy:
         with _mount.temporary_mount(self.runner, device, fstype) as root:
             tar = [self.tool("tar"), "-C", root] + _formats.TAR_EXTRACT
             stream = _pipeline.Pipeline(self.source, compression, self.tool, hash_source=self.source.is_url,
-                                      consumer=tar)
+                                        consumer=tar)
             try:
                 digest = stream.finish()
             except BaseException:

@@ -12,6 +12,7 @@ from ansible.module_utils.urls import open_url
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.image.formats import HEAD_BYTES
 
+
 class Source:
     """Where an image comes from: a local file or an http(s) URL."""
 

@@ -50,7 +50,7 @@ def install(tmp_path, restore=None):
     with open(os.path.join(root, "boot", "grub", "grub.cfg"), "w") as handle:
         handle.write(GRUB_CFG)
     _grub.write_grubenv(os.path.join(root, "boot", "grub", "grubenv"),
-                             {"saved_entry": "inplace-maintenance", "next_entry": "gnulinux-simple-1234"})
+                        {"saved_entry": "inplace-maintenance", "next_entry": "gnulinux-simple-1234"})
     _firstboot.install(root, {"store_label": "INPLACE-STORE", "default_entry": "gnulinux-simple-1234"})
     if restore is not None:
         os.makedirs(os.path.join(store, "inplace", "bin"), exist_ok=True)
