@@ -65,9 +65,11 @@ options:
     required: true
   dest:
     description:
-      - The partition to write, by device path, V(PARTUUID=...) or V(LABEL=...).
+      - The partition to write, by device path, V(PARTUUID=...), V(LABEL=...), V(UUID=...) or V(PARTLABEL=...).
       - It is resolved once to its PARTUUID, which the journal records, since a label vanishes when the partition
-        is overwritten.
+        is overwritten; a rerun finds the partition by that PARTUUID.
+      - A spec (or the recorded PARTUUID) that two devices carry is refused, naming both, on the first run and on
+        every rerun.
     type: str
     required: true
   format:
@@ -143,8 +145,9 @@ options:
   firstboot:
     description:
       - Install a run-once systemd unit, C(inplace-firstboot.service), and its self-contained Python program in the
-        new system. At the first boot it finds the store by its label, takes the store's lock, records the
-        confirmation in the journal, makes the new system GRUB's default, runs the store's
+        new system. At the first boot it finds the store by the identity recorded now (its PARTUUID, filesystem
+        UUID and label, and its disk's identity) and refuses a device that no longer matches it; it takes the
+        store's lock, records the confirmation in the journal, makes the new system GRUB's default, runs the store's
         C(inplace/bin/inplace-restore) when there is one whose restore is not complete, and disables itself on
         success.
       - With V(true) GRUB boots the new system once and keeps maintenance as its default until that first boot
@@ -163,7 +166,8 @@ options:
     default: grub-bios
   store_label:
     description:
-      - The label the first-boot hook looks for when the store's filesystem has none of its own.
+      - The label the first-boot hook looks for when the store's filesystem has none of its own and no identity
+        could be recorded for it (a store that is not on a block device); two devices with it are refused.
     type: str
     default: INPLACE-STORE
   maintenance_cmdline:

@@ -14,6 +14,8 @@ description:
     unmounts it. Idempotent; nothing is written to fstab, since the store and the old root are only mounted
     for the phases that need them.
   - A store already mounted elsewhere is reported, not mounted twice.
+  - A label or C(UUID=)/C(PARTUUID=)/C(LABEL=)/C(PARTLABEL=) spec is matched against the devices as they are now
+    (C(blkid -p), not blkid's cache); when it names two or more devices the module fails and names them.
 author:
   - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
@@ -30,7 +32,7 @@ options:
     description: Filesystem label to mount. One of O(label) and O(device) is required.
     type: str
   device:
-    description: Block device (or C(UUID=), C(PARTUUID=), C(LABEL=)) to mount.
+    description: Block device (or C(UUID=), C(PARTUUID=), C(LABEL=), C(PARTLABEL=)) to mount.
     type: str
   path:
     description: Mount point.

@@ -313,6 +313,25 @@ def _descendants(pid):
     return found
 
 
+def test_a_partuuid_two_devices_carry_is_refused_on_the_first_run_and_on_a_rerun(rig, make_disk, data_image):
+    r = rig()
+    raw, unused = data_image
+    args = dict(OFF, store=r.store, src=raw, checksum=checksum_of(raw), grow=False)
+    assert deploy(dest=r.dest, **args)["rc"] == 0
+    partuuid = r.journal()["partuuid"]
+    # A copy of the disk's partition table (a cloned disk attached): its first partition has dest's PARTUUID.
+    clone = make_disk(512 * MiB, "label-id: 0x%s\n" % blkid(r.disk.path, "PTUUID") + LAYOUT)
+    assert blkid(clone.part(1), "PART_ENTRY_UUID") == partuuid
+    before = part_digest(r.dest)
+    for dest in (r.dest, "PARTUUID=" + partuuid):  # the rerun finds dest by the journal's PARTUUID
+        result = deploy(dest=dest, **args)
+        assert result["rc"] != 0 and result["changed"] is False
+        assert "PARTUUID=%s (dest" % partuuid in result["msg"], result["msg"]
+        assert "names 2 devices, %s and %s, where it must name one" % tuple(sorted([r.dest, clone.part(1)])) \
+            in result["msg"]
+    assert part_digest(r.dest) == before
+
+
 def test_grow_fills_the_partition(rig, data_image):
     r = rig()
     raw, digests = data_image
@@ -422,7 +441,12 @@ def test_fixups_carry_identity_access_and_fstab_into_the_new_system(rig, tmp_pat
         assert os.access(program, os.X_OK)
         assert subprocess.run([sys.executable, "-I", program, "--help"], capture_output=True,
                               check=False).returncode == 0
-        assert json.loads(text("etc/inplace-migration/firstboot.json"))["store_label"] == LABEL
+        config = json.loads(text("etc/inplace-migration/firstboot.json"))
+        assert config["store_label"] == LABEL
+        # The hook finds the store by what identifies it, not by its label alone.
+        assert config["store_partuuid"] == blkid(r.store_dev, "PART_ENTRY_UUID") == config["store_identity"]["partuuid"]
+        assert config["store_uuid"] == blkid(r.store_dev, "UUID") == config["store_identity"]["uuid"]
+        assert config["store_identity"]["disk"]["ptuuid"] == blkid(r.disk.path, "PTUUID")
     # The same image again (its label is gone, the journal's PARTUUID finds the partition): nothing to do.
     again = deploy(store=r.store, src=src, checksum=checksum_of(src), dest="LABEL=oldsystem", bootloader="none",
                    carry_accounts=["ansible"])
@@ -533,8 +557,9 @@ def test_grub_hands_the_boot_to_the_new_system_once_with_maintenance_as_fallback
             with open(os.path.join(store, "inplace", "bin", "inplace-restore"), "w") as handle:
                 handle.write("import os, sys\nassert os.environ['INPLACE_STORE_LOCKED_BY'] == 'first-boot'\n"
                              "open(%r, 'w').write(' '.join(sys.argv[1:]))\n" % marker)
+            # No --store: the program finds the store by the identity recorded before GRUB went to the disk.
             program = os.path.join(root, "usr/local/sbin/inplace-firstboot")
-            proc = subprocess.run([sys.executable, "-I", program, "--root", root, "--store", store],
+            proc = subprocess.run([sys.executable, "-I", program, "--root", root],
                                   capture_output=True, text=True, check=False)
             assert proc.returncode == 0, proc.stdout + proc.stderr
             assert _grubenv(root) == {"saved_entry": "gnulinux-simple-" + uuid}

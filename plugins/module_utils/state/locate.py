@@ -38,11 +38,6 @@ def _root_filesystem(runner):
             "fstype": fields.get("FSTYPE") or None}
 
 
-def _store_device(runner, label):
-    rc, out, unused_err = runner.run(["blkid", "--label", label], ok=None)
-    return (out.strip() or None) if rc == 0 else None
-
-
 def _read_store(runner, device, mountpoint):
     """The journal records and manifest state, from the mounted store or a read-only mount of it."""
     def read(root):
@@ -67,8 +62,10 @@ def detect(runner, label):
     maintenance = os.path.exists(MAINTENANCE_MARKER) or CMDLINE_FLAG in cmdline
     root = _root_filesystem(runner)
     completion = read_json(COMPLETION_RECORD) if not maintenance else None
-    device = _store_device(runner, label)
-    store = {"device": device, "mounted_at": _mount.mountpoint_of(device) if device else None}
+    # Two devices with the store's label are an error: which one holds the journal is not for us to guess.
+    device = _devices.lookup(runner, "LABEL=" + label, "the migration store")
+    store = {"device": device, "disk": _devices.parent_disk(device) if device else None,
+             "mounted_at": _mount.mountpoint_of(device) if device else None}
     records, manifest = {}, {"exists": False, "complete": False, "users": []}
     if device:
         records, manifest = _read_store(runner, device, store["mounted_at"])

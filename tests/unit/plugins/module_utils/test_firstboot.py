@@ -113,3 +113,13 @@ def test_the_unit_runs_the_program_once_per_boot_until_it_succeeds(tmp_path):
     with open(os.path.join(root, _firstboot.CONFIG)) as handle:
         assert json.load(handle)["store_label"] == "INPLACE-STORE"
     assert os.readlink(os.path.join(root, _firstboot.WANTS)) == "/" + _firstboot.UNIT
+
+
+def test_the_store_is_looked_for_by_its_recorded_identity_and_by_label_only_without_one():
+    identity = {"device": "/dev/sda3", "partuuid": "0b4e1c2a-03", "uuid": "u-1", "label": "INPLACE-STORE",
+                "disk": {"device": "/dev/sda", "ptuuid": "0b4e1c2a"}}
+    assert _firstboot.recorded_store({"store_identity": identity, "store_label": "INPLACE-STORE"}) == identity
+    # A configuration written before the identity was: its PARTUUID and UUID.
+    assert _firstboot.recorded_store({"store_partuuid": "0b4e1c2a-03", "store_uuid": "u-1",
+                                      "store_label": "INPLACE-STORE"}) == {"partuuid": "0b4e1c2a-03", "uuid": "u-1"}
+    assert _firstboot.recorded_store({"store_label": "INPLACE-STORE"}) is None
