@@ -290,6 +290,13 @@ peak_rss:
     and waited for (C(largest_child), such as zstd or tar).
   returned: when the deploy completed in this run
   type: dict
+first_boot_rearmed:
+  description: The new system's GRUB entry armed again as the next boot, because the deploy was complete but the
+    new system never confirmed its first boot (a cut during it, or a system that failed); after three such boots
+    the module fails instead.
+  returned: when the one-shot boot was armed again
+  type: str
+  sample: gnulinux-simple-1b2c3d4e
 message:
   description: Why nothing was done, when nothing was.
   returned: when the same image was already deployed

@@ -573,6 +573,51 @@ def test_grub_hands_the_boot_to_the_new_system_once_with_maintenance_as_fallback
             assert records["image_deploy"]["state"] == "complete"
 
 
+def test_a_first_boot_that_never_confirmed_is_armed_again_a_few_times(make_disk, debian_image):
+    layout, number = GRUB_LAYOUTS["msdos"]
+    disk = make_disk(1100 * MiB, layout)
+    dest, store_dev = disk.part(number), disk.part(number + 1)
+    run("mkfs.ext4", "-q", "-F", "-L", LABEL, store_dev)
+    args = dict(src=debian_image, checksum=checksum_of(debian_image), dest=dest)
+    with mounted(store_dev, readonly=False) as store:
+        first = deploy(store=store, **args)
+        assert first["rc"] == 0, first.get("msg")
+        entry = first["bootloader"]["default_entry"]
+        # Before any boot the one-shot is still armed: a rerun changes nothing.
+        assert deploy(store=store, **args)["changed"] is False
+
+        def boot_without_confirming():
+            # GRUB consumed next_entry and the power went before the hook confirmed.
+            with mounted(dest, readonly=False) as root:
+                path = os.path.join(root, "boot/grub/grubenv")
+                text = open(path).read().replace("next_entry=%s\n" % entry, "")
+                with open(path, "w") as handle:
+                    handle.write(text.ljust(1024, "#"))
+                assert _grubenv(root) == {"saved_entry": "inplace-maintenance"}
+
+        boot_without_confirming()
+        checked = deploy(check=True, store=store, **args)
+        assert checked["changed"] is True and checked["first_boot_rearmed"] == entry
+        with mounted(dest) as root:
+            assert "next_entry" not in _grubenv(root)
+        for unused_attempt in range(2):
+            again = deploy(store=store, **args)
+            assert again["rc"] == 0 and again["changed"] is True and again["first_boot_rearmed"] == entry
+            with mounted(dest) as root:
+                assert _grubenv(root) == {"saved_entry": "inplace-maintenance", "next_entry": entry}
+            boot_without_confirming()
+        given_up = deploy(store=store, **args)
+        assert given_up["rc"] != 0 and "booted 3 times and never confirmed its first boot" in given_up["msg"]
+        # Once the hook has confirmed, the deploy is simply complete.
+        with open(os.path.join(store, "inplace", "journal.json")) as handle:
+            journal = json.load(handle)
+        journal["records"]["firstboot"] = {"confirmed": "2026-11-30T12:00:00Z"}
+        with open(os.path.join(store, "inplace", "journal.json"), "w") as handle:
+            json.dump(journal, handle)
+        done = deploy(store=store, **args)
+        assert done["rc"] == 0 and done["changed"] is False and "first_boot_rearmed" not in done
+
+
 def _grubenv(root):
     with open(os.path.join(root, "boot/grub/grubenv")) as handle:
         lines = handle.read().splitlines()[1:]

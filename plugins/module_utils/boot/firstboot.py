@@ -104,6 +104,11 @@ def find_store_device(runner, config, label=None):
     return _devices.find(runner, "LABEL=" + (label or config.get("store_label") or DEFAULT_LABEL), WHAT)
 
 
+def read_config(root):
+    """The hook's configuration in the new system's ``root``, or None."""
+    return read_json(os.path.join(root, CONFIG))
+
+
 def disable(root):
     """What ``systemctl disable`` does for this unit, also for a root that is not running."""
     try:
@@ -157,7 +162,7 @@ def main(argv=None):
     parser.add_argument("--keep-enabled", action="store_true", help="do not disable the hook after success")
     args = parser.parse_args(argv)
     root = args.root
-    config = read_json(os.path.join(root, CONFIG)) or {}
+    config = read_config(root) or {}
     runner = ProcessRunner()
     try:
         if args.store:

@@ -28,12 +28,16 @@ from ansible_collections.inplace.migration.plugins.module_utils.image import wri
 from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import install_grub
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside
-from ansible_collections.inplace.migration.plugins.module_utils.boot.firstboot import install as install_firstboot
+from ansible_collections.inplace.migration.plugins.module_utils.boot import firstboot as _firstboot
+from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import read_grubenv, update_grubenv
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 
 KEY = "image_deploy"
 WRITTEN_STATES = ("writing", "invalid", "written", "fixups", "bootloader")
+# How often a completed deploy arms the new system's one-shot boot before it gives up on a
+# first boot that never confirms itself.
+FIRST_BOOT_ATTEMPTS = 3
 MKFS = {"ext2": ["mkfs.ext2", "-F", "-q"], "ext3": ["mkfs.ext3", "-F", "-q"], "ext4": ["mkfs.ext4", "-F", "-q"],
         "btrfs": ["mkfs.btrfs", "-f", "-q"], "xfs": ["mkfs.xfs", "-f", "-q"]}
 
@@ -268,7 +272,7 @@ class Deploy:
                 config = {"store_label": store.get("label") or params["store_label"], "store_uuid": store.get("uuid"),
                           "store_partuuid": store.get("partuuid"), "store_identity": store, "deployed": now(),
                           "checksum": "sha256:" + self.expected}
-                report["firstboot"] = {"status": "done", "files": install_firstboot(root, config)}
+                report["firstboot"] = {"status": "done", "files": _firstboot.install(root, config)}
             else:
                 report["firstboot"] = {"status": "off"}
             self.record(state="bootloader")
@@ -285,9 +289,38 @@ class Deploy:
                     with open(path) as handle:
                         config = json.load(handle)
                     config["default_entry"] = self.result["bootloader"]["default_entry"]
-                    install_firstboot(root, config)
+                    _firstboot.install(root, config)
             else:
                 self.result["bootloader"] = {"status": "off"}
+
+    def rearm_first_boot(self, device, record):
+        """Boot the new system once more when its first boot never confirmed itself.
+
+        GRUB consumes the one-shot entry as it boots it; a cut during that first boot (or a
+        new system that fails) brings the PC back to maintenance, GRUB's saved default. The
+        deploy is complete then, but the hook's confirmation is missing from the journal:
+        arm the one-shot again, a few times, rather than reboot into maintenance forever.
+        """
+        params = self.params
+        if not params["firstboot"] or params["bootloader"] != "grub-bios" or \
+                (self.journal.get(_firstboot.JOURNAL_KEY) or {}).get("confirmed"):
+            return self.result
+        fstype = (record.get("filesystem") or {}).get("type") or "ext4"
+        with _mount.temporary_mount(self.runner, device, fstype, readonly=self.check_mode) as root:
+            grubenv = os.path.join(root, _firstboot.GRUBENV)
+            entry = (_firstboot.read_config(root) or {}).get("default_entry")
+            if not entry or read_grubenv(grubenv).get("next_entry") == entry:
+                return self.result
+            attempts = record.get("first_boot_attempts", 1)
+            if attempts >= FIRST_BOOT_ATTEMPTS:
+                raise MigrationError(
+                    "the new system on %s was booted %d times and never confirmed its first boot; look at its console "
+                    "(or boot it from GRUB's menu) to see why, fix the image, and deploy again." % (device, attempts))
+            self.result.update(changed=True, first_boot_rearmed=entry)
+            if not self.check_mode:
+                update_grubenv(grubenv, next_entry=entry)
+                self.record(first_boot_attempts=attempts + 1)
+        return self.result
 
     # -- the whole run
 
@@ -305,7 +338,10 @@ class Deploy:
         if same and record.get("state") == "complete":
             self.result.update(state="complete", format=record.get("format"), filesystem=record.get("filesystem"),
                                message="this image was already deployed to %s (%s)." % (device, record.get("updated")))
-            return self.result
+            if self.check_mode:
+                return self.rearm_first_boot(device, record)
+            with self.journal.lock(KEY):
+                return self.rearm_first_boot(device, record)
         fmt, compression, needed = self.inspect()
         self.result["format"] = fmt
         size = _devices.device_size(device)
