@@ -21,7 +21,8 @@ from tests.support import adhoc
 from tests.support import images
 from tests.support.loopdisk import MiB, mounted, run, tree_digests, write_tree
 
-LABEL = "INPLACE-STORE"
+# Per test run: a lookup by label must not meet a store another test process has attached.
+LABEL = "INPLACE-%06d" % (os.getpid() % 1000000)
 LAYOUT = "label: dos\nstart=2048, size=200MiB, type=83\nsize=16MiB, type=82\nsize=160MiB, type=83\n"
 OFF = {"fstab": False, "hostname": False, "ssh_host_keys": False, "firstboot": False, "bootloader": "none"}
 
