@@ -22,9 +22,9 @@ HOST_RECORD = "/etc/inplace/host.json"
 COMPLETION_RECORD = "/etc/inplace-migration/complete.json"
 
 
-def _cmdline():
+def _cmdline(path="/proc/cmdline"):
     try:
-        with open("/proc/cmdline") as handle:
+        with open(path) as handle:
             return handle.read().split()
     except OSError:
         return []
@@ -62,13 +62,17 @@ def _read_store(runner, device, mountpoint):
         return read(directory)
 
 
-def detect(runner, label):
-    cmdline = _cmdline()
-    maintenance = os.path.exists(MAINTENANCE_MARKER) or CMDLINE_FLAG in cmdline
+def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, completion_record=COMPLETION_RECORD,
+           host_record=HOST_RECORD, store_device=None, mountpoint_of=None):
+    """Where this PC is. The files read and the store's look-ups (device by label, its mount point) are
+    parameters so that tests can stand in for them."""
+    store_device = store_device or _store_device
+    mountpoint_of = mountpoint_of or _mount.mountpoint_of
+    maintenance = os.path.exists(marker) or CMDLINE_FLAG in _cmdline(cmdline)
     root = _root_filesystem(runner)
-    completion = read_json(COMPLETION_RECORD) if not maintenance else None
-    device = _store_device(runner, label)
-    store = {"device": device, "mounted_at": _mount.mountpoint_of(device) if device else None}
+    completion = read_json(completion_record) if not maintenance else None
+    device = store_device(runner, label)
+    store = {"device": device, "mounted_at": mountpoint_of(device) if device else None}
     records, manifest = {}, {"exists": False, "complete": False, "users": []}
     if device:
         records, manifest = _read_store(runner, device, store["mounted_at"])
@@ -90,5 +94,5 @@ def detect(runner, label):
         "store": store,
         "manifest": manifest,
         "journal": records,
-        "host": read_json(HOST_RECORD) if maintenance else None,
+        "host": read_json(host_record) if maintenance else None,
     }
