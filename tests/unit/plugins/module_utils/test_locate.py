@@ -64,8 +64,8 @@ def situation(marker=False, cmdline=CMDLINE, root_uuid=OLD_UUID, completion=None
                 journal=journal, manifest=manifest)
 
 
-def expect(environment, completed=False, manifest=NO_MANIFEST, host=None):
-    return dict(environment=environment, completed=completed, manifest=manifest, host=host)
+def expect(environment, completed=False, manifest=None, host=None):
+    return dict(environment=environment, completed=completed, manifest=manifest or NO_MANIFEST, host=host)
 
 
 TABLE = [

@@ -77,8 +77,8 @@ class StandIn:
         self.calls.append((params, check_mode))
 
     def run(self):
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
+        if isinstance(self.outcome, MigrationError):
+            raise MigrationError(str(self.outcome), **self.outcome.partial)
         return dict(self.outcome)
 
 
