@@ -62,17 +62,20 @@ def _read_store(runner, device, mountpoint):
         return read(directory)
 
 
+def _find_store(runner, label):
+    """The store's device (None when there is none) and where it is mounted."""
+    device = _store_device(runner, label)
+    return {"device": device, "mounted_at": _mount.mountpoint_of(device) if device else None}
+
+
 def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, completion_record=COMPLETION_RECORD,
-           host_record=HOST_RECORD, store_device=None, mountpoint_of=None):
-    """Where this PC is. The files read and the store's look-ups (device by label, its mount point) are
-    parameters so that tests can stand in for them."""
-    store_device = store_device or _store_device
-    mountpoint_of = mountpoint_of or _mount.mountpoint_of
+           host_record=HOST_RECORD, find_store=None):
+    """Where this PC is. The files read and the store's look-up are parameters so that tests can stand in for them."""
     maintenance = os.path.exists(marker) or CMDLINE_FLAG in _cmdline(cmdline)
     root = _root_filesystem(runner)
     completion = read_json(completion_record) if not maintenance else None
-    device = store_device(runner, label)
-    store = {"device": device, "mounted_at": mountpoint_of(device) if device else None}
+    store = (find_store or _find_store)(runner, label)
+    device = store["device"]
     records, manifest = {}, {"exists": False, "complete": False, "users": []}
     if device:
         records, manifest = _read_store(runner, device, store["mounted_at"])

@@ -3,7 +3,7 @@
 Each row of the table is a PC's situation: which marker or kernel flag it booted with, the
 root filesystem findmnt reports, the completion and host records on its root, and what its
 store holds (none; a journal; a manifest). The store is a real directory written through the
-store's own Journal, found by a stand-in for the label look-up and "mounted" where it lies.
+store's own Journal, found by a stand-in for the store's look-up and "mounted" where it lies.
 """
 
 from __future__ import annotations
@@ -145,18 +145,15 @@ def test_detect(tmp_path, pc, expected):
 
     looked_up = []
 
-    def store_device(runner, label):
+    def find_store(runner, label):
         looked_up.append(label)
-        return STORE_DEVICE if pc["store"] else None
-
-    def mountpoint_of(device):
-        assert device == STORE_DEVICE
-        return str(store_dir)
+        if not pc["store"]:
+            return {"device": None, "mounted_at": None}
+        return {"device": STORE_DEVICE, "mounted_at": str(store_dir)}
 
     runner = FindmntRunner(pc["root_uuid"])
     found = detect(runner, LABEL, cmdline=str(root / "proc" / "cmdline"), marker=str(marker),
-                   completion_record=str(completion_record), host_record=str(host_record),
-                   store_device=store_device, mountpoint_of=mountpoint_of)
+                   completion_record=str(completion_record), host_record=str(host_record), find_store=find_store)
 
     assert looked_up == [LABEL]
     assert {k: found[k] for k in expected} == expected
@@ -178,7 +175,7 @@ def test_a_damaged_journal_is_a_sentence_not_a_traceback(tmp_path):
     with pytest.raises(MigrationError, match=r"journal\.json is damaged .*cut short\.$"):
         detect(FindmntRunner(OLD_UUID), LABEL, cmdline=str(tmp_path / "absent"), marker=str(tmp_path / "absent"),
                completion_record=str(tmp_path / "absent"), host_record=str(tmp_path / "absent"),
-               store_device=lambda runner, label: STORE_DEVICE, mountpoint_of=lambda device: str(store))
+               find_store=lambda runner, label: {"device": STORE_DEVICE, "mounted_at": str(store)})
 
 
 def test_without_stand_ins_detect_reads_the_machine_s_own_files():
@@ -186,4 +183,4 @@ def test_without_stand_ins_detect_reads_the_machine_s_own_files():
                 if p.default is not inspect.Parameter.empty}
     assert defaults == {"cmdline": "/proc/cmdline", "marker": "/etc/inplace-maintenance",
                         "completion_record": "/etc/inplace-migration/complete.json",
-                        "host_record": "/etc/inplace/host.json", "store_device": None, "mountpoint_of": None}
+                        "host_record": "/etc/inplace/host.json", "find_store": None}

@@ -24,14 +24,14 @@ def pc(tmp_path, monkeypatch):
     Store(str(store)).journal.put("image_deploy", {"state": "writing", "offset": 268435456})
     labels = []
 
-    def store_device(runner, label):
+    def find_store(runner, label):
         labels.append(label)
-        return DEVICE
+        return {"device": DEVICE, "mounted_at": str(store)}
 
     monkeypatch.setattr(migration_state, "detect", functools.partial(
         locate.detect, cmdline=str(tmp_path / "cmdline"), marker=str(tmp_path / "no-marker"),
         completion_record=str(tmp_path / "no-completion"), host_record=str(tmp_path / "host.json"),
-        store_device=store_device, mountpoint_of=lambda device: str(store) if device == DEVICE else None))
+        find_store=find_store))
     return {"store": store, "labels": labels}
 
 
