@@ -33,15 +33,10 @@ requirements:
   - btrfs-progs or xfsprogs for those filesystems; sudo (visudo) to check carried sudo rules
   - In the image, for O(bootloader=grub-bios), grub-pc; for O(firstboot=true), python3
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - inplace.migration.attributes
 attributes:
   check_mode:
-    support: full
     details: Makes every refusal and verifies a local image's checksum, but writes nothing.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   store:
     description:

@@ -32,16 +32,13 @@ requirements:
   - pyparted (C(python3-parted)) on the managed host
   - parted, e2fsprogs, util-linux; btrfs-progs for btrfs; xfsprogs to grow xfs
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - inplace.migration.attributes
 attributes:
   check_mode:
-    support: full
     details: Plans only; returns the planned layout and V(changed) as it would be.
   diff_mode:
     support: full
     details: Shows the partition layout before and after.
-  platform:
-    platforms: posix
 options:
   disk:
     description:

@@ -19,14 +19,7 @@ description:
 author:
   - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - inplace.migration.attributes
 options:
   min_ram_mib:
     description: RAM the maintenance environment needs.

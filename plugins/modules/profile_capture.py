@@ -34,15 +34,10 @@ author:
 requirements:
   - GNU tar and zstd on the managed host
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - inplace.migration.attributes
 attributes:
   check_mode:
-    support: full
     details: Estimates sizes; reads only a sample of file contents.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   root:
     description:

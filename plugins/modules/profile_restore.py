@@ -26,15 +26,10 @@ author:
 requirements:
   - GNU tar and zstd on the managed host
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - inplace.migration.attributes
 attributes:
   check_mode:
-    support: full
     details: Reports which users, accounts and settings would be restored, without extracting anything.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   store:
     description: Mount point of the migration store.

@@ -116,3 +116,14 @@ def test_the_first_boot_program_by_label_alone_refuses_two_devices_with_it(twins
         assert not os.path.exists(os.path.join(directory, "inplace"))
     with open(os.path.join(str(tmp_path), "root", _firstboot.CONFIG)) as handle:
         assert "store_identity" not in json.load(handle)
+
+
+def test_store_mount_in_check_mode_and_a_mount_point_something_else_holds(make_disk, tmp_path):
+    disk = make_disk(64 * MiB, DOS)
+    run("mkfs.ext4", "-q", "-F", disk.part(1))
+    target = str(tmp_path / "store")
+    planned = adhoc.module("store_mount", {"device": disk.part(1), "path": target}, check=True)
+    assert planned["changed"] is True and planned["path"] == target and not os.path.exists(target)
+    refused = adhoc.module("store_mount", {"device": disk.part(1), "path": "/proc"})
+    assert refused["rc"] != 0 and refused["msg"] == "something else (proc) is mounted at /proc."
+    assert not os.path.ismount(target)
