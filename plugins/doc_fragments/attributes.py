@@ -1,6 +1,6 @@
 # Copyright: inplace.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The attributes every module of this collection shares.
+"""The attributes (and the author) every module of this collection shares.
 
 Each module runs on the managed POSIX host and supports check mode fully; diff mode is
 off unless a module says otherwise. A module overrides a key (such as C(details)) by
@@ -14,6 +14,8 @@ class ModuleDocFragment(object):
 
     DOCUMENTATION = r"""
 options: {}
+author:
+  - inplace.migration developers (@inplace-migration)
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target, if not supported

@@ -26,8 +26,6 @@ description:
   - Before the first write, what the fix-ups need of the old system on O(dest) (hostname, SSH host keys, machine-id,
     fstab, the accounts in O(carry_accounts)) is copied into the store under C(inplace/carry/), so a rerun after an
     interruption still has it. Each fix-up is an option and is reported in RV(fixups).
-author:
-  - inplace.migration developers (@inplace-migration)
 requirements:
   - util-linux, e2fsprogs; zstd, gzip or xz-utils for compressed images; qemu-utils for qcow2; GNU tar for archives
   - btrfs-progs or xfsprogs for those filesystems; sudo (visudo) to check carried sudo rules

@@ -18,8 +18,6 @@ description:
   - The archive holds private keys, so it is built here rather than on the controller, written root-only (0600)
     and never leaves the PC.
   - Unchanged content is not rewritten.
-author:
-  - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
   - inplace.migration.attributes
 options:

@@ -19,8 +19,6 @@ description:
     (C(blkid -p), not blkid's cache). When two or more devices carry that label the module fails and names them.
   - Read-only. A store that is not mounted is mounted read-only (replaying a journal a crash left) on a private
     directory while its journal is read.
-author:
-  - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
   - inplace.migration.attributes
 options:

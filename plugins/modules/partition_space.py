@@ -26,8 +26,6 @@ description:
   - After every step the table is read again and compared with the plan, and the filesystem that changed is
     checked; a filesystem is never left larger than its partition.
   - The module refuses, before changing anything, what it cannot do safely, with one sentence saying why.
-author:
-  - inplace.migration developers (@inplace-migration)
 requirements:
   - pyparted (C(python3-parted)) on the managed host
   - parted, e2fsprogs, util-linux; btrfs-progs for btrfs; xfsprogs to grow xfs

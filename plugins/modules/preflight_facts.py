@@ -16,8 +16,6 @@ description:
     is not ext2/3/4 or btrfs, UEFI booting or no GRUB for BIOS, too little free space in C(/boot) for the
     maintenance environment, less RAM than the RAM-only maintenance environment needs, and running on battery.
   - The module itself does not fail on inhibitors; the preflight role fails the PC with all of them.
-author:
-  - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
   - inplace.migration.attributes
 options:

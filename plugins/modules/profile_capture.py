@@ -29,12 +29,9 @@ description:
     M(inplace.migration.partition_space).
   - A complete, verified capture of the same source (same accounts, same files by name, size, mode, owner
     and mtime, same rules) is not redone unless O(force).
-author:
-  - inplace.migration developers (@inplace-migration)
-requirements:
-  - GNU tar and zstd on the managed host
 extends_documentation_fragment:
   - inplace.migration.attributes
+  - inplace.migration.archives
 attributes:
   check_mode:
     details: Estimates sizes; reads only a sample of file contents.

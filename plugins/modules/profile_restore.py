@@ -21,12 +21,9 @@ description:
     into place by the O(conflict) rule.
   - Progress is recorded per user in the store's journal; a user restored once is not restored again, so a
     second run reports no change.
-author:
-  - inplace.migration developers (@inplace-migration)
-requirements:
-  - GNU tar and zstd on the managed host
 extends_documentation_fragment:
   - inplace.migration.attributes
+  - inplace.migration.archives
 attributes:
   check_mode:
     details: Reports which users, accounts and settings would be restored, without extracting anything.

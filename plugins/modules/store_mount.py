@@ -16,8 +16,6 @@ description:
   - A store already mounted elsewhere is reported, not mounted twice.
   - A label or C(UUID=)/C(PARTUUID=)/C(LABEL=)/C(PARTLABEL=) spec is matched against the devices as they are now
     (C(blkid -p), not blkid's cache); when it names two or more devices the module fails and names them.
-author:
-  - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
   - inplace.migration.attributes
 options:

@@ -147,28 +147,25 @@ def merge_fstab(new_text, old_text, root_uuid, root_type, resolve, excluded, sto
                 return excluded[device]
         return None
 
+    def take(line, fields, kind, already):
+        why = verdict(fields)
+        if why or key(fields) in taken:
+            source = "" if kind == "kept" else " from the old system"
+            report["dropped"].append("%s%s (%s)" % (" ".join(fields[:2]), source, why or already))
+            return
+        taken.add(key(fields))
+        lines.append(line)
+        report[kind].append(" ".join(fields[:2]))
+
     for line, fields in _entries(new_text):
         if fields is None:
             if line.strip() and "UNCONFIGURED FSTAB" not in line and line not in FSTAB_HEADER:
                 lines.append(line)
-            continue
-        why = verdict(fields)
-        if why or key(fields) in taken:
-            report["dropped"].append("%s (%s)" % (" ".join(fields[:2]), why or "already mounted there"))
-            continue
-        taken.add(key(fields))
-        lines.append(line)
-        report["kept"].append(" ".join(fields[:2]))
+        else:
+            take(line, fields, "kept", "already mounted there")
     for line, fields in _entries(old_text):
-        if fields is None or fields[1] == "/" or fields[2] in PSEUDO_FSTYPES or not is_device_spec(fields[0]):
-            continue
-        why = verdict(fields)
-        if why or key(fields) in taken:
-            report["dropped"].append("%s from the old system (%s)" % (" ".join(fields[:2]), why or "image has it"))
-            continue
-        taken.add(key(fields))
-        lines.append(line)
-        report["carried"].append(" ".join(fields[:2]))
+        if fields is not None and fields[1] != "/" and fields[2] not in PSEUDO_FSTYPES and is_device_spec(fields[0]):
+            take(line, fields, "carried", "image has it")
     return "\n".join(lines) + "\n", report
 
 
