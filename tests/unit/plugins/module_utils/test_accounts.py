@@ -163,3 +163,46 @@ def test_a_field_the_files_cannot_hold_is_refused(target):
     with pytest.raises(MigrationError, match="holds a colon or a newline"):
         ensure(target, [dict(carol(uid=1400), gecos="a:b")])
     assert "carol" not in read_passwd(target)
+
+
+def dave():
+    return {"name": "dave", "uid": 1400, "gid": 1400, "group": "dave", "groups": ["lab"], "gecos": "",
+            "home": "/home/dave", "shell": "/bin/bash", "password_hash": "$y$j9T$dave", "aging": None}
+
+
+@pytest.mark.parametrize("cut", range(2 * len(accounts.WRITE_ORDER)))
+def test_no_cut_at_any_write_leaves_an_account_without_its_hash_or_its_group(target, monkeypatch, cut):
+    """A power cut before or after each of the four files is replaced, then a rerun: at no point does passwd
+    name an account whose shadow row (with the captured hash) or primary group is missing."""
+    real_write = accounts.atomic_write
+    calls = []
+
+    def cut_here(path, data, mode):
+        calls.append(path)
+        if len(calls) * 2 - 2 == cut:
+            raise KeyboardInterrupt("power cut before %s" % path)
+        real_write(path, data, mode)
+        if len(calls) * 2 - 1 == cut:
+            raise KeyboardInterrupt("power cut after %s" % path)
+
+    monkeypatch.setattr(accounts, "atomic_write", cut_here)
+    with pytest.raises(KeyboardInterrupt):
+        ensure(target, [carol(uid=1300), dave()], [{"name": "lab", "gid": 1500}])
+    wanted = {"carol": "$6$c", "dave": "$y$j9T$dave"}
+
+    def consistent():
+        passwd, secrets = read_passwd(target), read_shadow(target)
+        gids = {g["gid"] for g in accounts.read_groups(target).values()}
+        for name in set(passwd) & set(wanted):
+            assert secrets.get(name, {}).get("password_hash") == wanted[name], (name, calls)
+            assert passwd[name]["gid"] in gids, (name, calls)
+        return passwd
+
+    consistent()
+    monkeypatch.setattr(accounts, "atomic_write", real_write)
+    ensure(target, [carol(uid=1300), dave()], [{"name": "lab", "gid": 1500}])
+    passwd = consistent()
+    assert (passwd["carol"]["uid"], passwd["dave"]["uid"]) == (1300, 1400)
+    for name in ("passwd", "shadow", "group", "gshadow"):
+        names = [line.split(":")[0] for line in lines(target, name)]
+        assert names.count("carol") == names.count("dave") == 1, (name, names)
