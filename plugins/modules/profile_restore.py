@@ -19,6 +19,9 @@ description:
     with a clear message; the other users are still restored, and the result lists both.
   - Each archive is extracted into a staging directory beside the home, on the same filesystem, then moved
     into place by the O(conflict) rule.
+  - A user the manifest records without an archive (its home is on a filesystem the reimage kept, or it has
+    none) gets its account all the same; a kept home must be in O(root) (mounted, as the new system's fstab
+    has it), and its files are re-owned when ids were remapped (RV(homes_reowned)).
   - Progress is recorded per user in the store's journal; a user restored once is not restored again, so a
     second run reports no change.
 author:
@@ -164,6 +167,11 @@ conflicts:
   description: Per user, the rule applied and the paths that met a file already in the new home.
   returned: always
   type: dict
+homes_reowned:
+  description: Users whose home the reimage kept (not archived) and whose files were re-owned to remapped ids.
+  returned: always
+  type: list
+  elements: str
 settings_restored:
   description: Settings groups applied in this run.
   returned: always

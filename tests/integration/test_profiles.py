@@ -37,8 +37,8 @@ def write(path, text, mode=0o644):
     os.chmod(path, mode)
 
 
-def make_old_root(root):
-    """A small old system: accounts, login.defs, two users with homes, settings files."""
+def make_old_root(root, homes=None):
+    """A small old system: accounts, login.defs, two users with homes (in ``homes``, else its /home), settings."""
     write(os.path.join(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/bash\n"
           "alice:x:1000:1000:Alice A,,,:/home/alice:/bin/bash\n"
           "bob:x:1001:1001:Bob B:/home/bob:/usr/bin/zsh\n"
@@ -56,8 +56,9 @@ def make_old_root(root):
     write(os.path.join(root, "var/spool/cron/crontabs/alice"), "0 5 * * * echo hi\n", 0o600)
     os.chown(os.path.join(root, "var/spool/cron/crontabs/alice"), 1000, 107)
     os.makedirs(os.path.join(root, "var/lib/svc"))
-    skipped = build_home(os.path.join(root, "home/alice"), 1000, 1000, other_uid=1001, seed=1)
-    build_home(os.path.join(root, "home/bob"), 1001, 1001, seed=2, payload=8 * MiB)
+    homes = homes or os.path.join(root, "home")
+    skipped = build_home(os.path.join(homes, "alice"), 1000, 1000, other_uid=1001, seed=1)
+    build_home(os.path.join(homes, "bob"), 1001, 1001, seed=2, payload=8 * MiB)
     return skipped
 
 
@@ -76,20 +77,26 @@ def make_new_root(root, ghost=True):
     os.makedirs(os.path.join(root, "home"), exist_ok=True)
 
 
-@pytest.fixture
-def systems(make_disk):
-    """(old root mounted read-only, store, new root) on one loop disk; the old root is built first."""
+@contextlib.contextmanager
+def built_systems(make_disk, build_old):
+    """(old root mounted read-only, store, new root) on one loop disk; ``build_old(root)`` makes the old root."""
     disk = make_disk(3 * GiB, LAYOUT)
     for number in (1, 2, 3):
         run("mkfs.ext4", "-q", "-F", disk.part(number))
     with mounted(disk.part(1), readonly=False) as old:
-        skipped = make_old_root(old)
+        skipped = build_old(old)
     with contextlib.ExitStack() as stack:
         old = stack.enter_context(mounted(disk.part(1)))
         store = stack.enter_context(mounted(disk.part(2), readonly=False))
         new = stack.enter_context(mounted(disk.part(3), readonly=False))
         make_new_root(new)
         yield {"old": old, "store": store, "new": new, "skipped": skipped, "disk": disk}
+
+
+@pytest.fixture
+def systems(make_disk):
+    with built_systems(make_disk, make_old_root) as found:
+        yield found
 
 
 def passwd(root):
@@ -337,3 +344,150 @@ def test_the_store_carries_a_restore_program_that_needs_no_ansible(systems):
     assert open(os.path.join(new, "etc/hostname")).read() == "old-pc-17\n"
     assert int(passwd(new)["bob"][2]) == result["remapped_users"]["bob"]["new"]
     assert restore(store=store, root=new, settings=["hostname"])["changed"] is False
+
+
+# No selected user is left out -------------------------------------------------------------------------------
+
+def _add_account(root, name, uid, home):
+    for relative, line in (("etc/passwd", "%s:x:%d:%d::%s:/bin/bash\n" % (name, uid, uid, home)),
+                           ("etc/shadow", "%s:$6$%s$hash:19700:0:99999:7:::\n" % (name, name)),
+                           ("etc/group", "%s:x:%d:\n" % (name, uid))):
+        with open(os.path.join(root, relative), "a") as handle:
+            handle.write(line)
+
+
+def make_old_root_with_indirect_homes(root):
+    """alice's home behind an absolute symlink, dave's behind a bind mount in fstab (both on the old root),
+    and frank, an account without a home."""
+    skipped = make_old_root(root)
+    os.makedirs(os.path.join(root, "data/homes"))
+    os.rename(os.path.join(root, "home/alice"), os.path.join(root, "data/homes/alice"))
+    os.symlink("/data/homes/alice", os.path.join(root, "home/alice"))
+    _add_account(root, "dave", 1002, "/home/dave")
+    build_home(os.path.join(root, "data/homes/dave"), 1002, 1002, seed=4)
+    os.makedirs(os.path.join(root, "home/dave"))  # the bind mount's mount point, empty
+    with open(os.path.join(root, "etc/fstab"), "a") as handle:
+        handle.write("/data/homes/dave /home/dave none bind 0 0\n")
+    _add_account(root, "frank", 1003, "/home/frank")
+    return skipped
+
+
+@pytest.fixture
+def indirect(make_disk):
+    with built_systems(make_disk, make_old_root_with_indirect_homes) as found:
+        yield found
+
+
+def test_homes_behind_a_symlink_or_a_bind_mount_are_captured_from_where_they_are(indirect):
+    old, store, new = indirect["old"], indirect["store"], indirect["new"]
+    made = capture(root=old, store=store)
+    assert made["rc"] == 0, made.get("msg")
+    assert [u["name"] for u in made["users"]] == ["alice", "bob", "dave"]
+    assert [(u["name"], u["reason"]) for u in made["homes_not_archived"]] == [
+        ("frank", "its home /home/frank does not exist")]
+    manifest = json.load(open(os.path.join(store, "inplace/profiles/manifest.json")))
+    recorded = {u["name"]: u for u in manifest["users"]}
+    assert sorted(recorded) == ["alice", "bob", "dave", "frank"]
+    assert (recorded["alice"]["home_source"], recorded["dave"]["home_source"]) == (
+        "/data/homes/alice", "/data/homes/dave")
+    assert recorded["frank"]["home_archived"] is False and recorded["frank"]["password_hash"] == "$6$frank$hash"
+
+    restored = restore(store=store, root=new)
+    assert restored["rc"] == 0, restored.get("msg")
+    accounts = passwd(new)
+    assert sorted(restored["restored"]) == ["alice", "bob", "dave", "frank"]
+    assert shadow(new)["frank"][1] == "$6$frank$hash" and accounts["frank"][5] == "/home/frank"
+    assert not os.path.lexists(os.path.join(new, "home/frank"))
+    bob_uid, bob_gid = int(accounts["bob"][2]), int(groups(new)["bob"][2])
+    for name, source in (("alice", "data/homes/alice"), ("dave", "data/homes/dave")):
+        home = os.path.join(new, "home", name)
+        assert not os.path.islink(home)
+        found = differences(snapshot(os.path.join(old, source), uid_map={1001: bob_uid}, gid_map={1001: bob_gid},
+                                     skip=SKIPPED), snapshot(home))
+        assert found == [], "\n".join(found)
+
+
+def test_a_named_user_whose_home_is_missing_is_an_error(indirect):
+    old, store = indirect["old"], indirect["store"]
+    result = capture(root=old, store=store, users=["alice", "frank"])
+    assert result["rc"] != 0 and result["changed"] is False
+    assert "frank" in result["msg"] and "/home/frank" in result["msg"] and "users" in result["msg"], result["msg"]
+    assert not os.path.exists(os.path.join(store, "inplace/profiles/manifest.json"))
+
+
+# Accounts whose homes the reimage keeps -------------------------------------------------------------------------
+
+# Old root, /home of its own, store, new root.
+KEPT_HOME_LAYOUT = "label: gpt\nsize=300MiB\nsize=300MiB\nsize=300MiB\nsize=300MiB\n"
+
+
+@contextlib.contextmanager
+def mounted_at(device, path):
+    run("mount", device, path)
+    try:
+        yield path
+    finally:
+        run("umount", path)
+
+
+@pytest.fixture
+def kept_home(make_disk):
+    """An old system whose /home is a partition of its own (which the reimage keeps), not mounted under the old
+    root (as in the maintenance environment); ``mount_home()`` mounts it at the new root's /home, as the new
+    system's fstab has it."""
+    disk = make_disk(1300 * MiB, KEPT_HOME_LAYOUT)
+    for number in (1, 2, 3, 4):
+        run("mkfs.ext4", "-q", "-F", disk.part(number))
+    home_uuid = run("blkid", "-p", "-s", "UUID", "-o", "value", disk.part(2)).stdout.strip()
+    with mounted(disk.part(1), readonly=False) as old, mounted(disk.part(2), readonly=False) as homes:
+        make_old_root(old, homes=homes)
+        os.makedirs(os.path.join(old, "home"))  # the mount point, empty while /home is not mounted
+        with open(os.path.join(old, "etc/fstab"), "a") as handle:
+            handle.write("UUID=%s /home ext4 defaults 0 2\n" % home_uuid)
+    with contextlib.ExitStack() as stack:
+        old = stack.enter_context(mounted(disk.part(1)))
+        store = stack.enter_context(mounted(disk.part(3), readonly=False))
+        new = stack.enter_context(mounted(disk.part(4), readonly=False))
+        make_new_root(new)
+        yield {"old": old, "store": store, "new": new, "home_uuid": home_uuid,
+               "mount_home": lambda: stack.enter_context(mounted_at(disk.part(2), os.path.join(new, "home")))}
+
+
+def test_accounts_whose_homes_the_reimage_keeps_are_recreated_and_their_files_re_owned(kept_home):
+    old, store, new = kept_home["old"], kept_home["store"], kept_home["new"]
+    made = capture(root=old, store=store)
+    assert made["rc"] == 0, made.get("msg")
+    assert made["users"] == []
+    reason = "on /home (UUID=%s), a partition the reimage keeps" % kept_home["home_uuid"]
+    assert [(u["name"], u["reason"]) for u in made["homes_not_archived"]] == [
+        ("alice", "its home /home/alice is " + reason), ("bob", "its home /home/bob is " + reason)]
+    manifest = json.load(open(os.path.join(store, "inplace/profiles/manifest.json")))
+    alice = manifest["users"][0]
+    assert (alice["name"], alice["home_archived"], alice["password_hash"], alice["groups"]) == (
+        "alice", False, ALICE_HASH, ["lab"])
+    assert not [n for n in os.listdir(os.path.join(store, "inplace/profiles")) if n.endswith(".tar.zst")]
+
+    unmounted = restore(store=store, root=new)
+    assert unmounted["rc"] != 0 and sorted(unmounted["failed_users"]) == ["alice", "bob"]
+    assert "not in %s although the reimage kept it" % new in unmounted["failed_users"]["bob"]
+    kept_home["mount_home"]()
+    before = {name: snapshot(os.path.join(new, "home", name)) for name in ("alice", "bob")}
+    restored = restore(store=store, root=new)
+    assert restored["rc"] == 0, restored.get("msg")
+    assert restored["restored"] == ["alice", "bob"] and restored["homes_reowned"] == ["alice", "bob"]
+    accounts, secrets, new_groups = passwd(new), shadow(new), groups(new)
+    assert accounts["alice"][2:7] == ["1000", "1000", "Alice A,,,", "/home/alice", "/bin/bash"]
+    assert secrets["alice"][1:8] == [ALICE_HASH, "19500", "1", "90", "14", "30", ""]
+    assert secrets["bob"][1] == BOB_HASH
+    assert sorted(new_groups["lab"][3].split(",")) == ["alice", "bob"]
+    bob_uid, bob_gid = int(accounts["bob"][2]), int(new_groups["bob"][2])
+    assert bob_uid != 1001 and bob_gid != 1001 and restored["remapped_users"]["bob"]["new"] == bob_uid
+    # The files stayed where they were; those of bob (in his home and alice's) follow his new ids.
+    for name in ("alice", "bob"):
+        found = differences({k: dict(v, uid={1001: bob_uid}.get(v["uid"], v["uid"]),
+                                     gid={1001: bob_gid}.get(v["gid"], v["gid"])) for k, v in before[name].items()},
+                            snapshot(os.path.join(new, "home", name)))
+        assert found == [], "\n".join(found)
+    assert os.lstat(os.path.join(new, "home/alice/Documents/from-a-colleague")).st_uid == bob_uid
+    again = restore(store=store, root=new)
+    assert again["rc"] == 0 and again["changed"] is False, again.get("msg")

@@ -16,25 +16,15 @@ import time
 
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import archive as _archive
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import manifest as _manifest
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import walk as _walk
 from ansible_collections.inplace.migration.plugins.module_utils.profiles.tree import is_real_dir, merge, reown
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils.state.files import read_json
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import MANIFEST, PROFILES, Store
+from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import PROFILES, Store
 
 JOURNAL_KEY = "profile_restore"
 STAGING_PREFIX = b".inplace-restore-"
-
-
-def load_manifest(store):
-    manifest = read_json(store.path(MANIFEST))
-    if manifest is None:
-        raise MigrationError("the store %s holds no profile manifest (%s); run profile_capture first." % (
-            store.root, MANIFEST))
-    if not manifest.get("complete") or not manifest.get("verified"):
-        raise MigrationError("the capture on %s is not complete and verified; run profile_capture again." %
-                             store.root)
-    return manifest
 
 
 class Restore:
@@ -53,7 +43,7 @@ class Restore:
         self.store.check(writable=not check_mode)
         if not os.path.isdir(self.root):
             raise MigrationError("root %s does not exist." % self.root)
-        manifest = load_manifest(self.store)
+        manifest = _manifest.load(self.store)
         captured = {u["name"]: u for u in manifest["users"]}
         names = list(captured) if not self.users else self.users
         unknown = [n for n in names if n not in captured]
@@ -73,7 +63,7 @@ class Restore:
             n for n in names if record["users"].get(n, {}).get("restored")], "accounts_created": [],
             "accounts_kept": [], "groups_created": [], "remapped_users": {}, "remapped_groups": {},
             "shells_replaced": {}, "memberships_added": {}, "directory_users": [], "conflicts": {},
-            "settings_restored": []}
+            "homes_reowned": [], "settings_restored": []}
         if self.accounts == "require":
             passwd = _accounts.read_passwd(self.root)
             absent = [u["name"] for u in todo if u["source"] == "local" and u["name"] not in passwd]
@@ -97,7 +87,10 @@ class Restore:
             for user in todo:
                 name = user["name"]
                 try:
-                    self._restore_user(user, homes[name], uid_map, gid_map, report)
+                    if _manifest.archived(user):
+                        self._restore_user(user, homes[name], uid_map, gid_map, report)
+                    else:
+                        self._settle_kept_home(user, homes[name], uid_map, gid_map, report)
                 except MigrationError as error:
                     report["failed_users"][name] = str(error)
                     continue
@@ -159,6 +152,19 @@ class Restore:
                 shutil.rmtree(staging)
         if met:
             report["conflicts"][user["name"]] = {"rule": self.conflict, "paths": met}
+
+    def _settle_kept_home(self, user, home, uid_map, gid_map, report):
+        """A home the reimage kept (not archived) is where it was: its files follow remapped ids."""
+        if user.get("home_state") != "kept":
+            return  # no home at all: the account is all there is
+        target = inside(self.root, home)
+        if not os.path.isdir(target):
+            raise MigrationError("the home %s of %s is not in %s although the reimage kept it (%s); mount it there, "
+                                 "as the new system's fstab should, and run again." % (
+                                     home, user["name"], self.root, user["reason"]))
+        if uid_map or gid_map:
+            reown(target, uid_map, gid_map)
+            report["homes_reowned"].append(user["name"])
 
     def _restore_settings(self, manifest, group, uid_map, gid_map):
         settings = manifest["settings"]

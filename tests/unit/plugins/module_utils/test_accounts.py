@@ -35,17 +35,18 @@ def root(tmp_path):
     return str(tmp_path)
 
 
-def test_auto_takes_login_defs_range_with_existing_homes(root):
+def test_auto_takes_every_account_in_login_defs_range_home_or_not(root):
     assert login_defs_uid_range(root) == (1000, 60000)
     users, groups = select_users(root, ["auto"], [])
-    assert [u["name"] for u in users] == ["alice", "carol"]
+    # nohome is selected too: its account must exist in the new system; capture records it without an archive.
+    assert [u["name"] for u in users] == ["alice", "carol", "nohome"]
     alice = users[0]
     assert (alice["group"], alice["groups"], alice["password_hash"], alice["aging"]["max"]) == (
         "alice", ["lab"], "$6$x$y", 99999)
     assert users[1]["aging"] == {"lastchg": 19600, "min": None, "max": None, "warn": None, "inactive": None,
                                  "expire": None}
     assert sorted(users[1]["groups"]) == ["audio", "lab"]
-    captured = supplementary_groups(users, groups)
+    captured = supplementary_groups(users[:2], groups)
     assert [(g["name"], g["members"]) for g in captured] == [
         ("audio", ["carol"]), ("alice", []), ("carol", []), ("lab", ["alice", "carol"])]
 
@@ -58,7 +59,7 @@ def test_named_directory_user_is_taken_from_its_home(root):
 
 def test_exclusions_and_unknown_users(root):
     users = select_users(root, ["auto"], ["carol"])[0]
-    assert [u["name"] for u in users] == ["alice"]
+    assert [u["name"] for u in users] == ["alice", "nohome"]
     with pytest.raises(MigrationError, match="nobody is neither an account"):
         select_users(root, ["nobody"], [])
     with pytest.raises(MigrationError, match="exclude_users names ghost, which is not an account"):
