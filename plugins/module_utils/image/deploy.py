@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """image_deploy's run: refuse what is unsafe, then verify, carry, write, grow, fix up, hand over the boot.
 
-Every refusal comes before the first byte is written to the partition. The journal
+Every refusal comes before the first byte is written to the partition, the lack of a complete,
+verified profile capture on the store included (unless require_capture is off). The journal
 on the store records each step (fsync'd), so a rerun continues where the last run
 stopped: a raw write from its last checkpoint, an archive from mkfs, a finished
 write from its fix-ups; a completed deploy of the same image is left alone.
@@ -29,6 +30,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside
 from ansible_collections.inplace.migration.plugins.module_utils.boot.firstboot import install as install_firstboot
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import manifest as _manifest
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 
@@ -306,6 +308,12 @@ class Deploy:
             self.result.update(state="complete", format=record.get("format"), filesystem=record.get("filesystem"),
                                message="this image was already deployed to %s (%s)." % (device, record.get("updated")))
             return self.result
+        started = bool(record and record.get("partuuid") == partuuid and (
+            record.get("touched") or record.get("state") in WRITTEN_STATES))
+        if params.get("require_capture", True) and not started:
+            # Nothing is written over the old system before its profiles are safely on the store; a rerun
+            # after the write started must finish whatever the store holds by now.
+            _manifest.require_capture(self.store)
         fmt, compression, needed = self.inspect()
         self.result["format"] = fmt
         size = _devices.device_size(device)

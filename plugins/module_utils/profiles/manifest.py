@@ -37,7 +37,7 @@ def archive_entries(manifest):
 def problem(store, manifest, check_archives=False):
     """Why ``manifest`` (as read from ``store``, or None) is not a complete, verified capture, or None."""
     if manifest is None:
-        return "holds no profile manifest (%s)" % MANIFEST
+        return "holds no profile manifest at %s" % MANIFEST
     if not manifest.get("complete") or not manifest.get("verified"):
         return "holds a capture that is not complete and verified"
     if manifest.get("format") not in READABLE:
@@ -57,3 +57,12 @@ def load(store):
         raise MigrationError("the store %s %s; run profile_capture %s." % (
             store.root, found, "first" if manifest is None else "again"))
     return manifest
+
+
+def require_capture(store):
+    """image_deploy's gate: raise unless ``store`` holds a complete, verified capture with all its archives."""
+    found = problem(store, read_json(store.path(MANIFEST)), check_archives=True)
+    if found:
+        raise MigrationError("the store %s holds no complete and verified capture (it %s), so nothing was written; run "
+                             "profile_capture first, or set require_capture=false for a PC whose profiles are not "
+                             "kept." % (store.root, found))
