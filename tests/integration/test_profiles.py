@@ -190,7 +190,9 @@ def test_conflict_rules_for_files_the_new_image_brought(systems):
     assert capture(root=old, store=store, users=["bob"])["changed"] is True
     for rule in ("keep_new", "rename", "overwrite"):
         home = os.path.join(new, "home/bob")
-        subprocess.run(["rm", "-rf", home, os.path.join(store, "inplace/journal.json")], check=True)
+        # Forget the last restore: what decides is the record in the root restored into.
+        subprocess.run(["rm", "-rf", home, os.path.join(store, "inplace/journal.json"),
+                        os.path.join(new, "var/lib/inplace-migration/restored.json")], check=True)
         write(os.path.join(home, ".bashrc"), "# the new image's bashrc\n")
         write(os.path.join(home, ".config/new-only"), "fresh\n")
         result = restore(store=store, root=new, conflict=rule, accounts="skip")
@@ -491,3 +493,83 @@ def test_accounts_whose_homes_the_reimage_keeps_are_recreated_and_their_files_re
     assert os.lstat(os.path.join(new, "home/alice/Documents/from-a-colleague")).st_uid == bob_uid
     again = restore(store=store, root=new)
     assert again["rc"] == 0 and again["changed"] is False, again.get("msg")
+
+
+# Restore: durable before recorded, and recorded with the root restored into ------------------------------------
+
+def _on_the_device(device, path, scratch):
+    """The bytes of ``path`` in the ext4 filesystem on ``device`` as a power cut now would leave them: the device
+    read past every cache, its journal replayed on a copy; None when the file is not there."""
+    copy = os.path.join(scratch, "after-the-cut.img")
+    run("dd", "if=%s" % device, "of=%s" % copy, "bs=1M", "iflag=direct", "status=none")
+    assert run("e2fsck", "-f", "-y", copy, check=False).returncode < 4
+    found = subprocess.run(["debugfs", "-R", "cat %s" % path, copy], capture_output=True, check=True)
+    return found.stdout if b"File not found" not in found.stderr else None
+
+
+def test_restored_files_are_on_the_device_before_the_journal_records_them(systems, make_disk, tmp_path, monkeypatch):
+    from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
+    from ansible_collections.inplace.migration.plugins.module_utils.profiles.restore import Restore
+    from ansible_collections.inplace.migration.plugins.module_utils.state.store import Journal
+
+    old, store = systems["old"], systems["store"]
+    assert capture(root=old, store=store, users=["bob"])["changed"] is True
+    with open(os.path.join(old, "home/bob/Documents/payload.bin"), "rb") as handle:
+        payload = handle.read()
+    disk = make_disk(256 * MiB, "label: gpt\nsize=200MiB\n")
+    run("mkfs.ext4", "-q", "-F", disk.part(1))
+    seen = []
+    real_put = Journal.put
+
+    def put(journal, key, value):
+        if key == "profile_restore" and value["users"].get("bob", {}).get("restored") and not seen:
+            seen.append(_on_the_device(disk.part(1), "/home/bob/Documents/payload.bin", str(tmp_path)))
+        real_put(journal, key, value)
+
+    monkeypatch.setattr(Journal, "put", put)
+    # A long commit interval: nothing reaches the device unless the restore makes it.
+    with mounted(disk.part(1), readonly=False, options=["commit=600"]) as new:
+        make_new_root(new, ghost=False)
+        report = Restore(ProcessRunner(), store, root=new, accounts="skip").run()
+    assert report["restored"] == ["bob"] and len(seen) == 1
+    assert seen[0] is not None and len(seen[0]) == len(payload) and seen[0] == payload, \
+        "bob was recorded restored while his files were not yet on the device"
+
+
+def test_a_root_deployed_again_gets_the_profiles_restored_into_it(systems, make_disk):
+    old, store, first = systems["old"], systems["store"], systems["new"]
+    assert capture(root=old, store=store)["changed"] is True
+    assert restore(store=store, root=first)["restored"] == ["alice", "bob"]
+    # The image is written again (say the first boot failed): a fresh root, the same store.
+    disk = make_disk(1200 * MiB, "label: gpt\nsize=1100MiB\n")
+    run("mkfs.ext4", "-q", "-F", disk.part(1))
+    with mounted(disk.part(1), readonly=False) as second:
+        make_new_root(second)
+        again = restore(store=store, root=second)
+        assert again["rc"] == 0, again.get("msg")
+        assert again["restored"] == ["alice", "bob"] and again["already_restored"] == []
+        accounts, secrets = passwd(second), shadow(second)
+        assert secrets["alice"][1] == ALICE_HASH and secrets["bob"][1] == BOB_HASH
+        bob_uid, bob_gid = int(accounts["bob"][2]), int(groups(second)["bob"][2])
+        for name in ("alice", "bob"):
+            found = differences(snapshot(os.path.join(old, "home", name), uid_map={1001: bob_uid},
+                                         gid_map={1001: bob_gid}, skip=SKIPPED),
+                                snapshot(os.path.join(second, "home", name)))
+            assert found == [], "\n".join(found)
+        assert restore(store=store, root=second)["changed"] is False
+    assert restore(store=store, root=first)["changed"] is False
+    marker = os.path.join(first, "var/lib/inplace-migration/restored.json")
+    assert oct(os.stat(marker).st_mode & 0o777) == "0o600"
+
+
+def test_a_marker_the_new_image_brought_from_another_migration_does_not_count(systems):
+    old, store, new = systems["old"], systems["store"], systems["new"]
+    assert capture(root=old, store=store)["changed"] is True
+    marker = os.path.join(new, "var/lib/inplace-migration/restored.json")
+    os.makedirs(os.path.dirname(marker))
+    with open(marker, "w") as handle:
+        json.dump({"capture": "another capture", "users": {"alice": {"restored": True}, "bob": {"restored": True}},
+                   "settings": {}}, handle)
+    result = restore(store=store, root=new)
+    assert result["rc"] == 0 and result["restored"] == ["alice", "bob"], result.get("msg")
+    assert os.path.isfile(os.path.join(new, "home/alice/Documents/payload.bin"))

@@ -4,8 +4,10 @@
 
 Each archive is checked against the manifest's sha256 before any of it is
 extracted, extracted into a staging directory beside the home (same filesystem),
-then moved into place by the conflict rule; a user is marked restored in the
-journal only once all of that is done, so a rerun skips exactly the finished users.
+then moved into place by the conflict rule. A user is marked restored only once all
+of that is done and synced to disk, in the target root first (``restored.Marker``,
+which decides what a rerun does: a root written again starts over) and then in the
+store's journal (which reports it), so a rerun skips exactly the finished users.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import archive as _archive
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import manifest as _manifest
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import restored as _restored
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import walk as _walk
 from ansible_collections.inplace.migration.plugins.module_utils.profiles.tree import is_real_dir, merge, reown
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
@@ -56,11 +59,12 @@ class Restore:
             raise MigrationError("settings %s were not captured (captured: %s)." % (
                 ", ".join(missing), ", ".join(available) or "none"))
         journal = self.store.journal
-        record = journal.get(JOURNAL_KEY) or {"users": {}, "settings": {}}
-        todo = [captured[n] for n in names if not record["users"].get(n, {}).get("restored")]
-        settings_todo = [g for g in self.settings if not record["settings"].get(g, {}).get("restored")]
+        # What this root holds decides what is done; the store's journal only reports it.
+        marker = _restored.Marker(self.root, manifest)
+        todo = [captured[n] for n in names if not marker.user_restored(n)]
+        settings_todo = [g for g in self.settings if not marker.settings_restored(g)]
         report = {"changed": bool(todo or settings_todo), "restored": [], "failed_users": {}, "already_restored": [
-            n for n in names if record["users"].get(n, {}).get("restored")], "accounts_created": [],
+            n for n in names if marker.user_restored(n)], "accounts_created": [],
             "accounts_kept": [], "groups_created": [], "remapped_users": {}, "remapped_groups": {},
             "shells_replaced": {}, "memberships_added": {}, "directory_users": [], "conflicts": {},
             "homes_reowned": [], "settings_restored": []}
@@ -73,17 +77,20 @@ class Restore:
         if not report["changed"]:
             return self._with_bytes(report, captured)
         if check_mode:
-            self._accounts(manifest, todo, record, report, check_mode=True)
+            self._accounts(manifest, todo, marker, report, check_mode=True)
             return report
         with journal.lock("profile_restore", wait=self.lock_timeout):
             # The first-boot hook may have restored while this waited for the lock.
-            record = journal.get(JOURNAL_KEY) or record
-            todo = [u for u in todo if not record["users"].get(u["name"], {}).get("restored")]
-            settings_todo = [g for g in settings_todo if not record["settings"].get(g, {}).get("restored")]
+            marker = _restored.Marker(self.root, manifest)
+            todo = [u for u in todo if not marker.user_restored(u["name"])]
+            settings_todo = [g for g in settings_todo if not marker.settings_restored(g)]
             if not todo and not settings_todo:
                 report.update(changed=False, already_restored=names)
                 return self._with_bytes(report, captured)
-            uid_map, gid_map, homes = self._accounts(manifest, todo, record, report)
+            record = journal.get(JOURNAL_KEY) or {}
+            record.setdefault("users", {})
+            record.setdefault("settings", {})
+            uid_map, gid_map, homes = self._accounts(manifest, todo, marker, report)
             for user in todo:
                 name = user["name"]
                 try:
@@ -94,21 +101,27 @@ class Restore:
                 except MigrationError as error:
                     report["failed_users"][name] = str(error)
                     continue
-                record["users"][name] = {"restored": True, "uid": uid_map.get(user["uid"], user["uid"]),
-                                         "home": homes[name], "time": time.time()}
-                record["uid_map"] = {str(k): v for k, v in uid_map.items()}
-                record["gid_map"] = {str(k): v for k, v in gid_map.items()}
-                journal.put(JOURNAL_KEY, record)
+                self._mark(marker, record, "user", name, {"uid": uid_map.get(user["uid"], user["uid"]),
+                                                          "home": homes[name]}, uid_map, gid_map)
                 report["restored"].append(name)
             for group in settings_todo:
                 self._restore_settings(manifest, group, uid_map, gid_map)
-                record["settings"][group] = {"restored": True, "time": time.time()}
-                journal.put(JOURNAL_KEY, record)
+                self._mark(marker, record, "settings", group, {}, uid_map, gid_map)
                 report["settings_restored"].append(group)
-            everyone = all(record["users"].get(n, {}).get("restored") for n in captured)
+            everyone = all(marker.user_restored(n) for n in captured)
             record["complete"] = everyone and not report["failed_users"]
             journal.put(JOURNAL_KEY, record)
         return self._with_bytes(report, captured)
+
+    def _mark(self, marker, record, kind, name, entry, uid_map, gid_map):
+        """Record ``name`` restored: its files made durable first, then the target root's marker, then the
+        store's journal (for the report)."""
+        os.sync()  # the restored tree may span filesystems (a kept /home): all of them
+        entry = dict(entry, time=time.time())
+        marker.record(kind, name, entry, uid_map, gid_map)
+        record["users" if kind == "user" else "settings"][name] = dict(entry, restored=True, root=self.root)
+        record.update(uid_map=marker.data["uid_map"], gid_map=marker.data["gid_map"])
+        self.store.journal.put(JOURNAL_KEY, record)
 
     @staticmethod
     def _with_bytes(report, captured):
@@ -116,10 +129,9 @@ class Restore:
         report["restored_bytes"] = sum(captured[name].get("data_bytes", 0) for name in done)
         return report
 
-    def _accounts(self, manifest, todo, record, report, check_mode=False):
+    def _accounts(self, manifest, todo, marker, report, check_mode=False):
         """Plan (and unless ``check_mode``, make) the accounts of ``todo``; the id maps and homes that follow."""
-        uid_map = {int(k): v for k, v in record.get("uid_map", {}).items()}
-        gid_map = {int(k): v for k, v in record.get("gid_map", {}).items()}
+        uid_map, gid_map = marker.id_maps()
         homes = {u["name"]: u["home"] for u in todo}
         if self.accounts == "skip":
             return uid_map, gid_map, homes
