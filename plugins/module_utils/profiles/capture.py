@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import archive as _archive
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import homes as _homes
@@ -101,6 +102,7 @@ class Capture:
                  max_file_size=None, skip_preserved_mounts=True, settings=None, compression=3):
         self.home_paths = {}  # name -> the home's directory on this host, for users whose home is archived
         self.selection = []  # every selected user's name, in order
+        self._scan = None
         self.runner = runner
         self.root = root
         self.store = Store(store)
@@ -120,7 +122,7 @@ class Capture:
         """
         selected, groups = _accounts.select_users(self.root, self.users, self.exclude_users)
         self.selection = [u["name"] for u in selected]
-        homes = _homes.Homes(self.root)
+        homes = _homes.Homes(self.root, resolve=self._resolve_spec)
         named = self.users != ["auto"]
         archived, others = [], []
         for user in selected:
@@ -133,6 +135,12 @@ class Capture:
             else:
                 others.append(dict(user, home_archived=False, home_state=home.state, reason=home.reason))
         return archived, others, _accounts.supplementary_groups(selected, groups)
+
+    def _resolve_spec(self, spec):
+        """The devices an fstab spec names on this host (blkid, read once and only when asked)."""
+        if self._scan is None:
+            self._scan = _devices.Scan(self.runner)
+        return self._scan.matching(spec)
 
     def _walk_all(self, users, listings):
         scans = {}

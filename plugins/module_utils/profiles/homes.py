@@ -83,8 +83,12 @@ class Home:
 
 
 class Homes:
-    def __init__(self, root, mountinfo=MOUNTINFO):
+    """Homes in ``root``; ``resolve(spec)`` (optional) lists the devices an fstab spec names on this host, so
+    that another spelling of the root's own device is known as that device."""
+
+    def __init__(self, root, mountinfo=MOUNTINFO, resolve=None):
         self.root = root
+        self.resolve = resolve
         self.real_root = os.path.realpath(root)
         self.fstab = read_fstab(root)
         self.root_spec = next((e["spec"] for e in self.fstab if e["point"] == "/"), None)
@@ -115,6 +119,17 @@ class Homes:
             return None  # volatile, or the root's own device (a btrfs subvolume, a bind mount of the root)
         return "on a separately mounted filesystem (%s) the reimage keeps" % mount["source"]
 
+    def _is_root_device(self, spec):
+        if spec == self.root_spec:
+            return True
+        if self.resolve is None or self.root_spec is None:
+            return False
+        try:
+            found = self.resolve(spec)
+            return bool(found) and found == self.resolve(self.root_spec)
+        except MigrationError:
+            return False  # a spec that names no device cannot be the root's
+
     def _kept_by_fstab(self, user, seen, host):
         """Why the old fstab's mount holding ``seen`` outlives the reimage, or None; an error where it would not
         and its files cannot be read here."""
@@ -124,7 +139,7 @@ class Homes:
         if entry["type"] in NETWORK:
             return "on %s (%s %s), a network filesystem the reimage does not touch" % (
                 entry["point"], entry["type"], entry["spec"])
-        if entry["spec"] != self.root_spec:
+        if not self._is_root_device(entry["spec"]):
             return "on %s (%s), a partition the reimage keeps" % (entry["point"], entry["spec"])
         if not os.path.isdir(host):
             raise MigrationError(

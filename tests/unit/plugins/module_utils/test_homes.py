@@ -96,3 +96,16 @@ def test_a_home_separately_mounted_here_is_kept_unless_it_is_the_root_s_own_devi
     os.makedirs(os.path.join(base, "home/subvol/sam"))
     assert homes.locate(user("sam", "/home/subvol/sam"), named=True).state == "archive"
     assert homes.locate(user("dave", "/home/dave"), named=True).state == "archive"
+
+
+def test_the_root_s_own_device_is_known_by_any_spelling_of_it(root):
+    base, mountinfo = root
+    with open(os.path.join(base, "etc/fstab"), "a") as handle:
+        handle.write("/dev/sda2 /home/other btrfs subvol=@other 0 0\n")
+    devices = {"UUID=root-fs": ["/dev/sda2"], "/dev/sda2": ["/dev/sda2"], "UUID=data-fs": ["/dev/sdb1"]}
+    homes = Homes(base, mountinfo, resolve=lambda spec: devices.get(spec, []))
+    with pytest.raises(MigrationError, match=r"lies on /home/other, .* root's own device /dev/sda2"):
+        homes.locate(user("olga", "/home/other/olga"), named=False)
+    assert homes.locate(user("erin", "/home/erin"), named=True).state == "kept"
+    # Without a way to resolve specs, only the same spelling is the same device.
+    assert Homes(base, mountinfo).locate(user("olga", "/home/other/olga"), named=False).state == "kept"
