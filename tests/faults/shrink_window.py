@@ -173,7 +173,7 @@ def trial(pristine, work, tool, fraction, duration, target, expected, undo):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--size-gib", type=float, default=6.0)
     parser.add_argument("--points", type=int, default=10, help="kill points in resize2fs's run")
     parser.add_argument("--fsck-points", type=int, default=2, help="kill points in e2fsck's run")
