@@ -14,7 +14,8 @@ description:
     one's identity and access, and hands booting over to it with GRUB as the very last step.
   - Refuses, before writing anything and with one sentence saying why, a O(dest) that is mounted or in use, a whole
     disk, the partition holding O(store), a partition named in O(protect), a partition smaller than the image's
-    filesystem, an image of unknown format, a missing source, and (for a local file) a checksum that does not match.
+    filesystem, an image of unknown format, a missing source, (for a local file) a checksum that does not match,
+    and (with O(require_capture)) a store without a complete, verified profile capture.
   - Raw images are streamed through the system's own decompressor with bounded memory, in large aligned writes
     (C(O_DIRECT) where the device takes it), with runs of zeros turned into C(BLKZEROOUT) requests instead of
     writes, and C(fsync) at the end. qcow2 images are written by C(qemu-img convert). Root-filesystem archives get a
@@ -74,6 +75,16 @@ options:
     type: str
     choices: [auto, raw, raw.zst, raw.gz, raw.xz, qcow2, tar, tar.zst, tar.gz, tar.xz]
     default: auto
+  require_capture:
+    description:
+      - Before the first byte is written, check that the store holds the complete and verified manifest
+        M(inplace.migration.profile_capture) writes (C(inplace/profiles/manifest.json)), with every archive it
+        records, and refuse otherwise.
+      - A rerun after the write started (the journal records it for this O(dest)) is not held back, so an
+        interrupted deploy always finishes.
+      - V(false) for a PC whose profiles are not kept.
+    type: bool
+    default: true
   protect:
     description:
       - Partitions (by path, V(PARTUUID=), V(LABEL=) or V(UUID=)) or whole disks that must never be written.
@@ -314,6 +325,7 @@ def main():
             checksum=dict(type="str", required=True),
             dest=dict(type="str", required=True),
             format=dict(type="str", choices=["auto"] + list(FORMATS), default="auto"),
+            require_capture=dict(type="bool", default=True),
             protect=dict(type="list", elements="str", default=[]),
             fstype=dict(type="str", choices=["ext4", "ext3", "ext2", "btrfs", "xfs"], default="ext4"),
             label=dict(type="str"),

@@ -19,8 +19,14 @@ description:
     with a clear message; the other users are still restored, and the result lists both.
   - Each archive is extracted into a staging directory beside the home, on the same filesystem, then moved
     into place by the O(conflict) rule.
-  - Progress is recorded per user in the store's journal; a user restored once is not restored again, so a
-    second run reports no change.
+  - A user the manifest records without an archive (its home is on a filesystem the reimage kept, or it has
+    none) gets its account all the same; a kept home must be in O(root) (mounted, as the new system's fstab
+    has it), and its files are re-owned when ids were remapped (RV(homes_reowned)).
+  - Progress is recorded per user (and settings group) in the root restored into,
+    C(/var/lib/inplace-migration/restored.json), once the restored files are synced to disk, and then, for the
+    report, in the store's journal. A user that root records as restored is not restored again, so a second run
+    reports no change; a root written again (the image deployed a second time) records nothing and is restored
+    in full. A record left by another capture (in an image made from a migrated PC) counts for nothing.
 extends_documentation_fragment:
   - inplace.migration.attributes
   - inplace.migration.archives
@@ -104,7 +110,7 @@ restored:
   type: list
   elements: str
 already_restored:
-  description: Users the journal records as restored before this run.
+  description: Users the root restored into records as restored (from this capture) before this run.
   returned: always
   type: list
   elements: str
@@ -156,6 +162,11 @@ conflicts:
   description: Per user, the rule applied and the paths that met a file already in the new home.
   returned: always
   type: dict
+homes_reowned:
+  description: Users whose home the reimage kept (not archived) and whose files were re-owned to remapped ids.
+  returned: always
+  type: list
+  elements: str
 settings_restored:
   description: Settings groups applied in this run.
   returned: always

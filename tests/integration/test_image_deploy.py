@@ -28,6 +28,8 @@ OFF = {"fstab": False, "hostname": False, "ssh_host_keys": False, "firstboot": F
 
 
 def deploy(check=False, **args):
+    """image_deploy; these tests are about the image, so no capture is required unless they ask."""
+    args.setdefault("require_capture", False)
     return adhoc.module("image_deploy", args, check=check)
 
 
@@ -246,6 +248,70 @@ def test_refusals_come_before_any_write(rig, data_image, tmp_path, case):
     assert r.journal() == {}
 
 
+def _capture_into(store, tmp_path):
+    """A real capture of a small old root (one user, one file) onto ``store``."""
+    root = tmp_path / "captured-root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nanna:x:1000:1000::/home/anna:/bin/bash\n")
+    (root / "etc" / "group").write_text("root:x:0:\nanna:x:1000:\n")
+    (root / "home" / "anna").mkdir(parents=True)
+    (root / "home" / "anna" / "notes").write_text("kept\n")
+    result = adhoc.module("profile_capture", {"root": str(root), "store": store})
+    assert result["rc"] == 0, result.get("msg")
+    return os.path.join(store, "inplace", "profiles", "manifest.json")
+
+
+def test_no_byte_is_written_before_the_store_holds_a_complete_verified_capture(rig, data_image, tmp_path):
+    r = rig()
+    raw, unused = data_image
+    args = dict(OFF, store=r.store, src=raw, checksum=checksum_of(raw), dest=r.dest, grow=False)
+    before = part_digest(r.dest)
+    for check in (True, False):
+        refused = adhoc.module("image_deploy", args, check=check)
+        assert refused["rc"] != 0 and refused["changed"] is False, refused
+        assert "holds no complete and verified capture (it holds no profile manifest" in refused["msg"], \
+            refused["msg"]
+        assert "run profile_capture first" in refused["msg"] and "require_capture=false" in refused["msg"]
+    manifest = _capture_into(r.store, tmp_path)
+    with open(manifest) as handle:
+        recorded = json.load(handle)
+    with open(manifest, "w") as handle:
+        json.dump(dict(recorded, verified=False), handle)
+    refused = adhoc.module("image_deploy", args)
+    assert refused["rc"] != 0 and "not complete and verified" in refused["msg"], refused["msg"]
+    assert part_digest(r.dest) == before and r.journal() == {}
+    with open(manifest, "w") as handle:
+        json.dump(recorded, handle)
+    result = adhoc.module("image_deploy", args)
+    assert result["rc"] == 0 and result["state"] == "complete", result.get("msg")
+    assert images.sha256(r.dest, os.path.getsize(raw)) == images.sha256(raw)
+    # A PC whose profiles are not kept: no capture, said so.
+    other = rig()
+    assert adhoc.module("image_deploy", dict(args, store=other.store, dest=other.dest,
+                                             require_capture=False))["rc"] == 0
+
+
+def test_a_rerun_after_the_write_started_is_not_held_back_by_the_capture_gate(rig, data_image, tmp_path):
+    r = rig()
+    raw, unused = data_image
+    args = dict(OFF, store=r.store, src=raw, checksum=checksum_of(raw), dest=r.dest, grow=False)
+    manifest = _capture_into(r.store, tmp_path)
+    assert adhoc.module("image_deploy", args)["rc"] == 0
+    os.unlink(manifest)
+    path = os.path.join(r.store, "inplace", "journal.json")
+    for state, allowed in (("verifying", False), ("writing", True), ("written", True), ("fixups", True)):
+        with open(path) as handle:
+            journal = json.load(handle)
+        journal["records"]["image_deploy"].update(state=state, touched=state != "verifying", offset=0)
+        with open(path, "w") as handle:
+            json.dump(journal, handle)
+        result = adhoc.module("image_deploy", args)
+        assert (result["rc"] == 0) is allowed, (state, result.get("msg"))
+        if not allowed:
+            assert "run profile_capture first" in result["msg"]
+    assert images.sha256(r.dest, os.path.getsize(raw)) == images.sha256(raw)
+
+
 def test_check_mode_verifies_and_plans_without_writing(rig, data_image):
     r = rig()
     raw, unused = data_image
@@ -269,7 +335,7 @@ def test_an_interrupted_write_resumes_from_its_checkpoint(rig, tmp_path):
     with images.http_server(str(served), delay=0.02) as base:
         url = base + "/" + os.path.basename(src)
         args = dict(OFF, store=r.store, src=url, checksum=checksum_of(src), dest=r.dest, grow=False,
-                    checkpoint="16MiB")
+                    checkpoint="16MiB", require_capture=False)
         command = [sys.executable, "-c", "import json, sys; from tests.support import adhoc; "
                    "adhoc.module('image_deploy', json.loads(sys.argv[1]))", json.dumps(args)]
         # Its own temporary directories, so what the killed module leaves behind goes with tmp_path.
@@ -565,7 +631,7 @@ def test_grub_hands_the_boot_to_the_new_system_once_with_maintenance_as_fallback
             assert proc.returncode == 0, proc.stdout + proc.stderr
             assert _grubenv(root) == {"saved_entry": "gnulinux-simple-" + uuid}
             with open(marker) as handle:
-                assert handle.read() == "--store " + store
+                assert handle.read() == "--store %s --root %s" % (store, root)
             assert not os.path.lexists(os.path.join(root, "etc/systemd/system/multi-user.target.wants/"
                                                           "inplace-firstboot.service"))
             with open(os.path.join(store, "inplace", "journal.json")) as handle:

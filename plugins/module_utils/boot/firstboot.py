@@ -133,13 +133,14 @@ def confirm(runner, root, store_root, config, restore=True):
             report["restore"] = "not asked for"
         elif not os.path.isfile(program):
             report["restore"] = "nothing to restore (no %s on the store)" % RESTORE_PROGRAM
-        elif (journal.get("profile_restore") or {}).get("complete"):
-            report["restore"] = "already complete"
         else:
-            log("restoring profiles: %s --store %s" % (program, store_root))
+            # Run even when the store's journal says a restore completed: the root restored into keeps
+            # what it holds (profiles.restored), and a root written again holds nothing yet.
+            log("restoring profiles: %s --store %s --root %s" % (program, store_root, root))
             # The restore runs under this lock; it is told so, and must not take it again.
             os.environ["INPLACE_STORE_LOCKED_BY"] = LOCK_HOLDER
-            rc, out, err = runner.run([sys.executable or "python3", program, "--store", store_root], ok=None)
+            rc, out, err = runner.run([sys.executable or "python3", program, "--store", store_root, "--root", root],
+                                      ok=None)
             for line in (out + err).splitlines():
                 log("restore: " + line)
             if rc != 0:

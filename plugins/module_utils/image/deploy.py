@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """image_deploy's run: refuse what is unsafe, then verify, carry, write, grow, fix up, hand over the boot.
 
-Every refusal comes before the first byte is written to the partition. The journal
+Every refusal comes before the first byte is written to the partition, the lack of a complete,
+verified profile capture on the store included (unless require_capture is off). The journal
 on the store records each step (fsync'd), so a rerun continues where the last run
 stopped: a raw write from its last checkpoint, an archive from mkfs, a finished
 write from its fix-ups; a completed deploy of the same image is left alone.
@@ -24,31 +25,20 @@ from ansible_collections.inplace.migration.plugins.module_utils.image import for
 from ansible_collections.inplace.migration.plugins.module_utils.image import pipeline as _pipeline
 from ansible_collections.inplace.migration.plugins.module_utils.image import sources as _sources
 from ansible_collections.inplace.migration.plugins.module_utils.image import target as _target
+from ansible_collections.inplace.migration.plugins.module_utils.image.handover import HandOver, now
 from ansible_collections.inplace.migration.plugins.module_utils.image import writer as _writer
-from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import install_grub
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside
-from ansible_collections.inplace.migration.plugins.module_utils.boot import firstboot as _firstboot
-from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import read_grubenv, update_grubenv
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import manifest as _manifest
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 
 KEY = "image_deploy"
 WRITTEN_STATES = ("writing", "invalid", "written", "fixups", "bootloader")
-# How often a completed deploy arms the new system's one-shot boot before it gives up on a
-# first boot that never confirms itself.
-FIRST_BOOT_ATTEMPTS = 3
 MKFS = {"ext2": ["mkfs.ext2", "-F", "-q"], "ext3": ["mkfs.ext3", "-F", "-q"], "ext4": ["mkfs.ext4", "-F", "-q"],
         "btrfs": ["mkfs.btrfs", "-f", "-q"], "xfs": ["mkfs.xfs", "-f", "-q"]}
 
 
-def now():
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-# The run -----------------------------------------------------------------------------------------------
-
-class Deploy:
+class Deploy(HandOver):
     def __init__(self, runner, params, check_mode=False):
         self.runner = runner
         self.params = params
@@ -243,85 +233,6 @@ class Deploy:
             found = _formats.filesystem_of(handle.read(_formats.HEAD_BYTES))
         return found[1] if found else None
 
-    def fixups(self, scan, device, disk, fs, store_device):
-        params = self.params
-        carry = _fixups.load_carry(self.store)
-        report = self.result["fixups"]
-        store_values = scan.values(store_device) if store_device else {}
-        store = scan.identity(store_device) if store_device else {}
-        excluded = {os.path.realpath(device): "the partition just written"}
-        if store_device:
-            excluded[store_device] = "the store"
-        store_specs = {prefix + store_values[field] for prefix, field in _devices.SPECS if store_values.get(field)}
-        with _mount.temporary_mount(self.runner, device, fs["type"]) as root:
-            if not _fixups.looks_like_root(root):
-                raise MigrationError("the image written to %s holds no system root (no /etc/passwd or /usr); set the "
-                                     "fix-ups and bootloader off for a data image." % device)
-            report["fstab"] = _fixups.fix_fstab(root, carry, fs["uuid"], fs["type"], scan.matching, excluded,
-                                                store_specs) if params["fstab"] else {"status": "off"}
-            report["hostname"] = _fixups.fix_hostname(root, carry) if params["hostname"] else {"status": "off"}
-            report["ssh_host_keys"] = (_fixups.fix_ssh_host_keys(root, carry) if params["ssh_host_keys"]
-                                       else {"status": "off"})
-            report["accounts"] = _fixups.fix_accounts(self.runner, root, carry)
-            report["machine_id"] = _fixups.fix_machine_id(root, carry, params["machine_id"])
-            if params["firstboot"]:
-                if not os.path.exists(inside(root, "/usr/bin/python3")):
-                    raise MigrationError("the new system has no /usr/bin/python3, which the first-boot hook needs; "
-                                         "add python3 to the image or set firstboot=false.")
-                # The hook finds the store by this identity; the label alone could name another device.
-                config = {"store_label": store.get("label") or params["store_label"], "store_uuid": store.get("uuid"),
-                          "store_partuuid": store.get("partuuid"), "store_identity": store, "deployed": now(),
-                          "checksum": "sha256:" + self.expected}
-                report["firstboot"] = {"status": "done", "files": _firstboot.install(root, config)}
-            else:
-                report["firstboot"] = {"status": "off"}
-            self.record(state="bootloader")
-            if params["bootloader"] == "grub-bios":
-                if not store_values.get("UUID"):
-                    raise MigrationError("the store %s has no filesystem UUID for GRUB to find it by." %
-                                         self.store.root)
-                with self.timed("bootloader"):
-                    self.result["bootloader"] = install_grub(
-                        self.runner, root, disk, device, fs["uuid"], store_values["UUID"], params["maintenance_cmdline"],
-                        one_shot=params["firstboot"])
-                if params["firstboot"]:
-                    path = os.path.join(root, "etc/inplace-migration/firstboot.json")
-                    with open(path) as handle:
-                        config = json.load(handle)
-                    config["default_entry"] = self.result["bootloader"]["default_entry"]
-                    _firstboot.install(root, config)
-            else:
-                self.result["bootloader"] = {"status": "off"}
-
-    def rearm_first_boot(self, device, record):
-        """Boot the new system once more when its first boot never confirmed itself.
-
-        GRUB consumes the one-shot entry as it boots it; a cut during that first boot (or a
-        new system that fails) brings the PC back to maintenance, GRUB's saved default. The
-        deploy is complete then, but the hook's confirmation is missing from the journal:
-        arm the one-shot again, a few times, rather than reboot into maintenance forever.
-        """
-        params = self.params
-        if not params["firstboot"] or params["bootloader"] != "grub-bios" or \
-                (self.journal.get(_firstboot.JOURNAL_KEY) or {}).get("confirmed"):
-            return self.result
-        fstype = (record.get("filesystem") or {}).get("type") or "ext4"
-        with _mount.temporary_mount(self.runner, device, fstype, readonly=self.check_mode) as root:
-            grubenv = os.path.join(root, _firstboot.GRUBENV)
-            entry = (_firstboot.read_config(root) or {}).get("default_entry")
-            if not entry or read_grubenv(grubenv).get("next_entry") == entry:
-                return self.result
-            attempts = record.get("first_boot_attempts", 1)
-            if attempts >= FIRST_BOOT_ATTEMPTS:
-                raise MigrationError(
-                    "the new system on %s was booted %d times and never confirmed its first boot; look at its console "
-                    "(or boot it from GRUB's menu) to see why, fix the image, and deploy again." % (device, attempts))
-            self.result.update(changed=True, first_boot_rearmed=entry)
-            if not self.check_mode:
-                update_grubenv(grubenv, next_entry=entry)
-                self.record(first_boot_attempts=attempts + 1)
-        return self.result
-
     # -- the whole run
 
     def run(self):
@@ -342,6 +253,12 @@ class Deploy:
                 return self.rearm_first_boot(device, record)
             with self.journal.lock(KEY):
                 return self.rearm_first_boot(device, record)
+        started = bool(record and record.get("partuuid") == partuuid and (
+            record.get("touched") or record.get("state") in WRITTEN_STATES))
+        if params.get("require_capture", True) and not started:
+            # Nothing is written over the old system before its profiles are safely on the store; a rerun
+            # after the write started must finish whatever the store holds by now.
+            _manifest.require_capture(self.store)
         fmt, compression, needed = self.inspect()
         self.result["format"] = fmt
         size = _devices.device_size(device)

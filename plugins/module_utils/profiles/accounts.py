@@ -127,9 +127,10 @@ def describe_user(name, passwd, shadow, groups):
 def select_users(root, users, exclude_users):
     """The accounts to capture, in a stable order.
 
-    ``users`` is ``["auto"]`` (local accounts in login.defs' UID range whose home exists)
-    or a list of names; a name that is not a local account is taken as a directory
-    (LDAP/sssd) user whose home is /home/<name>, captured with numeric owners.
+    ``users`` is ``["auto"]`` (every local account in login.defs' UID range, with a home or
+    not: where its home is, capture decides) or a list of names; a name that is not a local
+    account is taken as a directory (LDAP/sssd) user whose home is /home/<name>, captured
+    with numeric owners.
     """
     passwd = read_passwd(root)
     shadow = read_shadow(root)
@@ -138,7 +139,7 @@ def select_users(root, users, exclude_users):
     if users == ["auto"]:
         low, high = login_defs_uid_range(root)
         for name, entry in sorted(passwd.items(), key=lambda item: item[1]["uid"]):
-            if low <= entry["uid"] <= high and os.path.isdir(os.path.join(root, entry["home"].lstrip("/"))):
+            if low <= entry["uid"] <= high:
                 selected.append(describe_user(name, passwd, shadow, groups))
     else:
         for name in users:
@@ -146,10 +147,10 @@ def select_users(root, users, exclude_users):
                 selected.append(describe_user(name, passwd, shadow, groups))
                 continue
             home = os.path.join("/home", name)
-            if not os.path.isdir(os.path.join(root, home.lstrip("/"))):
+            if not os.path.isdir(inside(root, home)):
                 raise MigrationError("user %s is neither an account in %s/etc/passwd nor has a home %s there." % (
                     name, root.rstrip("/"), home))
-            stat = os.lstat(os.path.join(root, home.lstrip("/")))
+            stat = os.stat(inside(root, home))
             selected.append({"name": name, "uid": stat.st_uid, "gid": stat.st_gid, "group": None, "groups": [],
                              "gecos": "", "home": home, "shell": None, "password_hash": None, "aging": None,
                              "source": "directory"})

@@ -35,17 +35,18 @@ def root(tmp_path):
     return str(tmp_path)
 
 
-def test_auto_takes_login_defs_range_with_existing_homes(root):
+def test_auto_takes_every_account_in_login_defs_range_home_or_not(root):
     assert login_defs_uid_range(root) == (1000, 60000)
     users, groups = select_users(root, ["auto"], [])
-    assert [u["name"] for u in users] == ["alice", "carol"]
+    # nohome is selected too: its account must exist in the new system; capture records it without an archive.
+    assert [u["name"] for u in users] == ["alice", "carol", "nohome"]
     alice = users[0]
     assert (alice["group"], alice["groups"], alice["password_hash"], alice["aging"]["max"]) == (
         "alice", ["lab"], "$6$x$y", 99999)
     assert users[1]["aging"] == {"lastchg": 19600, "min": None, "max": None, "warn": None, "inactive": None,
                                  "expire": None}
     assert sorted(users[1]["groups"]) == ["audio", "lab"]
-    captured = supplementary_groups(users, groups)
+    captured = supplementary_groups(users[:2], groups)
     assert [(g["name"], g["members"]) for g in captured] == [
         ("audio", ["carol"]), ("alice", []), ("carol", []), ("lab", ["alice", "carol"])]
 
@@ -58,7 +59,7 @@ def test_named_directory_user_is_taken_from_its_home(root):
 
 def test_exclusions_and_unknown_users(root):
     users = select_users(root, ["auto"], ["carol"])[0]
-    assert [u["name"] for u in users] == ["alice"]
+    assert [u["name"] for u in users] == ["alice", "nohome"]
     with pytest.raises(MigrationError, match="nobody is neither an account"):
         select_users(root, ["nobody"], [])
     with pytest.raises(MigrationError, match="exclude_users names ghost, which is not an account"):
@@ -163,3 +164,46 @@ def test_a_field_the_files_cannot_hold_is_refused(target):
     with pytest.raises(MigrationError, match="holds a colon or a newline"):
         ensure(target, [dict(carol(uid=1400), gecos="a:b")])
     assert "carol" not in read_passwd(target)
+
+
+def dave():
+    return {"name": "dave", "uid": 1400, "gid": 1400, "group": "dave", "groups": ["lab"], "gecos": "",
+            "home": "/home/dave", "shell": "/bin/bash", "password_hash": "$y$j9T$dave", "aging": None}
+
+
+@pytest.mark.parametrize("cut", range(2 * len(accounts.WRITE_ORDER)))
+def test_no_cut_at_any_write_leaves_an_account_without_its_hash_or_its_group(target, monkeypatch, cut):
+    """A power cut before or after each of the four files is replaced, then a rerun: at no point does passwd
+    name an account whose shadow row (with the captured hash) or primary group is missing."""
+    real_write = accounts.atomic_write
+    calls = []
+
+    def cut_here(path, data, mode):
+        calls.append(path)
+        if len(calls) * 2 - 2 == cut:
+            raise KeyboardInterrupt("power cut before %s" % path)
+        real_write(path, data, mode)
+        if len(calls) * 2 - 1 == cut:
+            raise KeyboardInterrupt("power cut after %s" % path)
+
+    monkeypatch.setattr(accounts, "atomic_write", cut_here)
+    with pytest.raises(KeyboardInterrupt):
+        ensure(target, [carol(uid=1300), dave()], [{"name": "lab", "gid": 1500}])
+    wanted = {"carol": "$6$c", "dave": "$y$j9T$dave"}
+
+    def consistent():
+        passwd, secrets = read_passwd(target), read_shadow(target)
+        gids = {g["gid"] for g in accounts.read_groups(target).values()}
+        for name in set(passwd) & set(wanted):
+            assert secrets.get(name, {}).get("password_hash") == wanted[name], (name, calls)
+            assert passwd[name]["gid"] in gids, (name, calls)
+        return passwd
+
+    consistent()
+    monkeypatch.setattr(accounts, "atomic_write", real_write)
+    ensure(target, [carol(uid=1300), dave()], [{"name": "lab", "gid": 1500}])
+    passwd = consistent()
+    assert (passwd["carol"]["uid"], passwd["dave"]["uid"]) == (1300, 1400)
+    for name in ("passwd", "shadow", "group", "gshadow"):
+        names = [line.split(":")[0] for line in lines(target, name)]
+        assert names.count("carol") == names.count("dave") == 1, (name, names)

@@ -6,7 +6,7 @@ import os
 import stat
 import subprocess
 
-from ansible_collections.inplace.migration.plugins.module_utils.profiles.restore import (
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.tree import (
     ACL_ENTRY, ACL_HEADER, remap_acl, reown,
 )
 

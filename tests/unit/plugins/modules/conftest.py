@@ -58,7 +58,9 @@ def write_accounts(root, users):
     os.makedirs(etc, exist_ok=True)
     gid = os.getgid()
     with open(os.path.join(etc, "passwd"), "w") as handle:
-        handle.write("root:x:0:0:root:/root:/bin/bash\n")
+        # As root this process's uid is 0 too, and the range below holds it: then alice is the only account.
+        if 0 not in users.values():
+            handle.write("root:x:0:0:root:/root:/bin/bash\n")
         for name, uid in users.items():
             handle.write("%s:x:%d:%d:%s:/home/%s:/bin/sh\n" % (name, uid, gid, name.title(), name))
     with open(os.path.join(etc, "group"), "w") as handle:

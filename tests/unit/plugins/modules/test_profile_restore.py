@@ -36,7 +36,7 @@ def test_a_store_without_a_capture_is_refused(run_module, tmp_path):
     (tmp_path / "store").mkdir()
     result = run_module(profile_restore, {"store": str(tmp_path / "store"), "root": str(tmp_path)})
     assert result["failed"] and not result.get("changed")
-    assert result["msg"] == ("the store %s holds no profile manifest (inplace/profiles/manifest.json); run "
+    assert result["msg"] == ("the store %s holds no profile manifest at inplace/profiles/manifest.json; run "
                              "profile_capture first." % (tmp_path / "store"))
     assert os.listdir(tmp_path / "store") == []
 
