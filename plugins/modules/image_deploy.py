@@ -14,7 +14,8 @@ description:
     one's identity and access, and hands booting over to it with GRUB as the very last step.
   - Refuses, before writing anything and with one sentence saying why, a O(dest) that is mounted or in use, a whole
     disk, the partition holding O(store), a partition named in O(protect), a partition smaller than the image's
-    filesystem, an image of unknown format, a missing source, and (for a local file) a checksum that does not match.
+    filesystem, an image of unknown format, a missing source, (for a local file) a checksum that does not match,
+    and (with O(require_capture)) a store without a complete, verified profile capture.
   - Raw images are streamed through the system's own decompressor with bounded memory, in large aligned writes
     (C(O_DIRECT) where the device takes it), with runs of zeros turned into C(BLKZEROOUT) requests instead of
     writes, and C(fsync) at the end. qcow2 images are written by C(qemu-img convert). Root-filesystem archives get a
@@ -26,22 +27,15 @@ description:
   - Before the first write, what the fix-ups need of the old system on O(dest) (hostname, SSH host keys, machine-id,
     fstab, the accounts in O(carry_accounts)) is copied into the store under C(inplace/carry/), so a rerun after an
     interruption still has it. Each fix-up is an option and is reported in RV(fixups).
-author:
-  - inplace.migration developers (@inplace-migration)
 requirements:
   - util-linux, e2fsprogs; zstd, gzip or xz-utils for compressed images; qemu-utils for qcow2; GNU tar for archives
   - btrfs-progs or xfsprogs for those filesystems; sudo (visudo) to check carried sudo rules
   - In the image, for O(bootloader=grub-bios), grub-pc; for O(firstboot=true), python3
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - inplace.migration.attributes
 attributes:
   check_mode:
-    support: full
     details: Makes every refusal and verifies a local image's checksum, but writes nothing.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   store:
     description:
@@ -65,9 +59,11 @@ options:
     required: true
   dest:
     description:
-      - The partition to write, by device path, V(PARTUUID=...) or V(LABEL=...).
+      - The partition to write, by device path, V(PARTUUID=...), V(LABEL=...), V(UUID=...) or V(PARTLABEL=...).
       - It is resolved once to its PARTUUID, which the journal records, since a label vanishes when the partition
-        is overwritten.
+        is overwritten; a rerun finds the partition by that PARTUUID.
+      - A spec (or the recorded PARTUUID) that two devices carry is refused, naming both, on the first run and on
+        every rerun.
     type: str
     required: true
   format:
@@ -79,6 +75,16 @@ options:
     type: str
     choices: [auto, raw, raw.zst, raw.gz, raw.xz, qcow2, tar, tar.zst, tar.gz, tar.xz]
     default: auto
+  require_capture:
+    description:
+      - Before the first byte is written, check that the store holds the complete and verified manifest
+        M(inplace.migration.profile_capture) writes (C(inplace/profiles/manifest.json)), with every archive it
+        records, and refuse otherwise.
+      - A rerun after the write started (the journal records it for this O(dest)) is not held back, so an
+        interrupted deploy always finishes.
+      - V(false) for a PC whose profiles are not kept.
+    type: bool
+    default: true
   protect:
     description:
       - Partitions (by path, V(PARTUUID=), V(LABEL=) or V(UUID=)) or whole disks that must never be written.
@@ -143,8 +149,9 @@ options:
   firstboot:
     description:
       - Install a run-once systemd unit, C(inplace-firstboot.service), and its self-contained Python program in the
-        new system. At the first boot it finds the store by its label, takes the store's lock, records the
-        confirmation in the journal, makes the new system GRUB's default, runs the store's
+        new system. At the first boot it finds the store by the identity recorded now (its PARTUUID, filesystem
+        UUID and label, and its disk's identity) and refuses a device that no longer matches it; it takes the
+        store's lock, records the confirmation in the journal, makes the new system GRUB's default, runs the store's
         C(inplace/bin/inplace-restore) when there is one whose restore is not complete, and disables itself on
         success.
       - With V(true) GRUB boots the new system once and keeps maintenance as its default until that first boot
@@ -163,7 +170,8 @@ options:
     default: grub-bios
   store_label:
     description:
-      - The label the first-boot hook looks for when the store's filesystem has none of its own.
+      - The label the first-boot hook looks for when the store's filesystem has none of its own and no identity
+        could be recorded for it (a store that is not on a block device); two devices with it are refused.
     type: str
     default: INPLACE-STORE
   maintenance_cmdline:
@@ -286,6 +294,13 @@ peak_rss:
     and waited for (C(largest_child), such as zstd or tar).
   returned: when the deploy completed in this run
   type: dict
+first_boot_rearmed:
+  description: The new system's GRUB entry armed again as the next boot, because the deploy was complete but the
+    new system never confirmed its first boot (a cut during it, or a system that failed); after three such boots
+    the module fails instead.
+  returned: when the one-shot boot was armed again
+  type: str
+  sample: gnulinux-simple-1b2c3d4e
 message:
   description: Why nothing was done, when nothing was.
   returned: when the same image was already deployed
@@ -310,6 +325,7 @@ def main():
             checksum=dict(type="str", required=True),
             dest=dict(type="str", required=True),
             format=dict(type="str", choices=["auto"] + list(FORMATS), default="auto"),
+            require_capture=dict(type="bool", default=True),
             protect=dict(type="list", elements="str", default=[]),
             fstype=dict(type="str", choices=["ext4", "ext3", "ext2", "btrfs", "xfs"], default="ext4"),
             label=dict(type="str"),

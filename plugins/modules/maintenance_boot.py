@@ -20,18 +20,12 @@ description:
     system's menu while that is there.
   - With O(state=absent) the file is removed (for O(target=system), when the migration is finished).
   - Files are replaced atomically and only when their content or mode differs.
-author:
-  - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - inplace.migration.attributes
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: full
     details: Shows the file's text before and after.
-  platform:
-    platforms: posix
 options:
   target:
     description: Where the entry goes, V(system) (the running system's C(/etc/grub.d)) or V(store).

@@ -18,17 +18,8 @@ description:
   - The archive holds private keys, so it is built here rather than on the controller, written root-only (0600)
     and never leaves the PC.
   - Unchanged content is not rewritten.
-author:
-  - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - inplace.migration.attributes
 options:
   dest:
     description: Where to write the overlay.

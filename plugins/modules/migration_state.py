@@ -15,19 +15,12 @@ description:
     was completed on this PC.
   - The playbook asks this first on every run and after every reboot, so a rerun after any interruption
     continues from the PC's real state.
+  - The store is the one device whose filesystem label is O(store_label), read from the devices as they are now
+    (C(blkid -p), not blkid's cache). When two or more devices carry that label the module fails and names them.
   - Read-only. A store that is not mounted is mounted read-only (replaying a journal a crash left) on a private
     directory while its journal is read.
-author:
-  - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - inplace.migration.attributes
 options:
   store_label:
     description: Filesystem label of the store.
@@ -66,7 +59,9 @@ root:
   returned: always
   type: dict
 store:
-  description: The store's C(device) (V(null) when there is none) and where it is mounted (C(mounted_at)).
+  description: >-
+    The store's C(device) (V(null) when there is none), the whole C(disk) holding it, and where it is mounted
+    (C(mounted_at)).
   returned: always
   type: dict
 manifest:

@@ -26,22 +26,17 @@ description:
   - After every step the table is read again and compared with the plan, and the filesystem that changed is
     checked; a filesystem is never left larger than its partition.
   - The module refuses, before changing anything, what it cannot do safely, with one sentence saying why.
-author:
-  - inplace.migration developers (@inplace-migration)
 requirements:
   - pyparted (C(python3-parted)) on the managed host
   - parted, e2fsprogs, util-linux; btrfs-progs for btrfs; xfsprogs to grow xfs
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - inplace.migration.attributes
 attributes:
   check_mode:
-    support: full
     details: Plans only; returns the planned layout and V(changed) as it would be.
   diff_mode:
     support: full
     details: Shows the partition layout before and after.
-  platform:
-    platforms: posix
 options:
   disk:
     description:

@@ -22,17 +22,8 @@ description:
     A probe that fails becomes one more inhibitor sentence.
   - The module itself does not fail on inhibitors; the preflight role fails the PC with all of them. When there are
     none, RV(plan) holds what the later phases need.
-author:
-  - inplace.migration developers (@inplace-migration)
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - inplace.migration.attributes
 options:
   min_ram_mib:
     description: RAM the maintenance environment needs.

@@ -24,25 +24,25 @@ description:
   - The manifest carries, for each user, name, UID, primary GID and group name, supplementary groups,
     shell, gecos, home, password hash and shadow aging fields, so profile_restore can recreate the account.
     The store is root-only (0700), as it holds password hashes.
+  - No chosen user is left out. A home reached through a symbolic link or a bind mount of the old system
+    (its fstab) is archived from where its files are, resolved inside O(root), never on the host. A user
+    whose home lies on a filesystem the reimage keeps (a partition of its own such as a separate C(/home),
+    or a network filesystem), or who has no home at all (with O(users=auto) only), is recorded in the
+    manifest with C(home_archived=false), its account data and the reason, and profile_restore recreates
+    the account all the same (RV(homes_not_archived)).
+  - A user named in O(users) whose home does not exist is an error, as is a home on a mount of the old root's
+    own device (a btrfs subvolume) that is not mounted under O(root), which the reimage would overwrite.
   - In check mode nothing is written and no file is read except a sample; the result is an estimate of
     bytes and files per user, what the rules exclude, and RV(store_bytes_needed) for
     M(inplace.migration.partition_space).
   - A complete, verified capture of the same source (same accounts, same files by name, size, mode, owner
     and mtime, same rules) is not redone unless O(force).
-author:
-  - inplace.migration developers (@inplace-migration)
-requirements:
-  - GNU tar and zstd on the managed host
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - inplace.migration.attributes
+  - inplace.migration.archives
 attributes:
   check_mode:
-    support: full
     details: Estimates sizes; reads only a sample of file contents.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   root:
     description:
@@ -58,7 +58,7 @@ options:
   users:
     description:
       - V(auto) captures the accounts whose UID lies in the old system's C(login.defs) range (UID_MIN to
-        UID_MAX) and whose home exists.
+        UID_MAX); one without a home is recorded without an archive.
       - Otherwise a list of user names. A name that is not a local account is taken as a directory service
         (LDAP, sssd) user whose home is C(/home/<name>); it is captured with numeric owners and its
         account is left to the directory.
@@ -90,8 +90,10 @@ options:
     type: str
   skip_preserved_mounts:
     description:
-      - Skip a home that lives on a partition of its own (separately mounted, or a mount point in the old
-        system's fstab such as C(/home)), which the reimage keeps. Skipped users are reported.
+      - Do not archive a home that lives on a filesystem the reimage keeps (a partition of its own, separately
+        mounted or a mount point in the old system's fstab such as C(/home), or a network filesystem); its user
+        is recorded in the manifest without an archive and its account is recreated by profile_restore.
+      - V(false) archives such a home too when it is mounted under O(root).
     type: bool
     default: true
   settings:
@@ -181,11 +183,16 @@ users:
     sha256:
       description: sha256 of the archive written (not in check mode).
       type: str
-skipped_users:
-  description: Users chosen but not captured, with the reason (home on a preserved mount, no home).
+homes_not_archived:
+  description:
+    - Users chosen whose home is not archived, recorded in the manifest with their account data so that
+      profile_restore recreates their accounts; C(home_state) is V(kept) (the home is on a filesystem the
+      reimage keeps) or V(none) (no home), and C(reason) says which.
   returned: always
   type: list
   elements: dict
+  sample: [{"name": "bob", "uid": 1001, "home": "/home/bob", "source": "local", "home_state": "kept",
+            "reason": "its home /home/bob is on /home (UUID=0b1c...), a partition the reimage keeps"}]
 settings:
   description: The settings groups and the paths they captured.
   returned: always

@@ -19,22 +19,20 @@ description:
     with a clear message; the other users are still restored, and the result lists both.
   - Each archive is extracted into a staging directory beside the home, on the same filesystem, then moved
     into place by the O(conflict) rule.
-  - Progress is recorded per user in the store's journal; a user restored once is not restored again, so a
-    second run reports no change.
-author:
-  - inplace.migration developers (@inplace-migration)
-requirements:
-  - GNU tar, zstd and shadow-utils (useradd, groupadd, chpasswd, chage) on the managed host
+  - A user the manifest records without an archive (its home is on a filesystem the reimage kept, or it has
+    none) gets its account all the same; a kept home must be in O(root) (mounted, as the new system's fstab
+    has it), and its files are re-owned when ids were remapped (RV(homes_reowned)).
+  - Progress is recorded per user (and settings group) in the root restored into,
+    C(/var/lib/inplace-migration/restored.json), once the restored files are synced to disk, and then, for the
+    report, in the store's journal. A user that root records as restored is not restored again, so a second run
+    reports no change; a root written again (the image deployed a second time) records nothing and is restored
+    in full. A record left by another capture (in an image made from a migrated PC) counts for nothing.
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
+  - inplace.migration.attributes
+  - inplace.migration.archives
 attributes:
   check_mode:
-    support: full
     details: Reports which users, accounts and settings would be restored, without extracting anything.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
 options:
   store:
     description: Mount point of the migration store.
@@ -43,7 +41,8 @@ options:
   root:
     description:
       - The system to restore into, V(/) for the running system. Another path restores into a system mounted
-        there (accounts are then made with C(useradd --root)).
+        there; accounts are added to that system's own C(/etc/passwd), C(/etc/shadow), C(/etc/group) and
+        C(/etc/gshadow) either way, holding the lock shadow-utils takes.
     type: path
     default: /
   users:
@@ -54,10 +53,12 @@ options:
   accounts:
     description:
       - V(create) makes missing groups and users with their original UID and GID when those are free in the
-        new system, and otherwise allocates new ones, reports the remapping and re-owns that user's files
-        (file owners and groups; named ACL entries keep their old ids). The password hash and shadow aging
-        fields are kept. A shell the new system lacks becomes its default shell (reported). An account that
-        already exists is kept as it is, and the files follow its UID.
+        new system, and otherwise allocates new ones (system ids below C(UID_MIN)/C(GID_MIN) stay system ids),
+        reports the remapping and re-owns the restored files (owners, groups and named ACL entries). All ids
+        are chosen before any account is made, so an id given to one never collides with another's. An
+        account's shadow entry (password hash and aging fields, kept) is written before its passwd entry. A
+        shell the new system lacks becomes its default shell (reported). An account or group that already
+        exists is kept as it is and only gains the captured group memberships; the files follow its ids.
       - V(require) fails if an account is missing. V(skip) restores files only, with their captured owners.
       - Users from a directory service are never created; their files keep their numeric owners.
     type: str
@@ -109,7 +110,7 @@ restored:
   type: list
   elements: str
 already_restored:
-  description: Users the journal records as restored before this run.
+  description: Users the root restored into records as restored (from this capture) before this run.
   returned: always
   type: list
   elements: str
@@ -141,7 +142,11 @@ remapped_users:
   returned: always
   type: dict
 remapped_groups:
-  description: Groups whose GID differs in the new system, as C(old) and C(new).
+  description: Groups whose GID differs in the new system, as C(old) and C(new); their files were re-owned.
+  returned: always
+  type: dict
+memberships_added:
+  description: Per user, the groups of the new system the user was added to.
   returned: always
   type: dict
 shells_replaced:
@@ -157,6 +162,11 @@ conflicts:
   description: Per user, the rule applied and the paths that met a file already in the new home.
   returned: always
   type: dict
+homes_reowned:
+  description: Users whose home the reimage kept (not archived) and whose files were re-owned to remapped ids.
+  returned: always
+  type: list
+  elements: str
 settings_restored:
   description: Settings groups applied in this run.
   returned: always

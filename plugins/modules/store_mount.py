@@ -14,23 +14,16 @@ description:
     unmounts it. Idempotent; nothing is written to fstab, since the store and the old root are only mounted
     for the phases that need them.
   - A store already mounted elsewhere is reported, not mounted twice.
-author:
-  - inplace.migration developers (@inplace-migration)
+  - A label or C(UUID=)/C(PARTUUID=)/C(LABEL=)/C(PARTLABEL=) spec is matched against the devices as they are now
+    (C(blkid -p), not blkid's cache); when it names two or more devices the module fails and names them.
 extends_documentation_fragment:
-  - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - inplace.migration.attributes
 options:
   label:
     description: Filesystem label to mount. One of O(label) and O(device) is required.
     type: str
   device:
-    description: Block device (or C(UUID=), C(PARTUUID=), C(LABEL=)) to mount.
+    description: Block device (or C(UUID=), C(PARTUUID=), C(LABEL=), C(PARTLABEL=)) to mount.
     type: str
   path:
     description: Mount point.

@@ -53,7 +53,8 @@ def time_module(zst, dest, store, raw):
     if os.path.exists(journal):
         os.unlink(journal)  # a fresh deploy each round, not "already deployed"
     args = {"store": store, "src": zst, "checksum": "sha256:" + images.sha256(zst), "dest": dest, "grow": False,
-            "fstab": False, "hostname": False, "ssh_host_keys": False, "firstboot": False, "bootloader": "none"}
+            "fstab": False, "hostname": False, "ssh_host_keys": False, "firstboot": False, "bootloader": "none",
+            "require_capture": False}
     started = time.monotonic()
     result = adhoc.module("image_deploy", args)
     elapsed = time.monotonic() - started

@@ -164,13 +164,15 @@ def main():
                     shutil.rmtree(leftover, ignore_errors=True)
                 os.makedirs(target)
                 subprocess.run(["sync"], check=True)
+                # The module syncs what it restored before recording it, so the baseline syncs too.
                 times["baseline restore"].append(shell(
-                    "zstd -q -d -c %s | tar -x %s -C %s -f -" % (
+                    "zstd -q -d -c %s | tar -x %s -C %s -f - && sync" % (
                         baseline_archive, " ".join("'%s'" % f for f in TAR_FLAGS), target)))
                 subprocess.run(["sync"], check=True)
                 shutil.rmtree(target)
-                for name in ("journal.json",):
-                    path = os.path.join(store, "inplace", name)
+                # Forget the last restore: the store's journal, and the record in the root restored into.
+                for path in (os.path.join(store, "inplace", "journal.json"),
+                             os.path.join(new, "var/lib/inplace-migration/restored.json")):
                     if os.path.exists(path):
                         os.unlink(path)
                 elapsed, peak, unused_result = launch(

@@ -21,12 +21,15 @@ from tests.support import adhoc
 from tests.support import images
 from tests.support.loopdisk import MiB, mounted, run, tree_digests, write_tree
 
-LABEL = "INPLACE-STORE"
+# Per test run: a lookup by label must not meet a store another test process has attached.
+LABEL = "INPLACE-%06d" % (os.getpid() % 1000000)
 LAYOUT = "label: dos\nstart=2048, size=200MiB, type=83\nsize=16MiB, type=82\nsize=160MiB, type=83\n"
 OFF = {"fstab": False, "hostname": False, "ssh_host_keys": False, "firstboot": False, "bootloader": "none"}
 
 
 def deploy(check=False, **args):
+    """image_deploy; these tests are about the image, so no capture is required unless they ask."""
+    args.setdefault("require_capture", False)
     return adhoc.module("image_deploy", args, check=check)
 
 
@@ -245,6 +248,70 @@ def test_refusals_come_before_any_write(rig, data_image, tmp_path, case):
     assert r.journal() == {}
 
 
+def _capture_into(store, tmp_path):
+    """A real capture of a small old root (one user, one file) onto ``store``."""
+    root = tmp_path / "captured-root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nanna:x:1000:1000::/home/anna:/bin/bash\n")
+    (root / "etc" / "group").write_text("root:x:0:\nanna:x:1000:\n")
+    (root / "home" / "anna").mkdir(parents=True)
+    (root / "home" / "anna" / "notes").write_text("kept\n")
+    result = adhoc.module("profile_capture", {"root": str(root), "store": store})
+    assert result["rc"] == 0, result.get("msg")
+    return os.path.join(store, "inplace", "profiles", "manifest.json")
+
+
+def test_no_byte_is_written_before_the_store_holds_a_complete_verified_capture(rig, data_image, tmp_path):
+    r = rig()
+    raw, unused = data_image
+    args = dict(OFF, store=r.store, src=raw, checksum=checksum_of(raw), dest=r.dest, grow=False)
+    before = part_digest(r.dest)
+    for check in (True, False):
+        refused = adhoc.module("image_deploy", args, check=check)
+        assert refused["rc"] != 0 and refused["changed"] is False, refused
+        assert "holds no complete and verified capture (it holds no profile manifest" in refused["msg"], \
+            refused["msg"]
+        assert "run profile_capture first" in refused["msg"] and "require_capture=false" in refused["msg"]
+    manifest = _capture_into(r.store, tmp_path)
+    with open(manifest) as handle:
+        recorded = json.load(handle)
+    with open(manifest, "w") as handle:
+        json.dump(dict(recorded, verified=False), handle)
+    refused = adhoc.module("image_deploy", args)
+    assert refused["rc"] != 0 and "not complete and verified" in refused["msg"], refused["msg"]
+    assert part_digest(r.dest) == before and r.journal() == {}
+    with open(manifest, "w") as handle:
+        json.dump(recorded, handle)
+    result = adhoc.module("image_deploy", args)
+    assert result["rc"] == 0 and result["state"] == "complete", result.get("msg")
+    assert images.sha256(r.dest, os.path.getsize(raw)) == images.sha256(raw)
+    # A PC whose profiles are not kept: no capture, said so.
+    other = rig()
+    assert adhoc.module("image_deploy", dict(args, store=other.store, dest=other.dest,
+                                             require_capture=False))["rc"] == 0
+
+
+def test_a_rerun_after_the_write_started_is_not_held_back_by_the_capture_gate(rig, data_image, tmp_path):
+    r = rig()
+    raw, unused = data_image
+    args = dict(OFF, store=r.store, src=raw, checksum=checksum_of(raw), dest=r.dest, grow=False)
+    manifest = _capture_into(r.store, tmp_path)
+    assert adhoc.module("image_deploy", args)["rc"] == 0
+    os.unlink(manifest)
+    path = os.path.join(r.store, "inplace", "journal.json")
+    for state, allowed in (("verifying", False), ("writing", True), ("written", True), ("fixups", True)):
+        with open(path) as handle:
+            journal = json.load(handle)
+        journal["records"]["image_deploy"].update(state=state, touched=state != "verifying", offset=0)
+        with open(path, "w") as handle:
+            json.dump(journal, handle)
+        result = adhoc.module("image_deploy", args)
+        assert (result["rc"] == 0) is allowed, (state, result.get("msg"))
+        if not allowed:
+            assert "run profile_capture first" in result["msg"]
+    assert images.sha256(r.dest, os.path.getsize(raw)) == images.sha256(raw)
+
+
 def test_check_mode_verifies_and_plans_without_writing(rig, data_image):
     r = rig()
     raw, unused = data_image
@@ -268,7 +335,7 @@ def test_an_interrupted_write_resumes_from_its_checkpoint(rig, tmp_path):
     with images.http_server(str(served), delay=0.02) as base:
         url = base + "/" + os.path.basename(src)
         args = dict(OFF, store=r.store, src=url, checksum=checksum_of(src), dest=r.dest, grow=False,
-                    checkpoint="16MiB")
+                    checkpoint="16MiB", require_capture=False)
         command = [sys.executable, "-c", "import json, sys; from tests.support import adhoc; "
                    "adhoc.module('image_deploy', json.loads(sys.argv[1]))", json.dumps(args)]
         # Its own temporary directories, so what the killed module leaves behind goes with tmp_path.
@@ -311,6 +378,25 @@ def _descendants(pid):
             found.append(child)
             queue.append(child)
     return found
+
+
+def test_a_partuuid_two_devices_carry_is_refused_on_the_first_run_and_on_a_rerun(rig, make_disk, data_image):
+    r = rig()
+    raw, unused = data_image
+    args = dict(OFF, store=r.store, src=raw, checksum=checksum_of(raw), grow=False)
+    assert deploy(dest=r.dest, **args)["rc"] == 0
+    partuuid = r.journal()["partuuid"]
+    # A copy of the disk's partition table (a cloned disk attached): its first partition has dest's PARTUUID.
+    clone = make_disk(512 * MiB, "label-id: 0x%s\n" % blkid(r.disk.path, "PTUUID") + LAYOUT)
+    assert blkid(clone.part(1), "PART_ENTRY_UUID") == partuuid
+    before = part_digest(r.dest)
+    for dest in (r.dest, "PARTUUID=" + partuuid):  # the rerun finds dest by the journal's PARTUUID
+        result = deploy(dest=dest, **args)
+        assert result["rc"] != 0 and result["changed"] is False
+        assert "PARTUUID=%s (dest" % partuuid in result["msg"], result["msg"]
+        assert "names 2 devices, %s and %s, where it must name one" % tuple(sorted([r.dest, clone.part(1)])) \
+            in result["msg"]
+    assert part_digest(r.dest) == before
 
 
 def test_grow_fills_the_partition(rig, data_image):
@@ -422,7 +508,12 @@ def test_fixups_carry_identity_access_and_fstab_into_the_new_system(rig, tmp_pat
         assert os.access(program, os.X_OK)
         assert subprocess.run([sys.executable, "-I", program, "--help"], capture_output=True,
                               check=False).returncode == 0
-        assert json.loads(text("etc/inplace-migration/firstboot.json"))["store_label"] == LABEL
+        config = json.loads(text("etc/inplace-migration/firstboot.json"))
+        assert config["store_label"] == LABEL
+        # The hook finds the store by what identifies it, not by its label alone.
+        assert config["store_partuuid"] == blkid(r.store_dev, "PART_ENTRY_UUID") == config["store_identity"]["partuuid"]
+        assert config["store_uuid"] == blkid(r.store_dev, "UUID") == config["store_identity"]["uuid"]
+        assert config["store_identity"]["disk"]["ptuuid"] == blkid(r.disk.path, "PTUUID")
     # The same image again (its label is gone, the journal's PARTUUID finds the partition): nothing to do.
     again = deploy(store=r.store, src=src, checksum=checksum_of(src), dest="LABEL=oldsystem", bootloader="none",
                    carry_accounts=["ansible"])
@@ -533,19 +624,65 @@ def test_grub_hands_the_boot_to_the_new_system_once_with_maintenance_as_fallback
             with open(os.path.join(store, "inplace", "bin", "inplace-restore"), "w") as handle:
                 handle.write("import os, sys\nassert os.environ['INPLACE_STORE_LOCKED_BY'] == 'first-boot'\n"
                              "open(%r, 'w').write(' '.join(sys.argv[1:]))\n" % marker)
+            # No --store: the program finds the store by the identity recorded before GRUB went to the disk.
             program = os.path.join(root, "usr/local/sbin/inplace-firstboot")
-            proc = subprocess.run([sys.executable, "-I", program, "--root", root, "--store", store],
+            proc = subprocess.run([sys.executable, "-I", program, "--root", root],
                                   capture_output=True, text=True, check=False)
             assert proc.returncode == 0, proc.stdout + proc.stderr
             assert _grubenv(root) == {"saved_entry": "gnulinux-simple-" + uuid}
             with open(marker) as handle:
-                assert handle.read() == "--store " + store
+                assert handle.read() == "--store %s --root %s" % (store, root)
             assert not os.path.lexists(os.path.join(root, "etc/systemd/system/multi-user.target.wants/"
                                                           "inplace-firstboot.service"))
             with open(os.path.join(store, "inplace", "journal.json")) as handle:
                 records = json.load(handle)["records"]
             assert records["firstboot"]["confirmed"] and records["firstboot"]["restore"] == "ran"
             assert records["image_deploy"]["state"] == "complete"
+
+
+def test_a_first_boot_that_never_confirmed_is_armed_again_a_few_times(make_disk, debian_image):
+    layout, number = GRUB_LAYOUTS["msdos"]
+    disk = make_disk(1100 * MiB, layout)
+    dest, store_dev = disk.part(number), disk.part(number + 1)
+    run("mkfs.ext4", "-q", "-F", "-L", LABEL, store_dev)
+    args = dict(src=debian_image, checksum=checksum_of(debian_image), dest=dest)
+    with mounted(store_dev, readonly=False) as store:
+        first = deploy(store=store, **args)
+        assert first["rc"] == 0, first.get("msg")
+        entry = first["bootloader"]["default_entry"]
+        # Before any boot the one-shot is still armed: a rerun changes nothing.
+        assert deploy(store=store, **args)["changed"] is False
+
+        def boot_without_confirming():
+            # GRUB consumed next_entry and the power went before the hook confirmed.
+            with mounted(dest, readonly=False) as root:
+                path = os.path.join(root, "boot/grub/grubenv")
+                text = open(path).read().replace("next_entry=%s\n" % entry, "")
+                with open(path, "w") as handle:
+                    handle.write(text.ljust(1024, "#"))
+                assert _grubenv(root) == {"saved_entry": "inplace-maintenance"}
+
+        boot_without_confirming()
+        checked = deploy(check=True, store=store, **args)
+        assert checked["changed"] is True and checked["first_boot_rearmed"] == entry
+        with mounted(dest) as root:
+            assert "next_entry" not in _grubenv(root)
+        for unused_attempt in range(2):
+            again = deploy(store=store, **args)
+            assert again["rc"] == 0 and again["changed"] is True and again["first_boot_rearmed"] == entry
+            with mounted(dest) as root:
+                assert _grubenv(root) == {"saved_entry": "inplace-maintenance", "next_entry": entry}
+            boot_without_confirming()
+        given_up = deploy(store=store, **args)
+        assert given_up["rc"] != 0 and "booted 3 times and never confirmed its first boot" in given_up["msg"]
+        # Once the hook has confirmed, the deploy is simply complete.
+        with open(os.path.join(store, "inplace", "journal.json")) as handle:
+            journal = json.load(handle)
+        journal["records"]["firstboot"] = {"confirmed": "2026-11-30T12:00:00Z"}
+        with open(os.path.join(store, "inplace", "journal.json"), "w") as handle:
+            json.dump(journal, handle)
+        done = deploy(store=store, **args)
+        assert done["rc"] == 0 and done["changed"] is False and "first_boot_rearmed" not in done
 
 
 def _grubenv(root):

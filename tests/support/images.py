@@ -113,6 +113,8 @@ def write_root(root, hostname, users=(), extra_groups=(), files=None):
         "etc/hostname": hostname + "\n",
         "etc/hosts": "127.0.0.1\tlocalhost\n127.0.1.1\t%s.lab %s\n::1\tlocalhost ip6-localhost\n" % (hostname, hostname),
         "usr/bin/true": "",
+        # The shell its accounts name: a carried account whose shell is missing gets the default one.
+        "bin/bash": "",
     }
     content.update(files or {})
     for relative, text in content.items():

@@ -5,10 +5,11 @@
 The new system has no Ansible, so the program is made from this file and the
 module_utils it uses (a zip application, ``common.bundle``) and runs on the new
 system's own python3. On the first boot that reaches multi-user.target it finds the
-store by its label, takes the store's lock, records the confirmation in the journal,
-makes the new system GRUB's saved default (the maintenance entry stays in the menu),
-runs the profile restore from the store if one is there and not done yet, and on
-success disables itself.
+store by the identity image_deploy recorded (its PARTUUID, filesystem UUID, label and
+disk; by its label alone only when none was recorded), takes the store's lock, records
+the confirmation in the journal, makes the new system GRUB's saved default (the
+maintenance entry stays in the menu), runs the profile restore from the store if one
+is there and not done yet, and on success disables itself.
 
 It also holds what the module and the program share about GRUB's environment block
 and menu, so both read and write them the same way.
@@ -24,6 +25,7 @@ import time
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.bundle import zipapp
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk.mount import mountpoint_of, temporary_mount
 from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import default_entry, update_grubenv
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
@@ -41,6 +43,7 @@ JOURNAL_KEY = "firstboot"
 LOCK_HOLDER = "first-boot"
 LOCK_WAIT = 600.0
 DEFAULT_LABEL = "INPLACE-STORE"
+WHAT = "the migration store"
 GRUBENV = "boot/grub/grubenv"
 GRUB_CFG = "boot/grub/grub.cfg"
 
@@ -82,13 +85,28 @@ def make_new_system_default(root, config):
     return entry
 
 
-def find_store_device(runner, label):
-    rc, out, unused_err = runner.run(["blkid", "-c", "/dev/null", "-l", "-o", "device", "-t", "LABEL=" + label],
-                                     ok=(0, 2))
-    device = out.strip()
-    if rc != 0 or not device:
-        raise MigrationError("no partition labelled %s (the migration store) was found." % label)
-    return device
+def recorded_store(config):
+    """The store's identity image_deploy recorded (older hooks: its PARTUUID and UUID), or None."""
+    identity = config.get("store_identity") or {
+        key: config[name] for key, name in (("partuuid", "store_partuuid"), ("uuid", "store_uuid")) if config.get(name)}
+    return identity or None
+
+
+def find_store_device(runner, config, label=None):
+    """The store's device: by its recorded identity, or by ``label`` when asked to or nothing was recorded.
+
+    The label alone may name another device too (a disk added since, a copy of the store):
+    that is refused, naming both, rather than guessed.
+    """
+    identity = None if label else recorded_store(config)
+    if identity:
+        return _devices.find_recorded(runner, identity, WHAT)
+    return _devices.find(runner, "LABEL=" + (label or config.get("store_label") or DEFAULT_LABEL), WHAT)
+
+
+def read_config(root):
+    """The hook's configuration in the new system's ``root``, or None."""
+    return read_json(os.path.join(root, CONFIG))
 
 
 def disable(root):
@@ -115,13 +133,14 @@ def confirm(runner, root, store_root, config, restore=True):
             report["restore"] = "not asked for"
         elif not os.path.isfile(program):
             report["restore"] = "nothing to restore (no %s on the store)" % RESTORE_PROGRAM
-        elif (journal.get("profile_restore") or {}).get("complete"):
-            report["restore"] = "already complete"
         else:
-            log("restoring profiles: %s --store %s" % (program, store_root))
+            # Run even when the store's journal says a restore completed: the root restored into keeps
+            # what it holds (profiles.restored), and a root written again holds nothing yet.
+            log("restoring profiles: %s --store %s --root %s" % (program, store_root, root))
             # The restore runs under this lock; it is told so, and must not take it again.
             os.environ["INPLACE_STORE_LOCKED_BY"] = LOCK_HOLDER
-            rc, out, err = runner.run([sys.executable or "python3", program, "--store", store_root], ok=None)
+            rc, out, err = runner.run([sys.executable or "python3", program, "--store", store_root, "--root", root],
+                                      ok=None)
             for line in (out + err).splitlines():
                 log("restore: " + line)
             if rc != 0:
@@ -138,18 +157,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="inplace-firstboot", description=DESCRIPTION)
     parser.add_argument("--root", default="/", help="the new system's root (another one for tests)")
     parser.add_argument("--store", help="the store's mount point (default: find the store by its label, mount it)")
-    parser.add_argument("--label", help="the store's filesystem label (default: from the hook's configuration)")
+    parser.add_argument("--label", help="find the store by this filesystem label (default: by the identity the "
+                        "hook's configuration records)")
     parser.add_argument("--no-restore", action="store_true", help="confirm only; do not run the restore")
     parser.add_argument("--keep-enabled", action="store_true", help="do not disable the hook after success")
     args = parser.parse_args(argv)
     root = args.root
-    config = read_json(os.path.join(root, CONFIG)) or {}
+    config = read_config(root) or {}
     runner = ProcessRunner()
     try:
         if args.store:
             report = confirm(runner, root, args.store, config, restore=not args.no_restore)
         else:
-            device = find_store_device(runner, args.label or config.get("store_label") or DEFAULT_LABEL)
+            device = find_store_device(runner, config, args.label)
             mounted = mountpoint_of(device)
             if mounted:
                 report = confirm(runner, root, mounted, config, restore=not args.no_restore)

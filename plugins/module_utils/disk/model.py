@@ -125,8 +125,7 @@ class ShrinkFilesystem:
     size: int
 
     def apply(self, disk):
-        part = disk.partition(self.number)
-        return replace_partition(disk, replace(part, fs=replace(part.fs, size=self.size)))
+        return with_filesystem_size(disk, self.number, self.size)
 
     def describe(self, disk):
         part = disk.partition(self.number)
@@ -135,27 +134,30 @@ class ShrinkFilesystem:
 
 
 @dataclass(frozen=True)
-class ResizePartition:
+class _Span:
+    """A step that puts partition ``number`` at ``[start, end)``."""
     number: int
     start: int
     end: int
 
-    def apply(self, disk):
-        part = disk.partition(self.number)
-        return replace_partition(disk, replace(part, start=self.start, end=self.end))
-
-    def describe(self, disk):
-        part = disk.partition(self.number)
-        verb = "grow" if self.end - self.start > part.size else "shrink"
-        return "%s partition %s (%s) from %s to %s" % (
-            verb, part.path, part.kind, human(part.size), human(self.end - self.start))
+    @property
+    def size(self):
+        return self.end - self.start
 
 
 @dataclass(frozen=True)
-class CreatePartition:
-    number: int
-    start: int
-    end: int
+class ResizePartition(_Span):
+    def apply(self, disk):
+        return replace_partition(disk, replace(disk.partition(self.number), start=self.start, end=self.end))
+
+    def describe(self, disk):
+        part = disk.partition(self.number)
+        verb = "grow" if self.size > part.size else "shrink"
+        return "%s partition %s (%s) from %s to %s" % (verb, part.path, part.kind, human(part.size), human(self.size))
+
+
+@dataclass(frozen=True)
+class CreatePartition(_Span):
     kind: str
     name: Optional[str] = None
 
@@ -166,7 +168,7 @@ class CreatePartition:
 
     def describe(self, disk):
         return "create %s partition %s of %s at %s" % (
-            self.kind, disk.partition_path(self.number), human(self.end - self.start), human(self.start))
+            self.kind, disk.partition_path(self.number), human(self.size), human(self.start))
 
 
 @dataclass(frozen=True)
@@ -201,8 +203,7 @@ class GrowFilesystem:
     number: int
 
     def apply(self, disk):
-        part = disk.partition(self.number)
-        return replace_partition(disk, replace(part, fs=replace(part.fs, size=align_down(part.size, FS_GRAIN))))
+        return with_filesystem_size(disk, self.number, align_down(disk.partition(self.number).size, FS_GRAIN))
 
     def describe(self, disk):
         part = disk.partition(self.number)
@@ -211,6 +212,11 @@ class GrowFilesystem:
 
 def replace_partition(disk, new):
     return disk.with_partitions(new if p.number == new.number else p for p in disk.partitions)
+
+
+def with_filesystem_size(disk, number, size):
+    part = disk.partition(number)
+    return replace_partition(disk, replace(part, fs=replace(part.fs, size=size)))
 
 
 @dataclass

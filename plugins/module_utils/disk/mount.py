@@ -9,7 +9,7 @@ import os
 import re
 import tempfile
 
-from ansible_collections.inplace.migration.plugins.module_utils.disk.devices import blkid, resolve
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
 
@@ -40,10 +40,9 @@ def active_swaps():
 def mountpoint_of(device, mount_table=None):
     """Where ``device`` is mounted (the first mount point), or None."""
     try:
-        rdev = os.stat(device).st_rdev
+        number = _devices.device_number(device)
     except OSError:
         return None
-    number = "%d:%d" % (os.major(rdev), os.minor(rdev))
     real = os.path.realpath(device)
     for devnum, mountpoint, source in (mount_table if mount_table is not None else mounts()):
         if devnum == number or (source.startswith("/") and os.path.realpath(source) == real):
@@ -77,7 +76,8 @@ def _mounted_at(path):
 
 
 def mount(runner, source, path, readonly=False, check_mode=False):
-    device = resolve(runner, source)
+    """Mount the one device ``source`` names (a path or a UUID=, LABEL=, PARTUUID=, PARTLABEL= spec) at ``path``."""
+    device = _devices.find(runner, source)
     current = mountpoint_of(device)
     if current == os.path.realpath(path):
         return {"changed": False, "device": device, "path": current}
@@ -88,7 +88,7 @@ def mount(runner, source, path, readonly=False, check_mode=False):
     if check_mode:
         return {"changed": True, "device": device, "path": path}
     os.makedirs(path, mode=0o700, exist_ok=True)
-    fstype = blkid(runner, device).get("TYPE")
+    fstype = _devices.blkid(runner, device).get("TYPE")
     # Read-only, but with the journal replayed if a crash left one to replay: skipping the replay
     # (noload) would read the last-written files as they were before it, or as garbage.
     options = ["ro"] if readonly else []

@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 import os
-import stat
 import time
 import traceback
 
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
 from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
 from ansible_collections.inplace.migration.plugins.module_utils.disk.model import (
@@ -38,14 +38,11 @@ def _kind(part):
 
 
 def _check_whole_disk(path):
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
+    if not os.path.exists(path):
         raise MigrationError("disk %s does not exist on this host." % path)
-    if not stat.S_ISBLK(mode):
+    if not _devices.is_block_device(path):
         raise MigrationError("%s is not a block device; name a whole disk such as /dev/sda." % path)
-    name = os.path.basename(os.path.realpath(path))
-    if os.path.exists("/sys/class/block/%s/partition" % name):
+    if _devices.is_partition(path):
         raise MigrationError("%s is a partition; name the whole disk it is on." % path)
 
 

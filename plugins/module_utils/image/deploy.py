@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """image_deploy's run: refuse what is unsafe, then verify, carry, write, grow, fix up, hand over the boot.
 
-Every refusal comes before the first byte is written to the partition. The journal
+Every refusal comes before the first byte is written to the partition, the lack of a complete,
+verified profile capture on the store included (unless require_capture is off). The journal
 on the store records each step (fsync'd), so a rerun continues where the last run
 stopped: a raw write from its last checkpoint, an archive from mkfs, a finished
 write from its fix-ups; a completed deploy of the same image is left alone.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import stat
 import time
 
 from ansible_collections.inplace.migration.plugins.module_utils.image import fixups as _fixups
@@ -24,11 +24,11 @@ from ansible_collections.inplace.migration.plugins.module_utils.image import che
 from ansible_collections.inplace.migration.plugins.module_utils.image import formats as _formats
 from ansible_collections.inplace.migration.plugins.module_utils.image import pipeline as _pipeline
 from ansible_collections.inplace.migration.plugins.module_utils.image import sources as _sources
+from ansible_collections.inplace.migration.plugins.module_utils.image import target as _target
+from ansible_collections.inplace.migration.plugins.module_utils.image.handover import HandOver, now
 from ansible_collections.inplace.migration.plugins.module_utils.image import writer as _writer
-from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import install_grub
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside
-from ansible_collections.inplace.migration.plugins.module_utils.boot.firstboot import install as install_firstboot
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import manifest as _manifest
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 
@@ -38,13 +38,7 @@ MKFS = {"ext2": ["mkfs.ext2", "-F", "-q"], "ext3": ["mkfs.ext3", "-F", "-q"], "e
         "btrfs": ["mkfs.btrfs", "-f", "-q"], "xfs": ["mkfs.xfs", "-f", "-q"]}
 
 
-def now():
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-# The run -----------------------------------------------------------------------------------------------
-
-class Deploy:
+class Deploy(HandOver):
     def __init__(self, runner, params, check_mode=False):
         self.runner = runner
         self.params = params
@@ -75,62 +69,6 @@ class Deploy:
     def record(self, **fields):
         fields["updated"] = now()
         return self.journal.update(KEY, **fields)
-
-    # -- what is written where
-
-    def resolve_dest(self, index, record):
-        spec = self.params["dest"]
-        if record and record.get("dest") == spec and record.get("partuuid"):
-            # A label vanishes when the partition is overwritten: the PARTUUID recorded first stays.
-            found = index.resolve("PARTUUID=" + record["partuuid"])
-            if not found:
-                raise MigrationError("the partition with PARTUUID %s (dest=%s, recorded in the journal) is not on "
-                                     "this machine." % (record["partuuid"], spec))
-        else:
-            found = index.resolve(spec)
-            if not found:
-                if spec.startswith(("PARTUUID=", "LABEL=", "UUID=", "PARTLABEL=")):
-                    raise MigrationError("no partition has %s; dest names nothing on this machine." % spec)
-                raise MigrationError("dest=%s is not a block device." % spec)
-            if len(found) > 1:
-                raise MigrationError("dest=%s names several devices (%s); name the partition by path or "
-                                     "PARTUUID=." % (spec, ", ".join(found)))
-        device = found[0]
-        if not os.path.exists(device) or not stat.S_ISBLK(os.stat(device).st_mode):
-            raise MigrationError("dest=%s is not a block device." % spec)
-        if not _devices.is_partition(device):
-            raise MigrationError("dest=%s is a whole disk; image_deploy writes a partition only." % spec)
-        values = index.devices.get(device) or index.probe(device)
-        partuuid = (values.get("PART_ENTRY_UUID") or "").lower()
-        if not partuuid:
-            raise MigrationError("dest=%s (%s) has no PARTUUID to record it by." % (spec, device))
-        return device, partuuid
-
-    def refuse_target(self, index, device):
-        spec = self.params["dest"]
-        if os.stat(device).st_rdev == os.stat(self.store.root).st_dev:
-            raise MigrationError("dest=%s (%s) holds the store %s; it is never written." % (
-                spec, device, self.store.root))
-        mounted = _mount.mountpoint_of(device)
-        if mounted:
-            raise MigrationError("dest=%s (%s) is mounted at %s; unmount it first." % (spec, device, mounted))
-        users = _devices.holders(device)
-        if users:
-            raise MigrationError("dest=%s (%s) is in use by %s." % (spec, device, ", ".join(users)))
-        number = _devices.device_number(device)
-        for protected in self.params.get("protect") or []:
-            for path in index.resolve(protected):
-                same = _devices.device_number(path) == number
-                if not same and not _devices.is_partition(path):
-                    same = _devices.parent_disk(device) == os.path.realpath(path)
-                if same:
-                    raise MigrationError("dest=%s (%s) is protected by protect=%s." % (spec, device, protected))
-
-    def store_device(self):
-        """The block device the store is mounted from, or None (a store on something else)."""
-        number = os.stat(self.store.root).st_dev
-        name = os.path.basename(os.path.realpath("/sys/dev/block/%d:%d" % (os.major(number), os.minor(number))))
-        return "/dev/" + name if os.path.exists("/dev/" + name) else None
 
     # -- what the image is
 
@@ -190,11 +128,11 @@ class Deploy:
                 self.params["src"], actual, expected))
         return identity
 
-    def carry(self, index, device, pristine):
+    def carry(self, scan, device, pristine):
         """Copy what the fix-ups need from the old root on ``device`` into the store (nothing is written to it)."""
         wanted = self.params.get("carry_accounts") or []
         if pristine:
-            values = index.devices.get(device) or index.probe(device)
+            values = scan.values(device)
             fstype = values.get("TYPE")
             if fstype in ("ext2", "ext3", "ext4", "btrfs", "xfs"):
                 try:
@@ -206,14 +144,14 @@ class Deploy:
                             data.update(source=device, partuuid=(values.get("PART_ENTRY_UUID") or "").lower())
                             _fixups.save_carry(self.store, data)
                             return {"source": "the old system on " + device, "accounts": [
-                                a["passwd"][0] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
+                                a["name"] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
                 except MigrationError:
                     pass
         data = _fixups.load_carry(self.store)
         if data is None:
             return {"source": None, "reason": "dest holds no recognisable old system and the store has no copy"}
         return {"source": "the store's copy (%s, %s)" % (data.get("source"), data.get("time")),
-                "accounts": [a["passwd"][0] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
+                "accounts": [a["name"] for a in data["accounts"]], "missing_accounts": data["missing_accounts"]}
 
     def check_source(self, device, digest, expected, identity):
         """After a write: a streamed image must have hashed right, a local one must not have changed meanwhile."""
@@ -295,75 +233,6 @@ class Deploy:
             found = _formats.filesystem_of(handle.read(_formats.HEAD_BYTES))
         return found[1] if found else None
 
-    def fixups(self, index, device, disk, fs, store_values):
-        params = self.params
-        carry = _fixups.load_carry(self.store)
-        report = self.result["fixups"]
-        store_device = self.store_device()
-        excluded = {os.path.realpath(device): "the partition just written"}
-        if store_device:
-            excluded[os.path.realpath(store_device)] = "the store"
-        store_specs = {"%s=%s" % (prefix, store_values[field]) for prefix, field in (
-            ("UUID", "UUID"), ("LABEL", "LABEL"), ("PARTUUID", "PART_ENTRY_UUID"), ("PARTLABEL", "PART_ENTRY_NAME"))
-            if store_values.get(field)}
-        with _mount.temporary_mount(self.runner, device, fs["type"]) as root:
-            if not _fixups.looks_like_root(root):
-                raise MigrationError("the image written to %s holds no system root (no /etc/passwd or /usr); set the "
-                                     "fix-ups and bootloader off for a data image." % device)
-            report["fstab"] = _fixups.fix_fstab(root, carry, fs["uuid"], fs["type"], index.resolve, excluded,
-                                                store_specs) if params["fstab"] else {"status": "off"}
-            report["hostname"] = _fixups.fix_hostname(root, carry) if params["hostname"] else {"status": "off"}
-            report["ssh_host_keys"] = (_fixups.fix_ssh_host_keys(root, carry) if params["ssh_host_keys"]
-                                       else {"status": "off"})
-            report["accounts"] = _fixups.fix_accounts(self.runner, root, carry)
-            report["machine_id"] = _fixups.fix_machine_id(root, carry, params["machine_id"])
-            if params["firstboot"]:
-                if not os.path.exists(inside(root, "/usr/bin/python3")):
-                    raise MigrationError("the new system has no /usr/bin/python3, which the first-boot hook needs; "
-                                         "add python3 to the image or set firstboot=false.")
-                config = {"store_label": store_values.get("LABEL") or params["store_label"],
-                          "store_uuid": store_values.get("UUID"), "deployed": now(),
-                          "checksum": "sha256:" + self.expected}
-                report["firstboot"] = {"status": "done", "files": install_firstboot(root, config)}
-            else:
-                report["firstboot"] = {"status": "off"}
-            self.record(state="bootloader")
-            if params["bootloader"] == "grub-bios":
-                if not store_values.get("UUID"):
-                    raise MigrationError("the store %s has no filesystem UUID for GRUB to find it by." %
-                                         self.store.root)
-                with self.timed("bootloader"):
-                    self.result["bootloader"] = install_grub(
-                        self.runner, root, disk, device, fs["uuid"], store_values["UUID"], params["maintenance_cmdline"],
-                        one_shot=params["firstboot"])
-                if params["firstboot"]:
-                    path = os.path.join(root, "etc/inplace-migration/firstboot.json")
-                    with open(path) as handle:
-                        config = json.load(handle)
-                    config["default_entry"] = self.result["bootloader"]["default_entry"]
-                    install_firstboot(root, config)
-            else:
-                self.result["bootloader"] = {"status": "off"}
-
-    def check_bootloader_target(self, index, device):
-        """GRUB for BIOS needs a disk it can embed itself in: refuse before writing when it cannot."""
-        if self.params["bootloader"] != "grub-bios":
-            return None
-        disk = _devices.parent_disk(device)
-        values = index.devices.get(disk) or index.probe(disk)
-        table = values.get("PTTYPE")
-        if table == "gpt":
-            bios_boot = [path for path, v in index.devices.items()
-                         if v.get("PART_ENTRY_TYPE", "").lower() == _fixups.BIOS_BOOT_TYPE and path != device
-                         and _devices.parent_disk(path) == disk]
-            if not bios_boot:
-                raise MigrationError("the GPT disk %s has no BIOS boot partition (bios_grub) for GRUB to embed itself "
-                                     "in; add one, or set bootloader=none." % disk)
-        elif table != "dos":
-            raise MigrationError("the disk %s has a %s partition table; GRUB for BIOS needs msdos or GPT." % (
-                disk, table or "unknown"))
-        return disk
-
     # -- the whole run
 
     def run(self):
@@ -371,31 +240,40 @@ class Deploy:
         self.store.check(writable=not self.check_mode)
         self.source.check()
         self.expected = expected = _checksums.expected_sha256(params["checksum"], params["src"])
-        index = _devices.BlockIndex(self.runner)
+        scan = _devices.Scan(self.runner)
         record = self.journal.get(KEY)
-        device, partuuid = self.resolve_dest(index, record)
+        device, partuuid = _target.find_dest(scan, params["dest"], record)
         self.result["dest"] = {"device": device, "partuuid": partuuid, "spec": params["dest"]}
-        self.refuse_target(index, device)
+        _target.refuse(scan, device, params["dest"], self.store.root, params.get("protect"))
         same = bool(record and record.get("checksum") == "sha256:" + expected and record.get("partuuid") == partuuid)
         if same and record.get("state") == "complete":
             self.result.update(state="complete", format=record.get("format"), filesystem=record.get("filesystem"),
                                message="this image was already deployed to %s (%s)." % (device, record.get("updated")))
-            return self.result
+            if self.check_mode:
+                return self.rearm_first_boot(device, record)
+            with self.journal.lock(KEY):
+                return self.rearm_first_boot(device, record)
+        started = bool(record and record.get("partuuid") == partuuid and (
+            record.get("touched") or record.get("state") in WRITTEN_STATES))
+        if params.get("require_capture", True) and not started:
+            # Nothing is written over the old system before its profiles are safely on the store; a rerun
+            # after the write started must finish whatever the store holds by now.
+            _manifest.require_capture(self.store)
         fmt, compression, needed = self.inspect()
         self.result["format"] = fmt
         size = _devices.device_size(device)
         if needed is not None and needed > size:
             raise MigrationError("the image needs %s but dest=%s (%s) holds %s." % (
                 human(needed), params["dest"], device, human(size)))
-        disk = self.check_bootloader_target(index, device)
+        disk = _target.bootloader_disk(scan, device, params["bootloader"])
         if self.check_mode:
             self.verify(expected)
             self.result.update(changed=True, state="planned", image_bytes=needed)
             return self.result
         with self.journal.lock(KEY):
-            return self._run_locked(index, device, partuuid, disk, fmt, compression, expected, size)
+            return self._run_locked(scan, device, partuuid, disk, fmt, compression, expected, size)
 
-    def _run_locked(self, index, device, partuuid, disk, fmt, compression, expected, size):
+    def _run_locked(self, scan, device, partuuid, disk, fmt, compression, expected, size):
         params = self.params
         record = self.journal.get(KEY)
         same = bool(record and record.get("checksum") == "sha256:" + expected and record.get("partuuid") == partuuid
@@ -414,15 +292,15 @@ class Deploy:
             self.journal.put(KEY, record)
         self.result["changed"] = True
         try:
-            store_values = index.devices.get(os.path.realpath(self.store_device() or "")) or {}
+            store_device = _devices.device_holding(self.store.root)
             if state in ("written", "fixups", "bootloader"):
                 written = {"resumed_from": "fix-ups (the image was written before)"}
-                self.result["carry"] = self.carry(index, device, pristine=False)
+                self.result["carry"] = self.carry(scan, device, pristine=False)
             else:
                 # Only a raw stream resumes part-way; qcow2 and archives start over.
                 resumable = state == "writing" and fmt in ("raw", "raw.zst", "raw.gz", "raw.xz")
                 with self.timed("carry"):
-                    self.result["carry"] = self.carry(index, device, pristine=not touched)
+                    self.result["carry"] = self.carry(scan, device, pristine=not touched)
                 skip = (record.get("offset") or 0) if resumable else 0
                 if not resumable:
                     self.record(state="writing", touched=True, offset=0)
@@ -449,7 +327,7 @@ class Deploy:
             if any(params[name] for name in ("fstab", "hostname", "ssh_host_keys", "firstboot")) or \
                     params["carry_accounts"] or params["bootloader"] != "none":
                 with self.timed("fixups"):
-                    self.fixups(index, device, disk, fs, store_values)
+                    self.fixups(scan, device, disk, fs, store_device)
             self.record(state="complete", completed=now(), offset=None)
             self.result["state"] = "complete"
             self.result["peak_rss"] = {

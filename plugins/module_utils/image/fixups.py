@@ -18,10 +18,12 @@ import time
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside, read_text
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
 from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, atomic_write_json, read_json
 
 CARRY = "inplace/carry/carry.json"
-CARRY_VERSION = 1
+# 2: accounts described as the profile manifest describes users, and the groups they need.
+CARRY_VERSION = 2
 PSEUDO_FSTYPES = {"tmpfs", "proc", "sysfs", "devpts", "devtmpfs", "efivarfs", "debugfs", "securityfs", "cgroup",
                   "cgroup2", "mqueue", "hugetlbfs", "overlay", "binfmt_misc", "configfs", "fusectl", "tracefs"}
 DEVICE_PREFIXES = ("UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=", "/dev/")
@@ -31,30 +33,10 @@ BIOS_BOOT_TYPE = "21686148-6449-6e6f-744e-656564454649"
 SUDOERS_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def table(text, fields):
-    """Lines of a colon-separated file (passwd, group, shadow, gshadow) as lists, skipping what does not parse."""
-    rows = []
-    for line in (text or "").splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        row = line.split(":")
-        if len(row) >= fields:
-            rows.append(row)
-    return rows
-
-
-def members(row):
-    return [name for name in row[3].split(",") if name]
-
-
 # Carry: read from the old system before anything is written -------------------------------------
 
 def gather(root, accounts):
     """What the fix-ups need of the old system whose root is mounted (read-only) at ``root``."""
-    etc = {name: read_text(root, "/etc/" + name) for name in ("passwd", "group", "shadow", "gshadow")}
-    passwd, groups = table(etc["passwd"], 7), table(etc["group"], 4)
-    shadow = {row[0]: row for row in table(etc["shadow"], 2)}
-    gshadow = {row[0]: row for row in table(etc["gshadow"], 4)}
     hosts = read_text(root, "/etc/hosts") or ""
     data = {
         "version": CARRY_VERSION,
@@ -65,6 +47,7 @@ def gather(root, accounts):
         "fstab": read_text(root, "/etc/fstab"),
         "ssh_host_keys": {},
         "accounts": [],
+        "groups": [],
         "missing_accounts": [],
         "sudoers": {},
     }
@@ -75,22 +58,18 @@ def gather(root, accounts):
             if name.startswith("ssh_host_") and stat.S_ISREG(os.lstat(path).st_mode):
                 data["ssh_host_keys"][name] = {"mode": stat.S_IMODE(os.lstat(path).st_mode),
                                                "text": read_text(root, "/etc/ssh/" + name)}
+    passwd, shadow, groups = _accounts.read_passwd(root), _accounts.read_shadow(root), _accounts.read_groups(root)
     for name in accounts:
-        row = next((r for r in passwd if r[0] == name), None)
-        if row is None:
+        if name not in passwd:
             data["missing_accounts"].append(name)
             continue
-        primary = next((g for g in groups if g[2] == row[3]), None)
-        supplementary = [g for g in groups if name in members(g) and g is not primary]
-        data["accounts"].append({
-            "passwd": row,
-            "shadow": shadow.get(name),
-            "groups": [{"group": g, "gshadow": gshadow.get(g[0]), "primary": g is primary}
-                       for g in ([primary] if primary else []) + supplementary],
-            "authorized_keys": read_text(root, row[5].rstrip("/") + "/.ssh/authorized_keys"),
-        })
+        # The same description as the profile manifest's users, so restore and these fix-ups plan alike.
+        user = _accounts.describe_user(name, passwd, shadow, groups)
+        user["authorized_keys"] = read_text(root, user["home"].rstrip("/") + "/.ssh/authorized_keys")
+        data["accounts"].append(user)
+    data["groups"] = _accounts.supplementary_groups(data["accounts"], groups)
     sudoers = inside(root, "/etc/sudoers.d")
-    names = [account["passwd"][0] for account in data["accounts"]]
+    names = [account["name"] for account in data["accounts"]]
     if names and os.path.isdir(sudoers):
         for entry in sorted(os.listdir(sudoers)):
             # sudo itself skips names with a dot or ending in ~.
@@ -168,28 +147,25 @@ def merge_fstab(new_text, old_text, root_uuid, root_type, resolve, excluded, sto
                 return excluded[device]
         return None
 
+    def take(line, fields, kind, already):
+        why = verdict(fields)
+        if why or key(fields) in taken:
+            source = "" if kind == "kept" else " from the old system"
+            report["dropped"].append("%s%s (%s)" % (" ".join(fields[:2]), source, why or already))
+            return
+        taken.add(key(fields))
+        lines.append(line)
+        report[kind].append(" ".join(fields[:2]))
+
     for line, fields in _entries(new_text):
         if fields is None:
             if line.strip() and "UNCONFIGURED FSTAB" not in line and line not in FSTAB_HEADER:
                 lines.append(line)
-            continue
-        why = verdict(fields)
-        if why or key(fields) in taken:
-            report["dropped"].append("%s (%s)" % (" ".join(fields[:2]), why or "already mounted there"))
-            continue
-        taken.add(key(fields))
-        lines.append(line)
-        report["kept"].append(" ".join(fields[:2]))
+        else:
+            take(line, fields, "kept", "already mounted there")
     for line, fields in _entries(old_text):
-        if fields is None or fields[1] == "/" or fields[2] in PSEUDO_FSTYPES or not is_device_spec(fields[0]):
-            continue
-        why = verdict(fields)
-        if why or key(fields) in taken:
-            report["dropped"].append("%s from the old system (%s)" % (" ".join(fields[:2]), why or "image has it"))
-            continue
-        taken.add(key(fields))
-        lines.append(line)
-        report["carried"].append(" ".join(fields[:2]))
+        if fields is not None and fields[1] != "/" and fields[2] not in PSEUDO_FSTYPES and is_device_spec(fields[0]):
+            take(line, fields, "carried", "image has it")
     return "\n".join(lines) + "\n", report
 
 
@@ -264,116 +240,22 @@ def fix_machine_id(root, carry, mode):
 
 # Accounts -------------------------------------------------------------------------------------------------
 
-def _free_id(used, wanted, system):
-    if wanted not in used:
-        return wanted
-    candidates = range(999, 99, -1) if system else range(1000, 60000)
-    for candidate in candidates:
-        if candidate not in used:
-            return candidate
-    raise MigrationError("no free %s id left in the new system." % ("system" if system else "user"))
-
-
-def _rewrite(root, name, rows, original_path_mode=0o644):
-    path = inside(root, "/etc/" + name)
-    try:
-        info = os.stat(path)
-        mode, owner, group = stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
-    except FileNotFoundError:
-        mode, owner, group = original_path_mode, 0, 0
-    atomic_write(path, ("\n".join(":".join(row) for row in rows) + "\n").encode("utf-8"), mode)
-    os.chown(path, owner, group)
-
-
-def merge_accounts(files, carried):
-    """Add the ``carried`` accounts to the new system's account ``files`` (passwd, group, shadow, gshadow rows).
-
-    Same UID and GID where free in the new system, else the next free id of the same kind
-    (system below 1000, regular from 1000); an account or group the image already has keeps
-    the image's entry, and only gains the memberships. Returns (files, report); ``files`` is
-    changed in place.
-    """
-    report = []
-    for account in carried:
-        old = list(account["passwd"])
-        name = old[0]
-        entry = {"name": name}
-        gid_for = {}
-        for item in account["groups"]:
-            row = item["group"]
-            existing = next((g for g in files["group"] if g[0] == row[0]), None)
-            if existing is None:
-                gid = _free_id({int(g[2]) for g in files["group"] if g[2].isdigit()}, int(row[2]), int(row[2]) < 1000)
-                existing = [row[0], "x", str(gid), ""]
-                files["group"].append(existing)
-                shadow_row = list(item["gshadow"]) if item["gshadow"] else [row[0], "!", "", ""]
-                shadow_row[3] = ""
-                files["gshadow"].append(shadow_row[:4])
-                entry.setdefault("groups_created", []).append("%s (%d)" % (row[0], gid))
-            gid_for[row[0]] = existing[2]
-            if not item["primary"] and name not in members(existing):
-                existing[3] = ",".join(members(existing) + [name])
-                shadow_row = next((g for g in files["gshadow"] if g[0] == row[0]), None)
-                if shadow_row is not None and name not in members(shadow_row):
-                    shadow_row[3] = ",".join(members(shadow_row) + [name])
-        present = next((p for p in files["passwd"] if p[0] == name), None)
-        if present is not None:
-            entry.update(status="exists in the image", uid=int(present[2]), gid=int(present[3]), home=present[5])
-        else:
-            primary = next((item["group"][0] for item in account["groups"] if item["primary"]), None)
-            uid = _free_id({int(p[2]) for p in files["passwd"] if p[2].isdigit()}, int(old[2]), int(old[2]) < 1000)
-            gid = gid_for.get(primary, old[3])
-            row = [name, "x", str(uid), str(gid)] + old[4:7]
-            files["passwd"].append(row)
-            shadow = list(account["shadow"]) if account["shadow"] else [name, "!", "", "", "", "", "", "", ""]
-            files["shadow"] = [s for s in files["shadow"] if s[0] != name] + [shadow]
-            entry.update(status="created", uid=uid, gid=int(gid), home=old[5],
-                         same_ids=(uid == int(old[2]) and int(gid) == int(old[3])))
-        report.append(entry)
-    return files, report
-
-
 def fix_accounts(runner, root, carry):
+    """The carried accounts (and the groups they need) in the new system, with their SSH keys and sudo rules."""
     carried = (carry or {}).get("accounts") or []
     missing = (carry or {}).get("missing_accounts") or []
     if not carried:
         return {"status": "skipped", "reason": "no account to carry" + (
             " (not on the old system: %s)" % ", ".join(missing) if missing else ""), "accounts": []}
-    files = {name: table(read_text(root, "/etc/" + name), fields)
-             for name, fields in (("passwd", 7), ("group", 4), ("shadow", 2), ("gshadow", 4))}
-    files, report = merge_accounts(files, carried)
-    for name, mode in (("passwd", 0o644), ("group", 0o644), ("shadow", 0o640), ("gshadow", 0o640)):
-        _rewrite(root, name, files[name], mode)
-    for account, entry in zip(carried, report):
-        keys = account.get("authorized_keys")
-        home = inside(root, entry["home"])
-        if not os.path.isdir(home):
-            os.makedirs(home, mode=0o700)
-            os.chown(home, entry["uid"], entry["gid"])
-        if keys:
-            ssh = os.path.join(home, ".ssh")
-            if not os.path.isdir(ssh):
-                os.mkdir(ssh, 0o700)
-            os.chown(ssh, entry["uid"], entry["gid"])
-            os.chmod(ssh, 0o700)
-            path = os.path.join(ssh, "authorized_keys")
-            atomic_write(path, keys.encode("utf-8"), 0o600)
-            os.chown(path, entry["uid"], entry["gid"])
-            entry["authorized_keys"] = True
-    sudoers = []
-    for name, text in sorted(((carry or {}).get("sudoers") or {}).items()):
-        if not SUDOERS_NAME.match(name):
-            continue
-        directory = inside(root, "/etc/sudoers.d")
-        os.makedirs(directory, mode=0o750, exist_ok=True)
-        path = os.path.join(directory, name)
-        atomic_write(path, text.encode("utf-8"), 0o440)
-        os.chown(path, 0, 0)
-        if runner.has("visudo"):
-            rc, out, err = runner.run(["visudo", "-c", "-q", "-f", path], ok=None)
-            if rc != 0:
-                os.unlink(path)
-                raise MigrationError("the sudo rule /etc/sudoers.d/%s carried from the old system does not pass "
-                                     "visudo -c: %s" % (name, (err or out).strip()[-200:]))
-        sudoers.append(name)
-    return {"status": "done", "accounts": report, "sudoers": sudoers, "missing": missing}
+    plan = _accounts.ensure(root, carried, carry.get("groups") or [])
+    report = dict(plan.report(), status="done", missing=missing, sudoers=[], authorized_keys=[], accounts=[
+        {"name": u.name, "status": "created" if u.create else "exists in the image", "uid": u.uid, "gid": u.gid,
+         "home": u.home} for u in plan.users])
+    for account in carried:
+        if _accounts.give_access(root, plan.user(account["name"]), account.get("authorized_keys")):
+            report["authorized_keys"].append(account["name"])
+    for name, text in sorted(carry.get("sudoers", {}).items()):
+        if SUDOERS_NAME.match(name):
+            _accounts.install_sudoers(runner, root, name, text)
+            report["sudoers"].append(name)
+    return report

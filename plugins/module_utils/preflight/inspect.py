@@ -13,22 +13,15 @@ import json
 import os
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
+from ansible_collections.inplace.migration.plugins.module_utils.disk.devices import read_attribute
 
 SUPPORTED_ROOT_FS = ("ext2", "ext3", "ext4", "btrfs")
 STACKED = {"lvm": "LVM", "crypt": "LUKS encryption", "raid0": "md RAID", "raid1": "md RAID", "raid4": "md RAID",
            "raid5": "md RAID", "raid6": "md RAID", "raid10": "md RAID", "md": "md RAID", "dm": "device mapper"}
 
 
-def _read(path):
-    try:
-        with open(path) as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
-
-
 def memory_mib():
-    for line in (_read("/proc/meminfo") or "").splitlines():
+    for line in (read_attribute("/proc/meminfo") or "").splitlines():
         if line.startswith("MemTotal:"):
             return int(line.split()[1]) // 1024
     return 0
@@ -38,11 +31,11 @@ def on_battery(power_supply="/sys/class/power_supply"):
     """True when a battery is present and no mains supply is online."""
     batteries, mains = [], []
     for supply in glob.glob(os.path.join(power_supply, "*")):
-        kind = _read(os.path.join(supply, "type"))
-        if kind == "Battery" and _read(os.path.join(supply, "present")) != "0":
-            batteries.append(_read(os.path.join(supply, "status")))
+        kind = read_attribute(os.path.join(supply, "type"))
+        if kind == "Battery" and read_attribute(os.path.join(supply, "present")) != "0":
+            batteries.append(read_attribute(os.path.join(supply, "status")))
         elif kind == "Mains":
-            mains.append(_read(os.path.join(supply, "online")) == "1")
+            mains.append(read_attribute(os.path.join(supply, "online")) == "1")
     if not batteries:
         return False
     return not any(mains) if mains else any(status == "Discharging" for status in batteries)

@@ -9,6 +9,7 @@ sees its header, so a hostile archive cannot write outside its target directory.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -24,7 +25,10 @@ from ansible_collections.inplace.migration.plugins.module_utils.state.files impo
 
 CHUNK = 1 << 20
 TAR_FORMAT = ["--format=pax", "--xattrs", "--xattrs-include=*", "--acls", "--sparse", "--numeric-owner"]
-TAR_EXTRACT = ["--xattrs", "--xattrs-include=*", "--acls", "--sparse", "--numeric-owner", "--same-owner",
+# No --acls when extracting: tar would set ACLs from their text form, whose user and group names it
+# resolves on the host running it. The system.posix_acl_* xattrs carry the captured numeric ids, which
+# the restore then remaps like file owners.
+TAR_EXTRACT = ["--xattrs", "--xattrs-include=*", "--sparse", "--numeric-owner", "--same-owner",
                "--same-permissions"]
 
 
@@ -53,6 +57,17 @@ def _write_all(descriptor, data):
         view = view[written:]
 
 
+@contextlib.contextmanager
+def _piped(first, second):
+    """``first | second``, both started: their processes and the files their standard errors go to."""
+    with tempfile.TemporaryFile() as first_errors, tempfile.TemporaryFile() as second_errors:
+        upstream = subprocess.Popen(first, stdout=subprocess.PIPE, stderr=first_errors, env=_environment())
+        downstream = subprocess.Popen(second, stdin=upstream.stdout, stdout=subprocess.PIPE, stderr=second_errors,
+                                      env=_environment())
+        upstream.stdout.close()
+        yield upstream, downstream, first_errors, second_errors
+
+
 def create_archive(runner, directory, listing, destination, level=3):
     """Archive the entries named in ``listing`` (relative to ``directory``) into ``destination``.
 
@@ -66,11 +81,7 @@ def create_archive(runner, directory, listing, destination, level=3):
     partial = destination + ".part"
     digest = hashlib.sha256()
     size = 0
-    with tempfile.TemporaryFile() as tar_errors, tempfile.TemporaryFile() as zstd_errors:
-        tar_proc = subprocess.Popen(tar, stdout=subprocess.PIPE, stderr=tar_errors, env=_environment())
-        zstd_proc = subprocess.Popen(zstd, stdin=tar_proc.stdout, stdout=subprocess.PIPE, stderr=zstd_errors,
-                                     env=_environment())
-        tar_proc.stdout.close()
+    with _piped(tar, zstd) as (tar_proc, zstd_proc, tar_errors, zstd_errors):
         descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             source = zstd_proc.stdout.fileno()
@@ -247,11 +258,7 @@ def extract_archive(runner, archive, target):
     name = os.path.basename(archive)
     guard = _Guard()
     members = 0
-    with tempfile.TemporaryFile() as tar_errors, tempfile.TemporaryFile() as zstd_errors:
-        zstd_proc = subprocess.Popen(zstd, stdout=subprocess.PIPE, stderr=zstd_errors, env=_environment())
-        tar_proc = subprocess.Popen(tar, stdin=zstd_proc.stdout, stdout=subprocess.PIPE, stderr=tar_errors,
-                                    env=_environment())
-        zstd_proc.stdout.close()
+    with _piped(zstd, tar) as (zstd_proc, tar_proc, zstd_errors, tar_errors):
         try:
             for raw in tar_proc.stdout:
                 guard.check(_member(raw.decode("utf-8", "surrogateescape").rstrip("\n")))

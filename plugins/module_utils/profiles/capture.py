@@ -13,8 +13,11 @@ import subprocess
 import threading
 import time
 
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import archive as _archive
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import homes as _homes
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import manifest as _manifest
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import walk as _walk
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import standalone as _standalone
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
@@ -23,7 +26,6 @@ from ansible_collections.inplace.migration.plugins.module_utils.state.store impo
 )
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, human
 
-MANIFEST_FORMAT = 1
 SETTINGS_ARCHIVE = "settings.tar.zst"
 # Per archive member, what tar's pax headers cost after compression, roughly.
 HEADER_BYTES = 512
@@ -53,31 +55,6 @@ def _hostname(root):
             return handle.read().strip() or None
     except OSError:
         return socket.gethostname() if root == "/" else None
-
-
-def _fstab_mountpoints(root):
-    points = []
-    try:
-        with open(os.path.join(root, "etc/fstab")) as handle:
-            for line in handle:
-                fields = line.split()
-                if len(fields) >= 3 and not fields[0].startswith("#") and fields[1].startswith("/") \
-                        and fields[1] != "/" and fields[2] != "swap":
-                    points.append(fields[1].rstrip("/"))
-    except OSError:
-        pass
-    return sorted(points, key=len, reverse=True)
-
-
-def _preserved_mount(root, home, mountpoints, root_dev):
-    """The mount point a home lives on when that is a partition of its own (which a reimage keeps)."""
-    path = os.path.join(root, home.lstrip("/"))
-    if os.path.isdir(path) and os.lstat(path).st_dev != root_dev:
-        return "a separately mounted filesystem"
-    for point in mountpoints:
-        if home == point or home.startswith(point + "/"):
-            return point
-    return None
 
 
 def _check_root(root):
@@ -123,6 +100,9 @@ def estimate_ratio(runner, samples, level):
 class Capture:
     def __init__(self, runner, root, store, users=None, exclude_users=None, include=None, exclude=None,
                  max_file_size=None, skip_preserved_mounts=True, settings=None, compression=3):
+        self.home_paths = {}  # name -> the home's directory on this host, for users whose home is archived
+        self.selection = []  # every selected user's name, in order
+        self._scan = None
         self.runner = runner
         self.root = root
         self.store = Store(store)
@@ -136,28 +116,36 @@ class Capture:
         self.compression = compression
 
     def _select(self):
+        """(users whose home is archived, users recorded without an archive, the groups of all of them).
+
+        Every selected account is one or the other: none is left out of the manifest.
+        """
         selected, groups = _accounts.select_users(self.root, self.users, self.exclude_users)
-        mountpoints = _fstab_mountpoints(self.root)
-        root_dev = os.lstat(self.root).st_dev
-        captured, skipped = [], []
+        self.selection = [u["name"] for u in selected]
+        homes = _homes.Homes(self.root, resolve=self._resolve_spec)
+        named = self.users != ["auto"]
+        archived, others = [], []
         for user in selected:
             if "/" in user["name"] or user["name"].startswith("."):
                 raise MigrationError("user name %r cannot name an archive file." % user["name"])
-            home = os.path.join(self.root, user["home"].lstrip("/"))
-            point = _preserved_mount(self.root, user["home"], mountpoints, root_dev)
-            if point and self.skip_preserved_mounts:
-                skipped.append({"name": user["name"], "reason": "home %s is on %s, which the reimage keeps" % (
-                    user["home"], point)})
-            elif not os.path.isdir(home):
-                skipped.append({"name": user["name"], "reason": "home %s does not exist" % user["home"]})
+            home = homes.locate(user, named, keep_preserved=self.skip_preserved_mounts)
+            if home.state == "archive":
+                self.home_paths[user["name"]] = home.path
+                archived.append(dict(user, home_archived=True, home_source=home.seen_as))
             else:
-                captured.append(user)
-        return captured, skipped, _accounts.supplementary_groups(captured, groups)
+                others.append(dict(user, home_archived=False, home_state=home.state, reason=home.reason))
+        return archived, others, _accounts.supplementary_groups(selected, groups)
+
+    def _resolve_spec(self, spec):
+        """The devices an fstab spec names on this host (blkid, read once and only when asked)."""
+        if self._scan is None:
+            self._scan = _devices.Scan(self.runner)
+        return self._scan.matching(spec)
 
     def _walk_all(self, users, listings):
         scans = {}
         for user in users:
-            home = os.path.join(self.root, user["home"].lstrip("/"))
+            home = self.home_paths[user["name"]]
             if listings is None:
                 scans[user["name"]] = _walk.walk(home, self.rules)
             else:
@@ -195,9 +183,10 @@ class Capture:
         _check_root(self.root)
         if not check_mode:
             self.store.check(writable=True)
-        users, skipped_users, groups = self._select()
-        settings_paths = _walk.settings_paths(self.root, self.settings, [u["name"] for u in users])
-        result = {"changed": False, "users": [], "skipped_users": skipped_users, "settings": {
+        users, others, groups = self._select()
+        settings_paths = _walk.settings_paths(self.root, self.settings, [u["name"] for u in users + others])
+        not_archived = [{k: u[k] for k in ("name", "uid", "home", "source", "home_state", "reason")} for u in others]
+        result = {"changed": False, "users": [], "homes_not_archived": not_archived, "settings": {
             "groups": self.settings, "paths": [os.fsdecode(p) for p in settings_paths]}}
 
         if check_mode:
@@ -208,7 +197,7 @@ class Capture:
         for user in users:
             result["users"].append(dict(name=user["name"], uid=user["uid"], home=user["home"], source=user["source"],
                                         **scans[user["name"]].summary()))
-        fingerprint = self._fingerprint(users, groups, scans, settings_paths)
+        fingerprint = self._fingerprint(users + others, groups, scans, settings_paths)
         manifest_path = self.store.path(MANIFEST)
 
         if check_mode:
@@ -239,10 +228,9 @@ class Capture:
         for user, summary in zip(users, result["users"]):
             name = user["name"]
             destination = os.path.join(profiles, name + ".tar.zst")
-            home = os.path.join(self.root, user["home"].lstrip("/"))
             try:
-                archive = _archive.create_archive(self.runner, home, os.path.join(work, name + ".list"), destination,
-                                                  self.compression)
+                archive = _archive.create_archive(self.runner, self.home_paths[name], os.path.join(
+                    work, name + ".list"), destination, self.compression)
             except _archive.StoreFull:
                 for path in written:
                     os.unlink(path)
@@ -263,16 +251,17 @@ class Capture:
             _archive.verify(os.path.join(profiles, entry["archive"]), entry["sha256"], entry["bytes"], from_device=True)
         shutil.rmtree(work, ignore_errors=True)
         _standalone.write_restore_program(self.store)
+        manifest_users = sorted(manifest_users + others, key=lambda u: self.selection.index(u["name"]))
         manifest = {
-            "format": MANIFEST_FORMAT, "complete": True, "verified": True, "created": time.time(),
+            "format": _manifest.FORMAT, "complete": True, "verified": True, "created": time.time(),
             "fingerprint": fingerprint,
             "source": {"root": self.root, "hostname": _hostname(self.root), "os_release": _os_release(self.root)},
             "rules": self.rules_spec, "compression": self.compression,
-            "users": manifest_users, "skipped_users": skipped_users, "groups": groups, "settings": settings_record,
+            "users": manifest_users, "groups": groups, "settings": settings_record,
         }
         atomic_write_json(manifest_path, manifest)
-        result.update(manifest=manifest_path, archive_bytes=sum(u["bytes"] for u in manifest_users) + (
-            settings_record or {}).get("bytes", 0))
+        result.update(manifest=manifest_path, archive_bytes=sum(
+            u["bytes"] for u in _manifest.archive_entries(manifest)))
         return result
 
     def _capture_settings(self, paths, work, result):
@@ -290,13 +279,6 @@ class Capture:
         return record
 
     def _is_current(self, manifest, fingerprint):
-        if not manifest or not manifest.get("complete") or not manifest.get("verified"):
+        if manifest is None or _manifest.problem(self.store, manifest, check_archives=True):
             return False
-        if manifest.get("format") != MANIFEST_FORMAT or manifest.get("fingerprint") != fingerprint:
-            return False
-        entries = list(manifest.get("users", [])) + ([manifest["settings"]] if manifest.get("settings") else [])
-        for entry in entries:
-            path = self.store.path(PROFILES, entry["archive"])
-            if not os.path.isfile(path) or os.path.getsize(path) != entry["bytes"]:
-                return False
-        return True
+        return manifest.get("format") == _manifest.FORMAT and manifest.get("fingerprint") == fingerprint

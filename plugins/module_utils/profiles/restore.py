@@ -4,225 +4,30 @@
 
 Each archive is checked against the manifest's sha256 before any of it is
 extracted, extracted into a staging directory beside the home (same filesystem),
-then moved into place by the conflict rule; a user is marked restored in the
-journal only once all of that is done, so a rerun skips exactly the finished users.
+then moved into place by the conflict rule. A user is marked restored only once all
+of that is done and synced to disk, in the target root first (``restored.Marker``,
+which decides what a rerun does: a root written again starts over) and then in the
+store's journal (which reports it), so a rerun skips exactly the finished users.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import stat
 import time
 
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import archive as _archive
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import manifest as _manifest
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import restored as _restored
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import walk as _walk
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.tree import is_real_dir, merge, reown
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
-from ansible_collections.inplace.migration.plugins.module_utils.state.files import read_json
-from ansible_collections.inplace.migration.plugins.module_utils.state.store import MANIFEST, PROFILES, Store
+from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import PROFILES, Store
 
 JOURNAL_KEY = "profile_restore"
-CONFLICT_SUFFIX = b".inplace-old"
 STAGING_PREFIX = b".inplace-restore-"
-FALLBACK_SHELL = "/bin/sh"
-
-
-def load_manifest(store):
-    manifest = read_json(store.path(MANIFEST))
-    if manifest is None:
-        raise MigrationError("the store %s holds no profile manifest (%s); run profile_capture first." % (
-            store.root, MANIFEST))
-    if not manifest.get("complete") or not manifest.get("verified"):
-        raise MigrationError("the capture on %s is not complete and verified; run profile_capture again." %
-                             store.root)
-    return manifest
-
-
-def _copy_metadata(source, target):
-    """Give ``target`` (a directory being kept) the owner, mode, ACLs, xattrs and times of ``source``."""
-    info = os.lstat(source)
-    os.chown(target, info.st_uid, info.st_gid, follow_symlinks=False)
-    wanted = set(os.listxattr(source, follow_symlinks=False))
-    for name in os.listxattr(target, follow_symlinks=False):
-        if name not in wanted:
-            os.removexattr(target, name, follow_symlinks=False)
-    for name in wanted:
-        os.setxattr(target, name, os.getxattr(source, name, follow_symlinks=False), follow_symlinks=False)
-    os.chmod(target, stat.S_IMODE(info.st_mode))
-    os.utime(target, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
-
-
-def _is_real_dir(path):
-    return os.path.isdir(path) and not os.path.islink(path)
-
-
-def _free_name(path):
-    candidate = path + CONFLICT_SUFFIX
-    number = 1
-    while os.path.lexists(candidate):
-        number += 1
-        candidate = path + CONFLICT_SUFFIX + b".%d" % number
-    return candidate
-
-
-def merge(staged, target, conflict):
-    """Move the staged tree into ``target``; files already there are kept, replaced or renamed by ``conflict``.
-
-    Returns the relative paths that met a file already there.
-    """
-    met = []
-    if not os.path.lexists(target):
-        os.rename(staged, target)
-        return met
-    if not _is_real_dir(target):
-        raise MigrationError("%s exists and is not a directory." % os.fsdecode(target))
-    _merge_dir(staged, target, conflict, b"", met)
-    if conflict == "overwrite":
-        _copy_metadata(staged, target)
-    return met
-
-
-def _merge_dir(source, target, conflict, relative, met):
-    for name in sorted(os.listdir(source)):
-        staged = os.path.join(source, name)
-        there = os.path.join(target, name)
-        child = os.path.join(relative, name) if relative else name
-        if not os.path.lexists(there):
-            os.rename(staged, there)
-            continue
-        if _is_real_dir(staged) and _is_real_dir(there):
-            _merge_dir(staged, there, conflict, child, met)
-            if conflict == "overwrite":
-                _copy_metadata(staged, there)
-            continue
-        met.append(os.fsdecode(child))
-        if conflict == "keep_new":
-            continue
-        if conflict == "rename":
-            os.rename(staged, _free_name(there))
-            continue
-        if _is_real_dir(there):
-            shutil.rmtree(there)
-        elif _is_real_dir(staged):
-            os.unlink(there)
-        os.rename(staged, there)
-
-
-def reown(tree, uid_map, gid_map):
-    """Give files of remapped users and groups their new ids (named ACL entries keep the old ones)."""
-    if not uid_map and not gid_map:
-        return
-    for base, dirs, files in os.walk(tree):
-        for path in [base] if base == tree else []:
-            _reown_one(path, uid_map, gid_map)
-        for name in dirs + files:
-            _reown_one(os.path.join(base, name), uid_map, gid_map)
-
-
-def _reown_one(path, uid_map, gid_map):
-    info = os.lstat(path)
-    uid = uid_map.get(info.st_uid, info.st_uid)
-    gid = gid_map.get(info.st_gid, info.st_gid)
-    if (uid, gid) == (info.st_uid, info.st_gid):
-        return
-    os.chown(path, uid, gid, follow_symlinks=False)
-    if not stat.S_ISLNK(info.st_mode) and stat.S_IMODE(info.st_mode) & (stat.S_ISUID | stat.S_ISGID):
-        # chown clears setuid and setgid, for root too.
-        os.chmod(path, stat.S_IMODE(info.st_mode))
-
-
-def default_shell(root):
-    try:
-        with open(os.path.join(root, "etc/default/useradd")) as handle:
-            for line in handle:
-                key, sep, value = line.strip().partition("=")
-                if sep and key == "SHELL" and value:
-                    return value
-    except OSError:
-        pass
-    return FALLBACK_SHELL
-
-
-class Accounts:
-    """Creates captured groups and users in the target system with shadow-utils."""
-
-    def __init__(self, runner, root):
-        self.runner = runner
-        self.root = root
-        self.prefix = [] if os.path.realpath(root) == "/" else ["--root", root]
-
-    def _passwd(self):
-        return _accounts.read_passwd(self.root)
-
-    def _groups(self):
-        return _accounts.read_groups(self.root)
-
-    def ensure_groups(self, groups, check_mode, report):
-        """Map captured group ids to the target's; create groups that are missing."""
-        gid_map = {}
-        existing = self._groups()
-        used = {g["gid"] for g in existing.values()}
-        for group in groups:
-            name, gid = group["name"], group["gid"]
-            if name in existing:
-                new = existing[name]["gid"]
-            elif gid not in used:
-                if not check_mode:
-                    self.runner.run(["groupadd"] + self.prefix + ["--gid", str(gid), name])
-                new = gid
-                report["groups_created"].append(name)
-            else:
-                if not check_mode:
-                    self.runner.run(["groupadd"] + self.prefix + [name])
-                    new = self._groups()[name]["gid"]
-                else:
-                    new = None
-                report["groups_created"].append(name)
-            if new != gid:
-                gid_map[gid] = new
-                report["remapped_groups"][name] = {"old": gid, "new": new}
-        return gid_map
-
-    def ensure_user(self, user, check_mode, report):
-        """Make sure ``user`` exists; return (uid, home) in the target system."""
-        passwd = self._passwd()
-        name = user["name"]
-        if name in passwd:
-            report["accounts_kept"].append(name)
-            return passwd[name]["uid"], passwd[name]["home"]
-        shell = user.get("shell") or default_shell(self.root)
-        if not os.path.exists(os.path.join(self.root, shell.lstrip("/"))):
-            fallback = default_shell(self.root)
-            report["shells_replaced"][name] = {"old": shell, "new": fallback}
-            shell = fallback
-        taken = {u["uid"] for u in passwd.values()}
-        groups = self._groups()
-        command = ["useradd"] + self.prefix + ["--no-create-home", "--home-dir", user["home"], "--shell", shell,
-                                               "--comment", user.get("gecos") or ""]
-        if user["uid"] not in taken:
-            command += ["--uid", str(user["uid"])]
-        if user.get("group") and user["group"] in groups:
-            command += ["--gid", user["group"], "--no-user-group"]
-        extra = [g for g in user.get("groups", []) if g in groups]
-        if extra:
-            command += ["--groups", ",".join(extra)]
-        report["accounts_created"].append(name)
-        if check_mode:
-            return (user["uid"] if user["uid"] not in taken else None), user["home"]
-        self.runner.run(command + [name])
-        if user.get("password_hash"):
-            self.runner.run(["chpasswd", "--encrypted"] + self.prefix, data="%s:%s\n" % (name, user["password_hash"]))
-        aging = user.get("aging") or {}
-        if any(v is not None for v in aging.values()):
-            options = [("--lastday", "lastchg"), ("--mindays", "min"), ("--maxdays", "max"), ("--warndays", "warn"),
-                       ("--inactive", "inactive"), ("--expiredate", "expire")]
-            command = ["chage"] + self.prefix
-            for option, key in options:
-                command += [option, str(aging[key] if aging.get(key) is not None else -1)]
-            self.runner.run(command + [name])
-        entry = self._passwd()[name]
-        return entry["uid"], entry["home"]
 
 
 class Restore:
@@ -241,7 +46,7 @@ class Restore:
         self.store.check(writable=not check_mode)
         if not os.path.isdir(self.root):
             raise MigrationError("root %s does not exist." % self.root)
-        manifest = load_manifest(self.store)
+        manifest = _manifest.load(self.store)
         captured = {u["name"]: u for u in manifest["users"]}
         names = list(captured) if not self.users else self.users
         unknown = [n for n in names if n not in captured]
@@ -254,13 +59,15 @@ class Restore:
             raise MigrationError("settings %s were not captured (captured: %s)." % (
                 ", ".join(missing), ", ".join(available) or "none"))
         journal = self.store.journal
-        record = journal.get(JOURNAL_KEY) or {"users": {}, "settings": {}}
-        todo = [captured[n] for n in names if not record["users"].get(n, {}).get("restored")]
-        settings_todo = [g for g in self.settings if not record["settings"].get(g, {}).get("restored")]
+        # What this root holds decides what is done; the store's journal only reports it.
+        marker = _restored.Marker(self.root, manifest)
+        todo = [captured[n] for n in names if not marker.user_restored(n)]
+        settings_todo = [g for g in self.settings if not marker.settings_restored(g)]
         report = {"changed": bool(todo or settings_todo), "restored": [], "failed_users": {}, "already_restored": [
-            n for n in names if record["users"].get(n, {}).get("restored")], "accounts_created": [],
+            n for n in names if marker.user_restored(n)], "accounts_created": [],
             "accounts_kept": [], "groups_created": [], "remapped_users": {}, "remapped_groups": {},
-            "shells_replaced": {}, "directory_users": [], "conflicts": {}, "settings_restored": []}
+            "shells_replaced": {}, "memberships_added": {}, "directory_users": [], "conflicts": {},
+            "homes_reowned": [], "settings_restored": []}
         if self.accounts == "require":
             passwd = _accounts.read_passwd(self.root)
             absent = [u["name"] for u in todo if u["source"] == "local" and u["name"] not in passwd]
@@ -270,39 +77,51 @@ class Restore:
         if not report["changed"]:
             return self._with_bytes(report, captured)
         if check_mode:
-            self._plan_accounts(manifest, todo, report)
+            self._accounts(manifest, todo, marker, report, check_mode=True)
             return report
         with journal.lock("profile_restore", wait=self.lock_timeout):
             # The first-boot hook may have restored while this waited for the lock.
-            record = journal.get(JOURNAL_KEY) or record
-            todo = [u for u in todo if not record["users"].get(u["name"], {}).get("restored")]
-            settings_todo = [g for g in settings_todo if not record["settings"].get(g, {}).get("restored")]
+            marker = _restored.Marker(self.root, manifest)
+            todo = [u for u in todo if not marker.user_restored(u["name"])]
+            settings_todo = [g for g in settings_todo if not marker.settings_restored(g)]
             if not todo and not settings_todo:
                 report.update(changed=False, already_restored=names)
                 return self._with_bytes(report, captured)
-            uid_map, gid_map, homes = self._accounts(manifest, todo, record, report)
+            record = journal.get(JOURNAL_KEY) or {}
+            record.setdefault("users", {})
+            record.setdefault("settings", {})
+            uid_map, gid_map, homes = self._accounts(manifest, todo, marker, report)
             for user in todo:
                 name = user["name"]
                 try:
-                    self._restore_user(user, homes[name], uid_map, gid_map, report)
+                    if _manifest.archived(user):
+                        self._restore_user(user, homes[name], uid_map, gid_map, report)
+                    else:
+                        self._settle_kept_home(user, homes[name], uid_map, gid_map, report)
                 except MigrationError as error:
                     report["failed_users"][name] = str(error)
                     continue
-                record["users"][name] = {"restored": True, "uid": uid_map.get(user["uid"], user["uid"]),
-                                         "home": homes[name], "time": time.time()}
-                record["uid_map"] = {str(k): v for k, v in uid_map.items()}
-                record["gid_map"] = {str(k): v for k, v in gid_map.items()}
-                journal.put(JOURNAL_KEY, record)
+                self._mark(marker, record, "user", name, {"uid": uid_map.get(user["uid"], user["uid"]),
+                                                          "home": homes[name]}, uid_map, gid_map)
                 report["restored"].append(name)
             for group in settings_todo:
                 self._restore_settings(manifest, group, uid_map, gid_map)
-                record["settings"][group] = {"restored": True, "time": time.time()}
-                journal.put(JOURNAL_KEY, record)
+                self._mark(marker, record, "settings", group, {}, uid_map, gid_map)
                 report["settings_restored"].append(group)
-            everyone = all(record["users"].get(n, {}).get("restored") for n in captured)
+            everyone = all(marker.user_restored(n) for n in captured)
             record["complete"] = everyone and not report["failed_users"]
             journal.put(JOURNAL_KEY, record)
         return self._with_bytes(report, captured)
+
+    def _mark(self, marker, record, kind, name, entry, uid_map, gid_map):
+        """Record ``name`` restored: its files made durable first, then the target root's marker, then the
+        store's journal (for the report)."""
+        os.sync()  # the restored tree may span filesystems (a kept /home): all of them
+        entry = dict(entry, time=time.time())
+        marker.record(kind, name, entry, uid_map, gid_map)
+        record["users" if kind == "user" else "settings"][name] = dict(entry, restored=True, root=self.root)
+        record.update(uid_map=marker.data["uid_map"], gid_map=marker.data["gid_map"])
+        self.store.journal.put(JOURNAL_KEY, record)
 
     @staticmethod
     def _with_bytes(report, captured):
@@ -310,41 +129,20 @@ class Restore:
         report["restored_bytes"] = sum(captured[name].get("data_bytes", 0) for name in done)
         return report
 
-    def _plan_accounts(self, manifest, todo, report):
-        if self.accounts != "create":
-            return
-        accounts = Accounts(self.runner, self.root)
-        accounts.ensure_groups(manifest.get("groups", []), True, report)
-        for user in todo:
-            if user["source"] == "directory":
-                report["directory_users"].append(user["name"])
-                continue
-            uid, home = accounts.ensure_user(user, True, report)
-            if uid != user["uid"] and user["name"] not in report["accounts_kept"]:
-                report["remapped_users"][user["name"]] = {"old": user["uid"], "new": uid}
-
-    def _accounts(self, manifest, todo, record, report):
-        uid_map = {int(k): v for k, v in record.get("uid_map", {}).items()}
-        gid_map = {int(k): v for k, v in record.get("gid_map", {}).items()}
+    def _accounts(self, manifest, todo, marker, report, check_mode=False):
+        """Plan (and unless ``check_mode``, make) the accounts of ``todo``; the id maps and homes that follow."""
+        uid_map, gid_map = marker.id_maps()
         homes = {u["name"]: u["home"] for u in todo}
         if self.accounts == "skip":
             return uid_map, gid_map, homes
-        accounts = Accounts(self.runner, self.root)
-        gid_map.update(accounts.ensure_groups(manifest.get("groups", []), False, report))
-        passwd = _accounts.read_passwd(self.root)
-        for user in todo:
-            name = user["name"]
-            if user["source"] == "directory":
-                report["directory_users"].append(name)
-                continue
-            if self.accounts == "require":
-                uid, home = passwd[name]["uid"], passwd[name]["home"]
-            else:
-                uid, home = accounts.ensure_user(user, False, report)
-            homes[name] = home
-            if uid != user["uid"]:
-                uid_map[user["uid"]] = uid
-                report["remapped_users"][name] = {"old": user["uid"], "new": uid}
+        report["directory_users"] = [u["name"] for u in todo if u["source"] == "directory"]
+        # With accounts=require every local account is known to exist: only groups and memberships are added.
+        plan = _accounts.ensure(self.root, [u for u in todo if u["source"] == "local"], manifest.get("groups", []),
+                                check_mode=check_mode)
+        report.update(plan.report())
+        uid_map.update(plan.uid_map())
+        gid_map.update(plan.gid_map())
+        homes.update((u.name, u.home) for u in plan.users)
         return uid_map, gid_map, homes
 
     def _restore_user(self, user, home, uid_map, gid_map, report):
@@ -367,6 +165,19 @@ class Restore:
         if met:
             report["conflicts"][user["name"]] = {"rule": self.conflict, "paths": met}
 
+    def _settle_kept_home(self, user, home, uid_map, gid_map, report):
+        """A home the reimage kept (not archived) is where it was: its files follow remapped ids."""
+        if user.get("home_state") != "kept":
+            return  # no home at all: the account is all there is
+        target = inside(self.root, home)
+        if not os.path.isdir(target):
+            raise MigrationError("the home %s of %s is not in %s although the reimage kept it (%s); mount it there, "
+                                 "as the new system's fstab should, and run again." % (
+                                     home, user["name"], self.root, user["reason"]))
+        if uid_map or gid_map:
+            reown(target, uid_map, gid_map)
+            report["homes_reowned"].append(user["name"])
+
     def _restore_settings(self, manifest, group, uid_map, gid_map):
         settings = manifest["settings"]
         archive = self.store.path(PROFILES, settings["archive"])
@@ -386,7 +197,7 @@ class Restore:
                     continue  # moved with the directory above it
                 destination = os.path.join(root, relative)
                 os.makedirs(os.path.dirname(destination), mode=0o755, exist_ok=True)
-                if _is_real_dir(source):
+                if is_real_dir(source):
                     merge(source, destination, "overwrite")
                 else:
                     self._replace(source, destination)
@@ -397,7 +208,7 @@ class Restore:
 
     @staticmethod
     def _replace(source, destination):
-        if _is_real_dir(destination):
+        if is_real_dir(destination):
             shutil.rmtree(destination)
         os.rename(source, destination)
 

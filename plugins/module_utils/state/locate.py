@@ -22,9 +22,9 @@ HOST_RECORD = "/etc/inplace/host.json"
 COMPLETION_RECORD = "/etc/inplace-migration/complete.json"
 
 
-def _cmdline():
+def _cmdline(path="/proc/cmdline"):
     try:
-        with open("/proc/cmdline") as handle:
+        with open(path) as handle:
             return handle.read().split()
     except OSError:
         return []
@@ -36,11 +36,6 @@ def _root_filesystem(runner):
     fields = dict(re.findall(r'(\w+)="([^"]*)"', out)) if rc == 0 else {}
     return {"device": fields.get("SOURCE") or None, "uuid": fields.get("UUID") or None,
             "fstype": fields.get("FSTYPE") or None}
-
-
-def _store_device(runner, label):
-    rc, out, unused_err = runner.run(["blkid", "--label", label], ok=None)
-    return (out.strip() or None) if rc == 0 else None
 
 
 def _read_store(runner, device, mountpoint):
@@ -62,13 +57,22 @@ def _read_store(runner, device, mountpoint):
         return read(directory)
 
 
-def detect(runner, label):
-    cmdline = _cmdline()
-    maintenance = os.path.exists(MAINTENANCE_MARKER) or CMDLINE_FLAG in cmdline
+def _find_store(runner, label):
+    """The store's device (None when there is none), its disk and where it is mounted."""
+    # Two devices with the store's label are an error: which one holds the journal is not for us to guess.
+    device = _devices.lookup(runner, "LABEL=" + label, "the migration store")
+    return {"device": device, "disk": _devices.parent_disk(device) if device else None,
+            "mounted_at": _mount.mountpoint_of(device) if device else None}
+
+
+def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, completion_record=COMPLETION_RECORD,
+           host_record=HOST_RECORD, find_store=None):
+    """Where this PC is. The files read and the store's look-up are parameters so that tests can stand in for them."""
+    maintenance = os.path.exists(marker) or CMDLINE_FLAG in _cmdline(cmdline)
     root = _root_filesystem(runner)
-    completion = read_json(COMPLETION_RECORD) if not maintenance else None
-    device = _store_device(runner, label)
-    store = {"device": device, "mounted_at": _mount.mountpoint_of(device) if device else None}
+    completion = read_json(completion_record) if not maintenance else None
+    store = (find_store or _find_store)(runner, label)
+    device = store["device"]
     records, manifest = {}, {"exists": False, "complete": False, "users": []}
     if device:
         records, manifest = _read_store(runner, device, store["mounted_at"])
@@ -90,5 +94,5 @@ def detect(runner, label):
         "store": store,
         "manifest": manifest,
         "journal": records,
-        "host": read_json(HOST_RECORD) if maintenance else None,
+        "host": read_json(host_record) if maintenance else None,
     }

@@ -8,16 +8,20 @@ The initramfs carries a small Debian userland made with mmdebstrap; the kernel b
 it as its root file system (no ``root=``), with systemd as ``/init``. It is the same
 for every PC: each PC's own hostname, SSH host keys, admin account and network file
 come in a second, small archive (the per-host overlay) that the kernel unpacks over
-it. The result is cached under ``DIR/maintenance/<hash of the inputs>`` and a JSON
-summary (paths, sizes, kernel version) is printed. Needs root, mmdebstrap, cpio, zstd.
+it. The result is cached under ``DIR/maintenance/<hash of the inputs>`` (the inputs include
+the setup program's bytes, so a change to the collection code it bundles makes a new base)
+and a JSON summary (paths, sizes, kernel version) is printed. Needs root, mmdebstrap, cpio, zstd.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import fcntl
+import functools
 import hashlib
+import importlib
 import json
 import os
 import re
@@ -28,7 +32,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+COLLECTION = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 SETUP_SCRIPT = os.path.join(HERE, "maintenance_setup.py")
+SETUP_PROGRAM = "usr/lib/inplace-maintenance/setup.pyz"
 SUITE = "bookworm"
 KERNEL_PACKAGE = "linux-image-amd64"
 PACKAGES = [
@@ -92,12 +98,12 @@ Before=ssh.service sysinit.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/bin/python3 /usr/lib/inplace-maintenance/setup.py
+ExecStart=/usr/bin/python3 /%s
 StandardError=journal+console
 
 [Install]
 WantedBy=sysinit.target
-"""
+""" % SETUP_PROGRAM
 # No SSH into an environment whose overlay or base did not arrive whole.
 SSH_NEEDS_SETUP = """\
 [Unit]
@@ -117,13 +123,27 @@ def log(message):
     sys.stderr.flush()
 
 
+@functools.lru_cache(maxsize=None)
+def setup_program():
+    """maintenance_setup.py as a zip application with the collection modules it imports (``common.bundle``)."""
+    # Importable by its full name from wherever this checkout is, as tests/support/adhoc.py does it.
+    top = tempfile.mkdtemp(prefix="inplace-collections-")
+    atexit.register(shutil.rmtree, top, True)
+    os.makedirs(os.path.join(top, "ansible_collections", "inplace"))
+    os.symlink(COLLECTION, os.path.join(top, "ansible_collections", "inplace", "migration"))
+    sys.path.insert(0, top)
+    bundle = importlib.import_module("ansible_collections.inplace.migration.plugins.module_utils.common.bundle")
+    with open(SETUP_SCRIPT, encoding="utf-8") as handle:
+        return bundle.zipapp(handle.read())
+
+
 def inputs_key():
     sha = hashlib.sha256()
     description = {"suite": SUITE, "kernel": KERNEL_PACKAGE, "packages": PACKAGES, "modules": KEPT_MODULES}
     sha.update(json.dumps(description, sort_keys=True).encode())
-    for path in (os.path.abspath(__file__), SETUP_SCRIPT):
-        with open(path, "rb") as handle:
-            sha.update(handle.read())
+    with open(os.path.abspath(__file__), "rb") as handle:
+        sha.update(handle.read())
+    sha.update(setup_program())
     return sha.hexdigest()[:16]
 
 
@@ -141,12 +161,16 @@ def bootstrap(root):
     subprocess.run(command, check=True, env=dict(os.environ, INITRD="No"), stdout=subprocess.DEVNULL)
 
 
-def write(root, relative, text, mode=0o644):
+def write_bytes(root, relative, data, mode=0o644):
     path = os.path.join(root, relative)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    with open(path, "wb") as handle:
+        handle.write(data)
     os.chmod(path, mode)
+
+
+def write(root, relative, text, mode=0o644):
+    write_bytes(root, relative, text.encode("utf-8"), mode)
 
 
 def remove(path):
@@ -220,8 +244,7 @@ def customize(root):
     write(root, "etc/fstab", "# Everything runs from RAM; nothing is mounted from disk at boot.\n")
     write(root, "etc/systemd/network/90-inplace-dhcp.network", NETWORK_FILE)
     write(root, "etc/ssh/sshd_config.d/inplace-maintenance.conf", SSHD_CONFIG)
-    os.makedirs(os.path.join(root, "usr", "lib", "inplace-maintenance"), exist_ok=True)
-    shutil.copyfile(SETUP_SCRIPT, os.path.join(root, "usr", "lib", "inplace-maintenance", "setup.py"))
+    write_bytes(root, SETUP_PROGRAM, setup_program(), 0o755)
     write(root, "etc/systemd/system/inplace-maintenance-setup.service", SETUP_UNIT)
     write(root, "etc/systemd/system/ssh.service.d/inplace-maintenance.conf", SSH_NEEDS_SETUP)
     subprocess.run(["chroot", root, "systemctl", "enable", "--quiet", "systemd-networkd",

@@ -6,7 +6,9 @@ The base initramfs is the same for every PC. The overlay, unpacked over it by th
 kernel, brings the PC's hostname, SSH host keys and network file as plain files,
 and the admin account as ``/etc/inplace-host/admin.json`` (see
 ``plugins/module_utils/boot/initramfs.py: host_overlay``). Accounts cannot be dropped in
-as files without replacing the base's passwd and group, so they are made here.
+as files without replacing the base's passwd and group, so they are made here, by the
+collection's own accounts code: build_base.py ships this program as a zip application
+(``common.bundle``) holding it and the modules it imports.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from __future__ import annotations
 import glob
 import json
 import os
-import pwd
 import subprocess
 import sys
+
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts
 
 ADMIN_FILE = "/etc/inplace-host/admin.json"
 HOST_KEY_GLOB = "/etc/ssh/ssh_host_*_key"
@@ -59,32 +63,17 @@ def lift_rootfs_cap():
     run("mount", "-o", "remount,size=90%", "/")
 
 
-def ensure_admin(admin):
+def ensure_admin(admin, root="/"):
+    """The account Ansible connects as (``admin.json``, see ``host_overlay``), its keys and its sudo rule."""
     name = admin["name"]
-    group = admin.get("group", name)
-    if subprocess.run(["getent", "group", group], stdout=subprocess.DEVNULL, check=False).returncode != 0:
-        run("groupadd", "--gid", str(admin["gid"]), group)
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        run("useradd", "--uid", str(admin["uid"]), "--gid", group, "--create-home",
-            "--shell", admin.get("shell", "/bin/bash"), "--password", admin.get("password_hash", "*"), name)
-    account = pwd.getpwnam(name)
-    ssh_dir = os.path.join(account.pw_dir, ".ssh")
-    os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
-    keys_file = os.path.join(ssh_dir, "authorized_keys")
-    with open(keys_file, "w", encoding="utf-8") as handle:
-        handle.write("".join(key.strip() + "\n" for key in admin.get("authorized_keys", [])))
-    for path in (ssh_dir, keys_file):
-        os.chown(path, account.pw_uid, account.pw_gid)
-    os.chmod(ssh_dir, 0o700)
-    os.chmod(keys_file, 0o600)
+    user = {"name": name, "uid": admin["uid"], "gid": admin["gid"], "group": admin.get("group", name), "groups": [],
+            "gecos": "", "home": "/home/" + name, "shell": admin.get("shell", "/bin/bash"),
+            "password_hash": admin.get("password_hash", "*"), "aging": None}
+    plan = accounts.ensure(root, [user], [{"name": user["group"], "gid": admin["gid"]}])
+    accounts.give_access(root, plan.user(name), "".join(key.strip() + "\n" for key in admin.get("authorized_keys", [])))
     if admin.get("sudo", True):
-        sudoers = "/etc/sudoers.d/inplace-admin"
-        with open(sudoers, "w", encoding="utf-8") as handle:
-            handle.write("%s ALL=(ALL:ALL) NOPASSWD: ALL\n" % name)
-        os.chmod(sudoers, 0o440)
-        run("visudo", "-c", "-q", "-f", sudoers)
+        accounts.install_sudoers(ProcessRunner(), root, "inplace-admin", "%s ALL=(ALL:ALL) NOPASSWD: ALL\n" % name)
+    return plan
 
 
 def main():

@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.profiles.archive import ArchiveRejected, _Guard, _member
-from ansible_collections.inplace.migration.plugins.module_utils.profiles.restore import merge
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.tree import merge
 
 
 def member(name, kind=tarfile.REGTYPE, linkname=""):

@@ -13,6 +13,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.disk.planner imp
     _fits, _regions, default_headroom, find_store, plan_absent, plan_present,
 )
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import align_down, align_up
 
 MiB = 1024 * 1024
 SECTOR = 512
@@ -316,3 +317,159 @@ def test_absent_deletes_an_extended_partition_left_empty_and_grows_the_primary()
     plan = plan_absent(make_disk("msdos", 2048 * MiB, parts))
     assert [p.number for p in plan.after.partitions] == [1]
     assert plan.after.partition(1).end == 2048 * MiB
+
+
+# Feasible requests succeed ----------------------------------------------------------------------------
+#
+# The properties above check the plans that are made; these check that a plan is made whenever a
+# store certainly fits. room_for() is a deliberately simple, conservative reckoning of the space the
+# rules allow (it may say less than the planner can find, never more), written apart from the planner.
+
+def _following_start(disk, part, siblings):
+    later = [p.start for p in siblings if p.start >= part.end]
+    return min(later) if later else None
+
+
+def _region_room(disk):
+    """(room, where) of the largest store unallocated space can take."""
+    rooms = [(0, None)]
+    if disk.label == "gpt" or len(disk.top_level) < 4:
+        top = disk.partitions if disk.label == "gpt" else disk.top_level
+        cursor = disk.first_usable
+        for part in sorted(top, key=lambda p: p.start) + [None]:
+            end = part.start if part is not None else disk.usable_end
+            rooms.append((align_down(end, ALIGNMENT) - align_up(cursor, ALIGNMENT), "free"))
+            if part is not None:
+                cursor = max(cursor, part.end)
+    extended = disk.extended
+    if disk.label == "msdos" and extended is not None:
+        logicals = disk.logicals
+        tail = logicals[-1].end if logicals else extended.start
+        limit = _following_start(disk, extended, disk.top_level)
+        limit = max(limit if limit is not None else disk.usable_end, extended.end)
+        rooms.append((align_down(limit, ALIGNMENT) - align_up(tail + SECTOR, ALIGNMENT), "free"))
+    return max(rooms, key=lambda r: r[0])
+
+
+def _shrink_room(disk, part, min_free):
+    """The largest store that shrinking ``part`` to its minimum plus headroom makes room for, behind it."""
+    fs = part.fs
+    if part.kind == "extended" or fs is None or fs.type not in ("ext2", "ext3", "ext4", "btrfs"):
+        return 0
+    if fs.min_size is None or fs.size is None or fs.size > part.size:
+        return 0
+    if fs.type != "btrfs" and fs.mountpoint:
+        return 0
+    headroom = default_headroom(fs.used) if min_free is None else min_free
+    lowest_end = align_up(part.start + fs.min_size + headroom, ALIGNMENT) + ALIGNMENT
+    if disk.label == "gpt":
+        boundary = _following_start(disk, part, disk.partitions)
+        ebr = 0
+    elif part.kind == "logical":
+        if part != disk.logicals[-1]:
+            return 0  # a store behind it would renumber the logicals after it
+        boundary = _following_start(disk, disk.extended, disk.top_level)
+        ebr = ALIGNMENT
+    else:
+        if len(disk.top_level) >= 4:
+            return 0
+        boundary = _following_start(disk, part, disk.top_level)
+        ebr = 0
+    boundary = disk.usable_end if boundary is None else boundary
+    return max(0, align_down(boundary, ALIGNMENT) - lowest_end - ebr)
+
+
+def room_for(disk, shrink, min_free):
+    """(room, how): the largest store certainly possible on ``disk`` with these options."""
+    best = _region_room(disk)
+    if shrink == "none":
+        return best
+    for part in disk.data_partitions:
+        if shrink in ("auto", str(part.number)):
+            room = _shrink_room(disk, part, min_free)
+            if room > best[0]:
+                best = (room, "shrink %d" % part.number)
+    return best
+
+
+@st.composite
+def roomy_disks(draw):
+    """Disks built to have room: a large gap at the end, or a big, little-used last partition."""
+    label = draw(st.sampled_from(["msdos", "gpt"]))
+    size = draw(st.integers(min_value=512, max_value=64 * 1024)) * MiB
+    end_limit = size - (MiB if label == "gpt" else 0)
+    count = draw(st.integers(min_value=1, max_value=3))
+    cursor = MiB
+    parts = []
+    way = draw(st.sampled_from(["gap", "shrink-ext4", "shrink-btrfs"]))
+    share = (end_limit - MiB) // MiB // (count + 1)
+    for number in range(1, count + 1):
+        last = number == count
+        if last and way != "gap":
+            end = end_limit
+        else:
+            end = cursor + draw(st.integers(min_value=1, max_value=max(1, share))) * MiB
+        part_size = end - cursor
+        if last and way != "gap":
+            fstype = "ext4" if way == "shrink-ext4" else "btrfs"
+            used = draw(st.integers(min_value=0, max_value=part_size // 4))
+            fs = Filesystem(type=fstype, size=part_size - draw(st.sampled_from([0, 4096])), used=used,
+                            min_size=used + draw(st.integers(min_value=0, max_value=64)) * MiB,
+                            mountpoint=draw(st.sampled_from([None, "/"])) if fstype == "btrfs" else None)
+        else:
+            fs = draw(filesystems(part_size))
+        parts.append(Partition(number=number, start=cursor, end=end, fs=fs,
+                               name="part%d" % number if label == "gpt" else None))
+        cursor = end
+    return make_disk(label, size, parts)
+
+
+@st.composite
+def feasible_cases(draw):
+    disk = draw(st.one_of(disks(), roomy_disks()))
+    shrink = draw(st.sampled_from(["auto", "auto", "none"] + [str(p.number) for p in disk.partitions]))
+    min_free = draw(st.sampled_from([None, 0, 64 * MiB]))
+    room, how = room_for(disk, shrink, min_free)
+    assume(room >= MiB)
+    store_bytes = draw(st.integers(min_value=1, max_value=room // MiB)) * MiB
+    return disk, (store_bytes, shrink, min_free), how
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(feasible_cases())
+def test_a_store_that_certainly_fits_is_planned(case):
+    disk, (store_bytes, shrink, min_free), how = case
+    try:
+        plan = plan_present(disk, store_bytes, label=LABEL, shrink=shrink, min_free=min_free)
+    except MigrationError as error:
+        raise AssertionError("refused a store of %d MiB that fits (%s, shrink=%s, min_free=%s): %s\n%s" % (
+            store_bytes // MiB, how, shrink, min_free, error, render(disk)))
+    store = find_store(plan.after, LABEL)
+    assert store is not None and store.size >= store_bytes, render(plan.after)
+    assert_sane(plan.after)
+    assert plan_present(plan.after, store_bytes, label=LABEL, shrink=shrink, min_free=min_free).actions == []
+
+
+def _logical_layout():
+    return make_disk("msdos", 4096 * MiB, [
+        Partition(number=1, start=MiB, end=1000 * MiB, fs=ext4(999 * MiB, 900 * MiB)),
+        Partition(number=2, start=1000 * MiB, end=3000 * MiB, kind="extended"),
+        Partition(number=5, start=1001 * MiB, end=2000 * MiB, kind="logical", fs=ext4(999 * MiB, 100 * MiB)),
+        Partition(number=6, start=2001 * MiB, end=3000 * MiB, kind="logical",
+                  fs=Filesystem(type="btrfs", size=999 * MiB, used=50 * MiB, min_size=80 * MiB, mountpoint="/srv")),
+    ])
+
+
+@pytest.mark.parametrize("disk, how", [
+    (simple_disk("msdos", used_mib=300), "shrink 1"),
+    (simple_disk("gpt", size_mib=8192, used_mib=3000), "shrink 1"),
+    (_logical_layout(), "shrink 6"),
+    (make_disk("gpt", 4096 * MiB, [Partition(number=1, start=MiB, end=1025 * MiB, name="root",
+                                             fs=ext4(1024 * MiB, 1000 * MiB))]), "free"),
+], ids=["msdos primary", "gpt", "msdos last logical, btrfs mounted", "gpt free space"])
+def test_the_largest_store_certainly_possible_is_planned(disk, how):
+    room, found = room_for(disk, "auto", None)
+    assert found == how and room >= 64 * MiB
+    plan = plan_present(disk, room)
+    assert plan.store.size >= room
+    assert_sane(plan.after)

@@ -75,7 +75,7 @@ def test_first_boot_confirms_makes_the_new_system_default_restores_and_disables_
     assert wanted(root)
     proc = run(root, store)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "restore: restored ['--store', '%s']" % store in proc.stdout
+    assert "restore: restored ['--store', '%s', '--root', '%s']" % (store, root) in proc.stdout
     assert _grub.read_grubenv(os.path.join(root, "boot/grub/grubenv")) == {"saved_entry": "gnulinux-simple-1234"}
     record = Store(store).journal.get("firstboot")
     assert record["confirmed"] and record["restore"] == "ran"
@@ -92,12 +92,16 @@ def test_a_failed_restore_keeps_the_hook_for_the_next_boot(tmp_path):
     assert _grub.read_grubenv(os.path.join(root, "boot/grub/grubenv"))["saved_entry"] == "gnulinux-simple-1234"
 
 
-def test_a_restore_already_complete_or_missing_is_not_run(tmp_path):
-    root, store = install(tmp_path, restore="raise SystemExit(9)\n")
+def test_the_root_not_the_store_s_journal_decides_what_is_restored_and_a_missing_program_is_not_run(tmp_path):
+    # A root written a second time holds no profiles, whatever the store's journal says of the first one.
+    args = os.path.join(str(tmp_path), "args")
+    root, store = install(tmp_path, restore="import sys\nopen(%r, 'w').write(' '.join(sys.argv[1:]))\n" % args)
     Store(store).journal.put("profile_restore", {"complete": True})
     proc = run(root, store)
     assert proc.returncode == 0, proc.stdout
-    assert Store(store).journal.get("firstboot")["restore"] == "already complete"
+    assert Store(store).journal.get("firstboot")["restore"] == "ran"
+    with open(args) as handle:
+        assert handle.read() == "--store %s --root %s" % (store, root)
     root2, store2 = install(tmp_path / "other")
     proc = run(root2, store2)
     assert proc.returncode == 0
@@ -113,3 +117,13 @@ def test_the_unit_runs_the_program_once_per_boot_until_it_succeeds(tmp_path):
     with open(os.path.join(root, _firstboot.CONFIG)) as handle:
         assert json.load(handle)["store_label"] == "INPLACE-STORE"
     assert os.readlink(os.path.join(root, _firstboot.WANTS)) == "/" + _firstboot.UNIT
+
+
+def test_the_store_is_looked_for_by_its_recorded_identity_and_by_label_only_without_one():
+    identity = {"device": "/dev/sda3", "partuuid": "0b4e1c2a-03", "uuid": "u-1", "label": "INPLACE-STORE",
+                "disk": {"device": "/dev/sda", "ptuuid": "0b4e1c2a"}}
+    assert _firstboot.recorded_store({"store_identity": identity, "store_label": "INPLACE-STORE"}) == identity
+    # A configuration written before the identity was: its PARTUUID and UUID.
+    assert _firstboot.recorded_store({"store_partuuid": "0b4e1c2a-03", "store_uuid": "u-1",
+                                      "store_label": "INPLACE-STORE"}) == {"partuuid": "0b4e1c2a-03", "uuid": "u-1"}
+    assert _firstboot.recorded_store({"store_label": "INPLACE-STORE"}) is None

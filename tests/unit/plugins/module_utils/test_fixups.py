@@ -76,56 +76,92 @@ def test_hosts_line_is_replaced_or_added():
         "127.0.0.1\tlocalhost\n127.0.1.1\tpc7\n::1 ip6\n"
 
 
+class NoTools:
+    """A runner without visudo: the sudo rules are then written unchecked."""
+
+    @staticmethod
+    def has(tool):
+        return False
+
+
 def account(name, uid, gid, groups):
-    return {"passwd": [name, "x", str(uid), str(gid), name, "/home/" + name, "/bin/bash"],
-            "shadow": [name, "$hash", "1", "0", "99999", "7", "", "", ""],
-            "groups": [{"group": [g, "x", str(i), ""], "gshadow": [g, "!", "", ""], "primary": i == gid}
-                       for g, i in groups],
-            "authorized_keys": "key\n"}
+    """A carried account as gather describes it; ``groups`` are (name, gid), the primary's gid is ``gid``."""
+    return {"name": name, "uid": uid, "gid": gid, "group": next(g for g, i in groups if i == gid),
+            "groups": [g for g, i in groups if i != gid], "gecos": name, "home": "/home/" + name, "shell": "/bin/bash",
+            "password_hash": "$hash", "aging": {"lastchg": 1, "min": 0, "max": 99999, "warn": 7, "inactive": None,
+                                                "expire": None}, "source": "local", "authorized_keys": "key\n"}
 
 
-def files(passwd=(), group=()):
-    return {"passwd": [list(p) for p in passwd], "group": [list(g) for g in group], "shadow": [], "gshadow": []}
+def carry(*accounts):
+    groups = {}
+    for item in accounts:
+        groups[item["group"]] = item["gid"]
+    return {"accounts": list(accounts), "groups": [{"name": n, "gid": g} for n, g in groups.items()] + [
+        {"name": "sudo", "gid": 27}], "missing_accounts": [], "sudoers": {}}
 
 
-def test_accounts_keep_their_ids_where_free():
-    new = files([["root", "x", "0", "0", "", "/root", "/bin/sh"]], [["root", "x", "0", ""], ["sudo", "x", "27", ""]])
-    result, report = _fixups.merge_accounts(new, [account("ansible", 1001, 1001, [("ansible", 1001), ("sudo", 27)])])
-    assert ["ansible", "x", "1001", "1001", "ansible", "/home/ansible", "/bin/bash"] in result["passwd"]
-    assert ["ansible", "x", "1001", ""] in result["group"]
-    assert ["sudo", "x", "27", "ansible"] in result["group"]
-    assert result["shadow"] == [["ansible", "$hash", "1", "0", "99999", "7", "", "", ""]]
-    assert report[0]["status"] == "created" and report[0]["same_ids"] is True
+def new_root(tmp_path, passwd=(), group=()):
+    root = str(tmp_path / "new")
+    write(root, "etc/passwd", "".join(":".join(row) + "\n" for row in passwd))
+    write(root, "etc/group", "".join(":".join(row) + "\n" for row in group))
+    write(root, "etc/shadow", "", 0o640)
+    write(root, "etc/gshadow", "", 0o640)
+    write(root, "bin/bash", "", 0o755)
+    return root
 
 
-def test_taken_ids_move_to_the_next_free_of_their_kind():
-    new = files([["debian", "x", "1000", "1000", "", "/home/debian", "/bin/sh"],
-                 ["svc", "x", "998", "998", "", "/", "/bin/false"]],
-                [["debian", "x", "1000", ""], ["svc", "x", "998", ""]])
-    result, report = _fixups.merge_accounts(new, [account("ansible", 1000, 1000, [("ansible", 1000)]),
-                                                  account("backup", 998, 998, [("backup", 998)])])
-    ids = {row[0]: (row[2], row[3]) for row in result["passwd"]}
+def rows(root, name):
+    with open(os.path.join(root, "etc", name)) as handle:
+        return [line.rstrip("\n").split(":") for line in handle]
+
+
+def test_accounts_keep_their_ids_where_free(tmp_path):
+    root = new_root(tmp_path, [["root", "x", "0", "0", "", "/root", "/bin/sh"]],
+                    [["root", "x", "0", ""], ["sudo", "x", "27", ""]])
+    report = _fixups.fix_accounts(NoTools(), root, carry(account("ansible", 1001, 1001,
+                                                                 [("ansible", 1001), ("sudo", 27)])))
+    assert ["ansible", "x", "1001", "1001", "ansible", "/home/ansible", "/bin/bash"] in rows(root, "passwd")
+    assert ["ansible", "x", "1001", ""] in rows(root, "group")
+    assert ["sudo", "x", "27", "ansible"] in rows(root, "group")
+    assert rows(root, "shadow") == [["ansible", "$hash", "1", "0", "99999", "7", "", "", ""]]
+    assert ["ansible", "!", "", ""] in rows(root, "gshadow")
+    assert report["accounts"][0]["status"] == "created" and report["remapped_users"] == report["remapped_groups"] == {}
+    keys = os.stat(os.path.join(root, "home/ansible/.ssh/authorized_keys"))
+    assert (keys.st_uid, keys.st_gid, oct(keys.st_mode & 0o777)) == (1001, 1001, "0o600")
+
+
+def test_taken_ids_move_to_the_next_free_of_their_kind(tmp_path):
+    root = new_root(tmp_path, [["debian", "x", "1000", "1000", "", "/home/debian", "/bin/sh"],
+                               ["svc", "x", "998", "998", "", "/", "/bin/false"]],
+                    [["debian", "x", "1000", ""], ["svc", "x", "998", ""]])
+    report = _fixups.fix_accounts(NoTools(), root, carry(account("ansible", 1000, 1000, [("ansible", 1000)]),
+                                                         account("backup", 998, 998, [("backup", 998)])))
+    ids = {row[0]: (row[2], row[3]) for row in rows(root, "passwd")}
     assert ids["ansible"] == ("1001", "1001") and ids["backup"] == ("999", "999")
-    assert report[0]["same_ids"] is False
+    assert report["remapped_users"] == {"ansible": {"old": 1000, "new": 1001}, "backup": {"old": 998, "new": 999}}
 
 
-def test_an_account_the_image_has_is_kept_and_only_gains_groups():
-    new = files([["ansible", "x", "1500", "1500", "", "/srv/ansible", "/bin/sh"]],
-                [["ansible", "x", "1500", ""], ["sudo", "x", "27", ""]])
-    result, report = _fixups.merge_accounts(new, [account("ansible", 1001, 1001, [("ansible", 1001), ("sudo", 27)])])
-    assert result["passwd"] == [["ansible", "x", "1500", "1500", "", "/srv/ansible", "/bin/sh"]]
-    assert ["sudo", "x", "27", "ansible"] in result["group"]
-    assert report[0] == {"name": "ansible", "status": "exists in the image", "uid": 1500, "gid": 1500,
-                         "home": "/srv/ansible"}
+def test_an_account_the_image_has_is_kept_and_only_gains_groups(tmp_path):
+    root = new_root(tmp_path, [["ansible", "x", "1500", "1500", "", "/srv/ansible", "/bin/sh"]],
+                    [["ansible", "x", "1500", ""], ["sudo", "x", "27", ""]])
+    report = _fixups.fix_accounts(NoTools(), root, carry(account("ansible", 1001, 1001,
+                                                                 [("ansible", 1001), ("sudo", 27)])))
+    assert rows(root, "passwd") == [["ansible", "x", "1500", "1500", "", "/srv/ansible", "/bin/sh"]]
+    assert ["sudo", "x", "27", "ansible"] in rows(root, "group")
+    assert rows(root, "shadow") == []
+    assert report["accounts"][0] == {"name": "ansible", "status": "exists in the image", "uid": 1500, "gid": 1500,
+                                     "home": "/srv/ansible"}
+    assert report["memberships_added"] == {"ansible": ["sudo"]}
 
 
-def test_merging_twice_adds_nothing_more():
-    new = files([], [["sudo", "x", "27", ""]])
-    carried = [account("ansible", 1001, 1001, [("ansible", 1001), ("sudo", 27)])]
-    once, unused = _fixups.merge_accounts(new, carried)
-    snapshot = {k: [list(r) for r in v] for k, v in once.items()}
-    twice, unused = _fixups.merge_accounts(once, carried)
-    assert twice == snapshot
+def test_merging_twice_adds_nothing_more(tmp_path):
+    root = new_root(tmp_path, [], [["sudo", "x", "27", ""]])
+    carried = carry(account("ansible", 1001, 1001, [("ansible", 1001), ("sudo", 27)]))
+    _fixups.fix_accounts(NoTools(), root, carried)
+    snapshot = {name: rows(root, name) for name in ("passwd", "group", "shadow", "gshadow")}
+    again = _fixups.fix_accounts(NoTools(), root, carried)
+    assert {name: rows(root, name) for name in snapshot} == snapshot
+    assert again["accounts_created"] == again["groups_created"] == [] and again["accounts_kept"] == ["ansible"]
 
 
 def write(root, relative, text, mode=0o644):
@@ -160,8 +196,9 @@ def test_gather_reads_inside_the_old_root_only(tmp_path):
     assert data["missing_accounts"] == ["ghost"]
     ansible, eve = data["accounts"]
     assert ansible["authorized_keys"] == "ssh-ed25519 AAAA\n"
-    assert [g["group"][0] for g in ansible["groups"]] == ["ansible", "sudo"]
-    assert ansible["shadow"] == ["ansible", "$hash", "1", "", "", "", "", "", ""]
+    assert (ansible["group"], ansible["groups"]) == ("ansible", ["sudo"])
+    assert [g["name"] for g in data["groups"]] == ["sudo", "ansible", "eve"]
+    assert (ansible["password_hash"], ansible["aging"]["lastchg"]) == ("$hash", 1)
     # An absolute symlink is followed inside the old root, never to the host's file.
     assert eve["authorized_keys"] is None
     assert sorted(data["sudoers"]) == ["ansible", "eve"]

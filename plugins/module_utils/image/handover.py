@@ -1,0 +1,112 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""image_deploy's hand-over to the new system: its fix-ups, its first-boot hook and GRUB, last; and,
+when its first boot never confirmed itself, arming that boot again.
+
+A part of ``image.deploy.Deploy`` (its journal, result and parameters), kept apart so each
+file stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ansible_collections.inplace.migration.plugins.module_utils.image import fixups as _fixups
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
+from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
+from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import install_grub
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside
+from ansible_collections.inplace.migration.plugins.module_utils.boot import firstboot as _firstboot
+from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import read_grubenv, update_grubenv
+
+# How often a completed deploy arms the new system's one-shot boot before it gives up on a
+# first boot that never confirms itself.
+FIRST_BOOT_ATTEMPTS = 3
+
+
+def now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class HandOver:
+    def fixups(self, scan, device, disk, fs, store_device):
+        params = self.params
+        carry = _fixups.load_carry(self.store)
+        report = self.result["fixups"]
+        store_values = scan.values(store_device) if store_device else {}
+        store = scan.identity(store_device) if store_device else {}
+        excluded = {os.path.realpath(device): "the partition just written"}
+        if store_device:
+            excluded[store_device] = "the store"
+        store_specs = {prefix + store_values[field] for prefix, field in _devices.SPECS if store_values.get(field)}
+        with _mount.temporary_mount(self.runner, device, fs["type"]) as root:
+            if not _fixups.looks_like_root(root):
+                raise MigrationError("the image written to %s holds no system root (no /etc/passwd or /usr); set the "
+                                     "fix-ups and bootloader off for a data image." % device)
+            report["fstab"] = _fixups.fix_fstab(root, carry, fs["uuid"], fs["type"], scan.matching, excluded,
+                                                store_specs) if params["fstab"] else {"status": "off"}
+            report["hostname"] = _fixups.fix_hostname(root, carry) if params["hostname"] else {"status": "off"}
+            report["ssh_host_keys"] = (_fixups.fix_ssh_host_keys(root, carry) if params["ssh_host_keys"]
+                                       else {"status": "off"})
+            report["accounts"] = _fixups.fix_accounts(self.runner, root, carry)
+            report["machine_id"] = _fixups.fix_machine_id(root, carry, params["machine_id"])
+            if params["firstboot"]:
+                if not os.path.exists(inside(root, "/usr/bin/python3")):
+                    raise MigrationError("the new system has no /usr/bin/python3, which the first-boot hook needs; "
+                                         "add python3 to the image or set firstboot=false.")
+                # The hook finds the store by this identity; the label alone could name another device.
+                config = {"store_label": store.get("label") or params["store_label"], "store_uuid": store.get("uuid"),
+                          "store_partuuid": store.get("partuuid"), "store_identity": store, "deployed": now(),
+                          "checksum": "sha256:" + self.expected}
+                report["firstboot"] = {"status": "done", "files": _firstboot.install(root, config)}
+            else:
+                report["firstboot"] = {"status": "off"}
+            self.record(state="bootloader")
+            if params["bootloader"] == "grub-bios":
+                if not store_values.get("UUID"):
+                    raise MigrationError("the store %s has no filesystem UUID for GRUB to find it by." %
+                                         self.store.root)
+                with self.timed("bootloader"):
+                    self.result["bootloader"] = install_grub(
+                        self.runner, root, disk, device, fs["uuid"], store_values["UUID"], params["maintenance_cmdline"],
+                        one_shot=params["firstboot"])
+                if params["firstboot"]:
+                    path = os.path.join(root, "etc/inplace-migration/firstboot.json")
+                    with open(path) as handle:
+                        config = json.load(handle)
+                    config["default_entry"] = self.result["bootloader"]["default_entry"]
+                    _firstboot.install(root, config)
+            else:
+                self.result["bootloader"] = {"status": "off"}
+
+    def rearm_first_boot(self, device, record):
+        """Boot the new system once more when its first boot never confirmed itself.
+
+        GRUB consumes the one-shot entry as it boots it; a cut during that first boot (or a
+        new system that fails) brings the PC back to maintenance, GRUB's saved default. The
+        deploy is complete then, but the hook's confirmation is missing from the journal:
+        arm the one-shot again, a few times, rather than reboot into maintenance forever.
+        """
+        params = self.params
+        if not params["firstboot"] or params["bootloader"] != "grub-bios" or \
+                (self.journal.get(_firstboot.JOURNAL_KEY) or {}).get("confirmed"):
+            return self.result
+        fstype = (record.get("filesystem") or {}).get("type") or "ext4"
+        with _mount.temporary_mount(self.runner, device, fstype, readonly=self.check_mode) as root:
+            grubenv = os.path.join(root, _firstboot.GRUBENV)
+            entry = (_firstboot.read_config(root) or {}).get("default_entry")
+            if not entry or read_grubenv(grubenv).get("next_entry") == entry:
+                return self.result
+            attempts = record.get("first_boot_attempts", 1)
+            if attempts >= FIRST_BOOT_ATTEMPTS:
+                raise MigrationError(
+                    "the new system on %s was booted %d times and never confirmed its first boot; look at its console "
+                    "(or boot it from GRUB's menu) to see why, fix the image, and deploy again." % (device, attempts))
+            self.result.update(changed=True, first_boot_rearmed=entry)
+            if not self.check_mode:
+                update_grubenv(grubenv, next_entry=entry)
+                self.record(first_boot_attempts=attempts + 1)
+        return self.result

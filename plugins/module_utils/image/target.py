@@ -1,0 +1,80 @@
+# Copyright: inplace.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The partition image_deploy writes: which one it is, and whether it may be written.
+
+dest is found by its spec on the first run and by the PARTUUID the journal records on
+every run after it (a label vanishes when the partition is overwritten); either way a
+spec that names two devices is an error naming both. Every refusal here comes before
+anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
+from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
+from ansible_collections.inplace.migration.plugins.module_utils.image.fixups import BIOS_BOOT_TYPE
+
+
+def find_dest(scan, spec, record):
+    """(device, PARTUUID) of the partition ``spec`` names, or of the one the journal's ``record`` names."""
+    if record and record.get("dest") == spec and record.get("partuuid"):
+        recorded = "PARTUUID=" + record["partuuid"]
+        device = scan.lookup(recorded, "dest=%s, recorded in the journal" % spec)
+        if device is None:
+            raise MigrationError("the partition with PARTUUID %s (dest=%s, recorded in the journal) is not on "
+                                 "this machine." % (record["partuuid"], spec))
+    else:
+        device = scan.lookup(spec, "dest")
+        if device is None:
+            if _devices.parse_spec(spec)[0]:
+                raise MigrationError("no partition has %s; dest names nothing on this machine." % spec)
+            raise MigrationError("dest=%s is not a block device." % spec)
+    if not _devices.is_partition(device):
+        raise MigrationError("dest=%s is a whole disk; image_deploy writes a partition only." % spec)
+    partuuid = (scan.values(device).get("PART_ENTRY_UUID") or "").lower()
+    if not partuuid:
+        raise MigrationError("dest=%s (%s) has no PARTUUID to record it by." % (spec, device))
+    return device, partuuid
+
+
+def refuse(scan, device, spec, store_root, protect):
+    """Refuse a dest that holds the store, is mounted or held, or is (on) a device named in ``protect``."""
+    if _devices.device_number(device) == _devices.number_text(os.stat(store_root).st_dev):
+        raise MigrationError("dest=%s (%s) holds the store %s; it is never written." % (spec, device, store_root))
+    mounted = _mount.mountpoint_of(device)
+    if mounted:
+        raise MigrationError("dest=%s (%s) is mounted at %s; unmount it first." % (spec, device, mounted))
+    users = _devices.holders(device)
+    if users:
+        raise MigrationError("dest=%s (%s) is in use by %s." % (spec, device, ", ".join(users)))
+    number = _devices.device_number(device)
+    for protected in protect or []:
+        # Every device the spec names is protected: here two matches are no reason to guess.
+        for path in scan.matching(protected):
+            same = _devices.device_number(path) == number
+            if not same and not _devices.is_partition(path):
+                same = _devices.parent_disk(device) == path
+            if same:
+                raise MigrationError("dest=%s (%s) is protected by protect=%s." % (spec, device, protected))
+
+
+def bootloader_disk(scan, device, bootloader):
+    """The disk GRUB for BIOS goes to, refused before writing when GRUB cannot embed itself there."""
+    if bootloader != "grub-bios":
+        return None
+    disk = _devices.parent_disk(device)
+    table = scan.values(disk).get("PTTYPE")
+    if table == "gpt":
+        bios_boot = [path for path, v in scan.devices.items()
+                     if v.get("PART_ENTRY_TYPE", "").lower() == BIOS_BOOT_TYPE and path != device
+                     and _devices.parent_disk(path) == disk]
+        if not bios_boot:
+            raise MigrationError("the GPT disk %s has no BIOS boot partition (bios_grub) for GRUB to embed itself "
+                                 "in; add one, or set bootloader=none." % disk)
+    elif table != "dos":
+        raise MigrationError("the disk %s has a %s partition table; GRUB for BIOS needs msdos or GPT." % (
+            disk, table or "unknown"))
+    return disk

@@ -1,0 +1,129 @@
+"""Finding devices on real loop disks: a label two devices carry is an error naming both, a store is
+found by the identity recorded for it, through the modules and through the first-boot program.
+
+Labels are made up per test, so disks other tests attach meanwhile never carry them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from ansible_collections.inplace.migration.plugins.module_utils.boot import firstboot as _firstboot
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
+from tests.support import adhoc
+from tests.support.loopdisk import MiB, mounted, run
+
+GPT = "label: gpt\nstart=2048, size=24MiB, name=system\nsize=24MiB, name=store\n"
+DOS = "label: dos\nstart=2048, size=24MiB, type=83\n"
+
+
+def blkid(device, tag):
+    return run("blkid", "-p", "-s", tag, "-o", "value", device, check=False).stdout.strip()
+
+
+@pytest.fixture
+def label():
+    return "T" + uuid.uuid4().hex[:10].upper()
+
+
+@pytest.fixture
+def twins(make_disk, label):
+    """(store, other): a store partition on a GPT disk, and an msdos disk's partition with the same label."""
+    disk, other_disk = make_disk(64 * MiB, GPT), make_disk(32 * MiB, DOS)
+    store, other = disk.part(2), other_disk.part(1)
+    run("mkfs.ext4", "-q", "-F", "-L", "old-" + label[:8], disk.part(1))
+    for device in (store, other):
+        run("mkfs.ext4", "-q", "-F", "-L", label, device)
+    return store, other
+
+
+def test_migration_state_finds_the_one_store_and_the_disk_holding_it(make_disk, label):
+    disk = make_disk(64 * MiB, GPT)
+    run("mkfs.ext4", "-q", "-F", "-L", label, disk.part(2))
+    result = adhoc.module("migration_state", {"store_label": label})
+    assert result["rc"] == 0, result.get("msg")
+    assert result["store"] == {"device": disk.part(2), "disk": disk.path, "mounted_at": None}
+
+
+def test_two_devices_with_the_store_s_label_stop_migration_state_and_store_mount_naming_both(twins, label, tmp_path):
+    store, other = twins
+    both = "names 2 devices, %s and %s, where it must name one; remove or relabel the other one." % tuple(
+        sorted([store, other]))
+    state = adhoc.module("migration_state", {"store_label": label})
+    assert state["rc"] != 0 and state["msg"] == "LABEL=%s (the migration store) %s" % (label, both)
+    target = str(tmp_path / "store")
+    for args in ({"label": label}, {"device": "LABEL=" + label}):
+        mounted_ = adhoc.module("store_mount", dict(args, path=target))
+        assert mounted_["rc"] != 0 and mounted_["msg"] == "LABEL=%s %s" % (label, both)
+        assert not os.path.ismount(target)
+
+
+def test_a_recorded_identity_finds_the_store_and_notices_a_new_filesystem(twins):
+    store, other = twins
+    runner = ProcessRunner()
+    recorded = _devices.identity(runner, store)
+    assert recorded["partuuid"] == blkid(store, "PART_ENTRY_UUID") and recorded["uuid"] == blkid(store, "UUID")
+    assert recorded["disk"]["device"] == store[:-2] and recorded["disk"]["ptuuid"] == blkid(store[:-2], "PTUUID")
+    assert _devices.find_recorded(runner, recorded, "the store") == store
+    assert _devices.is_the_recorded(runner, store, recorded)
+    assert not _devices.is_the_recorded(runner, other, recorded)
+    run("mkfs.ext4", "-q", "-F", "-L", recorded["label"], store)
+    with pytest.raises(MigrationError) as error:
+        _devices.find_recorded(runner, recorded, "the store")
+    assert "has filesystem UUID %s where %s was recorded" % (blkid(store, "UUID"), recorded["uuid"]) in str(error.value)
+    assert not _devices.is_the_recorded(runner, store, recorded)
+
+
+def _first_boot(tmp_path, config):
+    """Install the hook into a bare root with ``config``; run it there, finding the store itself."""
+    root = str(tmp_path / "root")
+    os.makedirs(root, exist_ok=True)
+    _firstboot.install(root, config)
+    return subprocess.run([sys.executable, "-I", os.path.join(root, _firstboot.PROGRAM), "--root", root,
+                           "--no-restore"], capture_output=True, text=True, check=False)
+
+
+def test_the_first_boot_program_finds_the_store_by_identity_though_another_device_has_its_label(twins, tmp_path):
+    store, other = twins
+    recorded = _devices.identity(ProcessRunner(), store)
+    proc = _first_boot(tmp_path, {"store_label": recorded["label"], "store_uuid": recorded["uuid"],
+                                  "store_partuuid": recorded["partuuid"], "store_identity": recorded})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not _devices.holders(store) and not os.path.exists(os.path.join(str(tmp_path), "root", _firstboot.WANTS))
+    with mounted(store) as directory:
+        assert Store(directory).journal.get("firstboot")["confirmed"]
+    with mounted(other) as directory:
+        assert not os.path.exists(os.path.join(directory, "inplace"))
+
+
+def test_the_first_boot_program_by_label_alone_refuses_two_devices_with_it(twins, label, tmp_path):
+    store, other = twins
+    proc = _first_boot(tmp_path, {"store_label": label})
+    assert proc.returncode == 1
+    assert "LABEL=%s (the migration store) names 2 devices, %s and %s" % ((label,) + tuple(sorted([store, other]))) \
+        in proc.stdout
+    assert os.path.lexists(os.path.join(str(tmp_path), "root", _firstboot.WANTS))
+    with mounted(store) as directory:
+        assert not os.path.exists(os.path.join(directory, "inplace"))
+    with open(os.path.join(str(tmp_path), "root", _firstboot.CONFIG)) as handle:
+        assert "store_identity" not in json.load(handle)
+
+
+def test_store_mount_in_check_mode_and_a_mount_point_something_else_holds(make_disk, tmp_path):
+    disk = make_disk(64 * MiB, DOS)
+    run("mkfs.ext4", "-q", "-F", disk.part(1))
+    target = str(tmp_path / "store")
+    planned = adhoc.module("store_mount", {"device": disk.part(1), "path": target}, check=True)
+    assert planned["changed"] is True and planned["path"] == target and not os.path.exists(target)
+    refused = adhoc.module("store_mount", {"device": disk.part(1), "path": "/proc"})
+    assert refused["rc"] != 0 and refused["msg"] == "something else (proc) is mounted at /proc."
+    assert not os.path.ismount(target)
