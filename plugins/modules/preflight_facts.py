@@ -194,7 +194,7 @@ image:
 profiles:
   description:
     - The estimate, V(null) without O(profiles) or when it failed. C(users) (each C(name), C(uid), C(files),
-      C(bytes), C(estimated_archive_bytes)), C(skipped_users), C(compression_ratio), C(estimated_archive_bytes)
+      C(bytes), C(estimated_archive_bytes)), C(homes_not_archived), C(compression_ratio), C(estimated_archive_bytes)
       and C(store_bytes_needed).
   returned: always
   type: dict

@@ -37,14 +37,15 @@ def _attempt(what, sentences, function, *args, **kwargs):
         return None
 
 
-def estimate_profiles(runner, users, exclude_users, exclude):
-    """profile_capture's estimate (its check mode) of the old system's profiles."""
-    result = Capture(runner, "/", STORE_MOUNT, users=users, exclude_users=exclude_users,
+def estimate_profiles(runner, users, exclude_users, exclude, root="/"):
+    """profile_capture's estimate (its check mode) of the profiles of the system at ``root``."""
+    result = Capture(runner, root, STORE_MOUNT, users=users, exclude_users=exclude_users,
                      exclude=exclude).run(check_mode=True)
     return {
         "users": [{key: user.get(key) for key in ("name", "uid", "files", "bytes", "estimated_archive_bytes")}
                   for user in result["users"]],
-        "skipped_users": result["skipped_users"],
+        # Accounts whose homes the reimage keeps (a partition of their own) or that have none: not archived.
+        "homes_not_archived": result.get("homes_not_archived", []),
         "compression_ratio": result["compression_ratio"],
         "estimated_archive_bytes": result["estimated_archive_bytes"],
         "store_bytes_needed": result["store_bytes_needed"],

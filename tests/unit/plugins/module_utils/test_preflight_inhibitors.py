@@ -101,7 +101,7 @@ def test_store_need_adds_up():
 FACTS = {"root": {"device": "/dev/vda1", "uuid": "r-uuid", "fstype": "ext4", "partuuid": "p-uuid"},
          "disk": "/dev/vda", "disk_bytes": 8 * GiB, "boot": {"separate": False, "uuid": "r-uuid", "free_bytes": GiB},
          "memory_mib": 2048, "on_battery": False}
-ESTIMATE = {"users": [{"name": "alice"}], "skipped_users": [], "compression_ratio": 0.5,
+ESTIMATE = {"users": [{"name": "alice"}], "homes_not_archived": [], "compression_ratio": 0.5,
             "estimated_archive_bytes": 100 * MiB, "store_bytes_needed": 200 * MiB}
 PLANNED = {"store": {"size": 700 * MiB, "device": "/dev/vda2"}, "actions": ["shrink"], "notes": [],
            "layout_before": {"device": "/dev/vda"}, "layout_after": {"device": "/dev/vda"}}
