@@ -42,17 +42,17 @@ options:
     type: dict
     suboptions:
       users:
-        description: Users to capture (V(auto) is the login.defs UID range with a home).
+        description: As O(inplace.migration.profile_capture#module:users).
         type: list
         elements: str
         default: [auto]
       exclude_users:
-        description: Users not to capture.
+        description: As O(inplace.migration.profile_capture#module:exclude_users).
         type: list
         elements: str
         default: []
       exclude:
-        description: Globs not to capture in each home.
+        description: As O(inplace.migration.profile_capture#module:exclude).
         type: list
         elements: str
         default: [.cache, .local/share/Trash, .thumbnails]
