@@ -12,22 +12,7 @@ import zipfile
 from ansible_collections.inplace.migration.plugins.module_utils.boot import firstboot as _firstboot
 from ansible_collections.inplace.migration.plugins.module_utils.boot import grub as _grub
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
-
-GRUB_CFG = """set default="0"
-if [ "${next_entry}" ] ; then
-   set default="${next_entry}"
-fi
-menuentry 'Debian GNU/Linux' --class debian --class os $menuentry_id_option 'gnulinux-simple-1234' {
-\tlinux\t/boot/vmlinuz root=UUID=1234 ro quiet
-}
-submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-1234' {
-\tmenuentry 'Debian GNU/Linux, with Linux 6.1' --class debian $menuentry_id_option 'gnulinux-6.1-advanced-1234' {
-\t}
-}
-### BEGIN /etc/grub.d/45_inplace_maintenance ###
-menuentry 'Maintenance environment (inplace.migration store)' --id inplace-maintenance {
-}
-"""
+from tests.support.grub_samples import GRUB_CFG
 
 
 def test_the_program_ships_only_the_modules_it_imports():

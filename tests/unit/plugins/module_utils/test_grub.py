@@ -5,22 +5,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.inplace.migration.plugins.module_utils.boot import grub as _grub
-
-GRUB_CFG = """set default="0"
-if [ "${next_entry}" ] ; then
-   set default="${next_entry}"
-fi
-menuentry 'Debian GNU/Linux' --class debian --class os $menuentry_id_option 'gnulinux-simple-1234' {
-\tlinux\t/boot/vmlinuz root=UUID=1234 ro quiet
-}
-submenu 'Advanced options for Debian GNU/Linux' $menuentry_id_option 'gnulinux-advanced-1234' {
-\tmenuentry 'Debian GNU/Linux, with Linux 6.1' --class debian $menuentry_id_option 'gnulinux-6.1-advanced-1234' {
-\t}
-}
-### BEGIN /etc/grub.d/45_inplace_maintenance ###
-menuentry 'Maintenance environment (inplace.migration store)' --id inplace-maintenance {
-}
-"""
+from tests.support.grub_samples import GRUB_CFG
 
 
 def test_menu_entries_and_the_new_system_s_default():
