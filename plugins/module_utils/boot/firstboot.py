@@ -9,7 +9,10 @@ store by the identity image_deploy recorded (its PARTUUID, filesystem UUID, labe
 disk; by its label alone only when none was recorded), takes the store's lock, records
 the confirmation in the journal, makes the new system GRUB's saved default (the
 maintenance entry stays in the menu), runs the profile restore from the store if one
-is there and not done yet, and on success disables itself.
+is there and not done yet, and on success disables itself. It also disables itself when
+the migration is complete (cleanup's record is in the root) and when it gives up after
+GIVE_UP_AFTER failed boots: the playbook's own restore phase does the work then, and a
+hook left enabled would fail at every boot once the store is gone.
 
 It also holds what the module and the program share about GRUB's environment block
 and menu, so both read and write them the same way.
@@ -29,7 +32,8 @@ from ansible_collections.inplace.migration.plugins.module_utils.disk import devi
 from ansible_collections.inplace.migration.plugins.module_utils.disk.mount import mountpoint_of, temporary_mount
 from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import default_entry, update_grubenv
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
-from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, atomic_write_json, read_json
+from ansible_collections.inplace.migration.plugins.module_utils.state.locate import COMPLETION_RECORD
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 
 DESCRIPTION = "Confirm the first boot of the new system and restore profiles from the migration store."
@@ -46,6 +50,9 @@ DEFAULT_LABEL = "INPLACE-STORE"
 WHAT = "the migration store"
 GRUBENV = "boot/grub/grubenv"
 GRUB_CFG = "boot/grub/grub.cfg"
+# In the new root, not on the store: the count must survive a store that cannot be found.
+FAILURES = "var/lib/inplace-migration/firstboot-failures.json"
+GIVE_UP_AFTER = 5
 
 UNIT_TEXT = """[Unit]
 Description=inplace.migration: confirm the first boot of the new system, restore profiles from the store
@@ -165,6 +172,10 @@ def main(argv=None):
     root = args.root
     config = read_config(root) or {}
     runner = ProcessRunner()
+    if os.path.exists(os.path.join(root, COMPLETION_RECORD.lstrip("/"))):
+        disable(root)
+        log("the migration is complete; the hook is disabled")
+        return 0
     try:
         if args.store:
             report = confirm(runner, root, args.store, config, restore=not args.no_restore)
@@ -181,9 +192,24 @@ def main(argv=None):
             report["disabled"] = True
     except MigrationError as error:
         log("failed: %s" % error)
+        if count_failure(root, str(error)) >= GIVE_UP_AFTER and not args.keep_enabled:
+            disable(root)
+            log("gave up after %d failed boots and disabled itself; rerun the playbook, whose restore phase "
+                "restores the profiles" % GIVE_UP_AFTER)
         return 1
     log(json.dumps(report, sort_keys=True))
     return 0
+
+
+def count_failure(root, reason):
+    """Record one more failed boot in ``root``; returns how many there have been."""
+    path = os.path.join(root, FAILURES)
+    record = read_json(path) or {}
+    record = {"failures": int(record.get("failures", 0)) + 1, "last": reason,
+              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_json(path, record)
+    return record["failures"]
 
 
 # Making and installing it --------------------------------------------------------------------------

@@ -112,3 +112,28 @@ def test_the_store_is_looked_for_by_its_recorded_identity_and_by_label_only_with
     assert _firstboot.recorded_store({"store_partuuid": "0b4e1c2a-03", "store_uuid": "u-1",
                                       "store_label": "INPLACE-STORE"}) == {"partuuid": "0b4e1c2a-03", "uuid": "u-1"}
     assert _firstboot.recorded_store({"store_label": "INPLACE-STORE"}) is None
+
+
+def test_a_completed_migration_disables_the_hook_without_looking_for_the_store(tmp_path):
+    root, unused = install(tmp_path)
+    record = os.path.join(root, _firstboot.COMPLETION_RECORD.lstrip("/"))
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    with open(record, "w") as handle:
+        handle.write('{"completed": "2026-11-30T00:00:00+00:00"}\n')
+    # No --store: a hook still looking for the store would fail here, as cleanup removed it.
+    proc = subprocess.run([sys.executable, "-I", os.path.join(root, _firstboot.PROGRAM), "--root", root],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "the migration is complete" in proc.stdout
+    assert not wanted(root)
+
+
+def test_the_hook_gives_up_and_disables_itself_after_repeated_failed_boots(tmp_path):
+    root, store = install(tmp_path, restore="import sys\nsys.exit(3)\n")
+    for boot in range(1, _firstboot.GIVE_UP_AFTER + 1):
+        proc = run(root, store)
+        assert proc.returncode == 1
+        with open(os.path.join(root, _firstboot.FAILURES)) as handle:
+            assert json.load(handle)["failures"] == boot
+        assert wanted(root) == (boot < _firstboot.GIVE_UP_AFTER), boot
+    assert "gave up after %d failed boots" % _firstboot.GIVE_UP_AFTER in proc.stdout
