@@ -15,8 +15,13 @@ description:
     was completed on this PC.
   - The playbook asks this first on every run and after every reboot, so a rerun after any interruption
     continues from the PC's real state.
-  - The store is the one device whose filesystem label is O(store_label), read from the devices as they are now
-    (C(blkid -p), not blkid's cache). When two or more devices carry that label the module fails and names them.
+  - The store is the one device on the system disk whose filesystem label is O(store_label), read from the devices
+    as they are now (C(blkid -p), not blkid's cache). The system disk is the disk holding the root partition, the one
+    mounted at C(/) in the old and the new system, the one whose PARTUUID the host record names
+    (C(root_partuuid)) in the maintenance environment. A device with that label on another disk (a USB stick) is
+    never taken, only returned in RV(ignored_stores); two on the system disk make the module fail naming both.
+  - In the maintenance environment the system disk must have the identity preflight recorded in the host record
+    (C(disk_identity), its partition table UUID, WWN and serial number), or the module fails saying what differs.
   - Read-only. A store that is not mounted is mounted read-only (replaying a journal a crash left) on a private
     directory while its journal is read.
 extends_documentation_fragment:
@@ -26,6 +31,12 @@ options:
     description: Filesystem label of the store.
     type: str
     default: INPLACE-STORE
+  root_partuuid:
+    description:
+      - PARTUUID of the partition whose disk is the system disk, where the store is looked for.
+      - By default the host record's C(root_partuuid) in the maintenance environment, else the partition mounted at
+        C(/).
+    type: str
 seealso:
   - module: inplace.migration.partition_space
 """
@@ -64,6 +75,17 @@ store:
     (C(mounted_at)).
   returned: always
   type: dict
+system_disk:
+  description: >-
+    The system disk: its C(device) (kernel name now), the C(root) partition it was found by (a path or a
+    C(PARTUUID=) spec) and its C(identity) (C(wwn), C(serial), C(ptuuid) where present).
+  returned: always
+  type: dict
+ignored_stores:
+  description: Devices on other disks that carry the store's label, left alone (for the report).
+  returned: always
+  type: list
+  elements: str
 manifest:
   description: Whether the store holds a profile manifest (C(exists)), whether it is C(complete), and its C(users).
   returned: always
@@ -86,10 +108,11 @@ from ansible_collections.inplace.migration.plugins.module_utils.state.locate imp
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(store_label=dict(type="str", default="INPLACE-STORE")),
+    module = AnsibleModule(argument_spec=dict(store_label=dict(type="str", default="INPLACE-STORE"),
+                                              root_partuuid=dict(type="str")),
                            supports_check_mode=True)
     try:
-        state = detect(Runner(module), module.params["store_label"])
+        state = detect(Runner(module), module.params["store_label"], root_partuuid=module.params["root_partuuid"])
     except MigrationError as error:
         module.fail_json(msg=str(error), **error.partial)
     module.exit_json(changed=False, **state)

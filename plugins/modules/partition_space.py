@@ -87,6 +87,13 @@ options:
       - At most 16 characters (an ext limit).
     type: str
     default: INPLACE-STORE
+  disk_identity:
+    description:
+      - The identity recorded for O(disk) when the migration was planned (preflight's C(disk_identity), with C(ptuuid),
+        C(wwn), C(serial)). When given, the module refuses, in check mode too and before any shrink or table write,
+        a disk that does not have it, with one sentence naming what differs.
+      - A WWN or serial number that cannot be read now is not a difference; the partition table UUID must match.
+    type: dict
 notes:
   - Growing a mounted ext4 filesystem needs a kernel that allows online resize (CAP_SYS_RESOURCE in containers).
   - On an msdos label a new logical partition is only ever added after the last one, so existing logical
@@ -101,6 +108,12 @@ EXAMPLES = r"""
   inplace.migration.partition_space:
     disk: /dev/sda
     size: 20GiB
+
+- name: Make the store only on the disk preflight recorded
+  inplace.migration.partition_space:
+    disk: "{{ migration.system_disk.device }}"
+    disk_identity: "{{ migration.host.disk_identity }}"
+    size: "{{ migration.host.store_usable_bytes }}"
 
 - name: Plan only, and show the layout before and after
   inplace.migration.partition_space:
@@ -229,6 +242,7 @@ def main():
             fstype=dict(type="str", choices=["ext4", "ext3", "ext2"], default="ext4"),
             label=dict(type="str", default="INPLACE-STORE"),
             plan_offline=dict(type="bool", default=False),
+            disk_identity=dict(type="dict"),
         ),
         required_if=[("state", "present", ["size"])],
         supports_check_mode=True,
@@ -241,7 +255,7 @@ def main():
     if len(params["label"]) > 16:
         module.fail_json(msg="label=%s is longer than the 16 characters an ext filesystem label can hold." % params["label"])
 
-    space = PartitionSpace(Runner(module), params["disk"], params["label"])
+    space = PartitionSpace(Runner(module), params["disk"], params["label"], params["disk_identity"])
     try:
         if params["state"] == "present":
             size = parse_size(params["size"], "size")

@@ -139,8 +139,14 @@ plan:
   type: dict
   contains:
     disk:
-      description: The whole disk holding the root partition (and the store-to-be).
+      description: The whole disk holding the root partition (and the store-to-be), its kernel name now (for people).
       type: str
+    disk_identity:
+      description: >-
+        What identifies that disk later, whatever its kernel name then: C(ptuuid) (partition table UUID), and
+        C(wwn) and C(serial) where the disk has them. The maintenance phases find the disk by C(root_partuuid) and
+        refuse to change it unless it has this identity.
+      type: dict
     root_partuuid:
       description: PARTUUID of the root partition, which the deploy overwrites.
       type: str

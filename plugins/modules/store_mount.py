@@ -16,6 +16,8 @@ description:
   - A store already mounted elsewhere is reported, not mounted twice.
   - A label or C(UUID=)/C(PARTUUID=)/C(LABEL=)/C(PARTLABEL=) spec is matched against the devices as they are now
     (C(blkid -p), not blkid's cache); when it names two or more devices the module fails and names them.
+  - With O(disk_of), only a device on the system disk is taken; one elsewhere (a USB stick carrying the store's
+    label) is left alone and returned in RV(ignored).
 extends_documentation_fragment:
   - inplace.migration.attributes
 options:
@@ -34,6 +36,13 @@ options:
     type: str
     choices: [mounted, unmounted]
     default: mounted
+  disk_of:
+    description:
+      - Take O(label) (or O(device)) only on the disk holding this device, a path or a C(PARTUUID=)/C(UUID=) spec,
+        or holding the filesystem mounted at this directory (V(/) in a running system).
+      - The roles give the old system's root partition (V(PARTUUID=...)) in the maintenance environment and V(/)
+        in the new system, so the store is only ever looked for on the system disk.
+    type: str
   readonly:
     description: Mount read-only (a journal a crash left behind is still replayed, so the files read are whole).
     type: bool
@@ -45,6 +54,7 @@ EXAMPLES = r"""
   inplace.migration.store_mount:
     label: INPLACE-STORE
     path: /run/inplace/store
+    disk_of: PARTUUID=0b4e1c2a-01
 
 - name: Mount the old system's root read-only
   inplace.migration.store_mount:
@@ -62,6 +72,11 @@ path:
   description: Where it is mounted now (V(null) when unmounted).
   returned: always
   type: str
+ignored:
+  description: Devices O(label) (or O(device)) names on other disks than the one O(disk_of) is on, left alone.
+  returned: with O(disk_of)
+  type: list
+  elements: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -75,7 +90,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(label=dict(type="str"), device=dict(type="str"), path=dict(type="path", required=True),
                            state=dict(type="str", choices=["mounted", "unmounted"], default="mounted"),
-                           readonly=dict(type="bool", default=False)),
+                           readonly=dict(type="bool", default=False), disk_of=dict(type="str")),
         required_if=[("state", "mounted", ("label", "device"), True)],
         mutually_exclusive=[("label", "device")],
         supports_check_mode=True,
@@ -85,7 +100,7 @@ def main():
     try:
         if params["state"] == "mounted":
             source = "LABEL=%s" % params["label"] if params["label"] else params["device"]
-            result = mount(runner, source, params["path"], params["readonly"], module.check_mode)
+            result = mount(runner, source, params["path"], params["readonly"], module.check_mode, params["disk_of"])
         else:
             result = unmount(runner, params["path"], module.check_mode)
     except MigrationError as error:

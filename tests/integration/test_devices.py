@@ -6,6 +6,7 @@ Labels are made up per test, so disks other tests attach meanwhile never carry t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -46,25 +47,105 @@ def twins(make_disk, label):
     return store, other
 
 
-def test_migration_state_finds_the_one_store_and_the_disk_holding_it(make_disk, label):
+def test_migration_state_finds_the_one_store_on_the_system_disk_and_the_disk_holding_it(make_disk, label):
     disk = make_disk(64 * MiB, GPT)
     run("mkfs.ext4", "-q", "-F", "-L", label, disk.part(2))
-    result = adhoc.module("migration_state", {"store_label": label})
+    root = blkid(disk.part(1), "PART_ENTRY_UUID")
+    result = adhoc.module("migration_state", {"store_label": label, "root_partuuid": root})
     assert result["rc"] == 0, result.get("msg")
     assert result["store"] == {"device": disk.part(2), "disk": disk.path, "mounted_at": None}
+    assert result["system_disk"] == {"device": disk.path, "root": "PARTUUID=" + root,
+                                     "identity": {"device": disk.path, "ptuuid": blkid(disk.path, "PTUUID")}}
+    assert result["ignored_stores"] == []
 
 
-def test_two_devices_with_the_store_s_label_stop_migration_state_and_store_mount_naming_both(twins, label, tmp_path):
+def test_two_devices_with_the_store_s_label_on_the_system_disk_stop_migration_state_naming_both(make_disk, label):
+    disk = make_disk(96 * MiB, GPT + "size=24MiB, name=second\n")
+    for number in (2, 3):
+        run("mkfs.ext4", "-q", "-F", "-L", label, disk.part(number))
+    state = adhoc.module("migration_state", {"store_label": label,
+                                             "root_partuuid": blkid(disk.part(1), "PART_ENTRY_UUID")})
+    assert state["rc"] != 0 and state["msg"] == (
+        "LABEL=%s (the migration store) names 2 devices, %s and %s, where it must name one; remove or relabel the "
+        "other one." % (label, disk.part(2), disk.part(3)))
+
+
+def test_without_disk_of_store_mount_refuses_two_devices_with_the_label_naming_both(twins, label, tmp_path):
     store, other = twins
     both = "names 2 devices, %s and %s, where it must name one; remove or relabel the other one." % tuple(
         sorted([store, other]))
-    state = adhoc.module("migration_state", {"store_label": label})
-    assert state["rc"] != 0 and state["msg"] == "LABEL=%s (the migration store) %s" % (label, both)
     target = str(tmp_path / "store")
     for args in ({"label": label}, {"device": "LABEL=" + label}):
         mounted_ = adhoc.module("store_mount", dict(args, path=target))
         assert mounted_["rc"] != 0 and mounted_["msg"] == "LABEL=%s %s" % (label, both)
         assert not os.path.ismount(target)
+
+
+def mounted_source(path):
+    return run("findmnt", "--noheadings", "--output", "SOURCE", "--mountpoint", path, check=False).stdout.strip()
+
+
+def test_a_stick_with_the_store_s_label_is_never_taken_for_the_store(twins, label, tmp_path):
+    """A "system disk" whose partition 1 is the root and 2 the store, and a "stick" whose partition carries the
+    store's label: migration_state and store_mount take the system disk's store, and never the stick."""
+    store, stick = twins
+    system_disk, stick_disk = store[:-2], stick[:-2]
+    root = "PARTUUID=" + blkid(system_disk + "p1", "PART_ENTRY_UUID")
+    with open(stick_disk, "rb") as handle:
+        stick_before = hashlib.sha256(handle.read()).hexdigest()
+
+    state = adhoc.module("migration_state", {"store_label": label, "root_partuuid": root[len("PARTUUID="):]})
+    assert state["rc"] == 0, state.get("msg")
+    assert state["store"] == {"device": store, "disk": system_disk, "mounted_at": None}
+    assert state["ignored_stores"] == [stick]
+
+    target = str(tmp_path / "store")
+    with mounted(system_disk + "p1") as old_root:
+        for disk_of in (root, old_root):  # a spec, or a mount point of a partition of the system disk
+            result = adhoc.module("store_mount", {"label": label, "disk_of": disk_of, "path": target})
+            assert result["rc"] == 0 and result["device"] == store and result["ignored"] == [stick], result.get("msg")
+            assert mounted_source(target) == store
+            assert adhoc.module("store_mount", {"path": target, "state": "unmounted"})["rc"] == 0
+
+    # With no store on the system disk, the stick is still not taken: nothing is mounted, nothing read from it.
+    run("e2label", store, "other")
+    state = adhoc.module("migration_state", {"store_label": label, "root_partuuid": root[len("PARTUUID="):]})
+    assert state["rc"] == 0 and state["store"]["device"] is None and state["ignored_stores"] == [stick]
+    refused = adhoc.module("store_mount", {"label": label, "disk_of": root, "path": target})
+    assert refused["rc"] != 0 and refused["msg"] == (
+        "no device on %s (the disk holding %s) has LABEL=%s, only %s elsewhere, which is not taken; put it back or "
+        "give the device." % (system_disk, root, label, stick))
+    assert not os.path.ismount(target)
+    with open(stick_disk, "rb") as handle:
+        assert hashlib.sha256(handle.read()).hexdigest() == stick_before
+
+
+def test_partition_space_refuses_a_disk_that_is_not_the_recorded_one_and_changes_no_byte(make_disk):
+    disk = make_disk(256 * MiB, DOS)
+    run("mkfs.ext4", "-q", "-F", disk.part(1))
+    root = blkid(disk.part(1), "PART_ENTRY_UUID")
+    recorded = _devices.Scan(ProcessRunner(), []).disk_identity(disk.path)
+    assert recorded == {"device": disk.path, "ptuuid": blkid(disk.path, "PTUUID")}
+    before = disk.digest()
+    wrong = dict(recorded, ptuuid="deadbeef")
+    for args, check in ((dict(size="64MiB", shrink="none"), False), (dict(size="64MiB", shrink="none"), True),
+                        (dict(state="absent"), False)):
+        result = adhoc.module("partition_space", dict(args, disk=disk.path, disk_identity=wrong), check=check)
+        assert result["rc"] != 0 and result["changed"] is False, result
+        assert result["msg"] == (
+            "%s is not the disk recorded when the migration was planned (it has partition table UUID %s where "
+            "deadbeef was recorded), so %s the store is refused; put the recorded disk back, or run preflight again "
+            "on the old system to record this one." % (
+                disk.path, recorded["ptuuid"], "removing" if args.get("state") == "absent" else "making"))
+        assert disk.digest() == before
+
+    # The recorded disk is changed, and keeps its identity and its root's PARTUUID through the table write, though
+    # its MBR has no boot code (which libparted replaces, signature and all): GRUB's check and capture come after.
+    made = adhoc.module("partition_space", dict(disk=disk.path, disk_identity=recorded, size="64MiB", shrink="none"))
+    assert made["rc"] == 0 and made["changed"] is True, made.get("msg")
+    assert disk.digest() != before and len(disk.table()["partitions"]) == 2
+    assert _devices.Scan(ProcessRunner(), []).disk_identity(disk.path) == recorded
+    assert blkid(disk.part(1), "PART_ENTRY_UUID") == root
 
 
 def test_a_recorded_identity_finds_the_store_and_notices_a_new_filesystem(twins):

@@ -239,13 +239,31 @@ def differences(now, recorded):
     for key, unused_field, unused_prefix, name in IDENTITY:
         if recorded.get(key) and not same(key, recorded[key], now.get(key)):
             found.append((name, recorded[key], now.get(key)))
-    disk, disk_now = recorded.get("disk") or {}, now.get("disk") or {}
+    found.extend(("its disk's " + name, wanted, have)
+                 for name, wanted, have in disk_differences(now.get("disk") or {}, recorded.get("disk") or {}))
+    return found
+
+
+def disk_differences(now, recorded):
+    """(what, recorded value, value now) for each field of a disk's recorded identity the disk no longer has."""
+    found = []
     for key, name in DISK_IDENTITY:
-        wanted, have = disk.get(key), disk_now.get(key)
+        wanted, have = recorded.get(key), now.get(key)
         normal = normal_wwn if key == "wwn" else comparable
         if wanted and (have or key == "ptuuid") and normal(wanted) != normal(have):
-            found.append(("its disk's " + name, wanted, have))
+            found.append((name, wanted, have))
     return found
+
+
+def check_disk(disk, now, recorded, refused):
+    """Refuse ``refused`` (what was about to be done to ``disk``) when the disk's identity ``now`` is not the
+    ``recorded`` one."""
+    problems = disk_differences(now, recorded or {})
+    if problems:
+        said = ["%s %s where %s was recorded" % (name, have or "none", wanted) for name, wanted, have in problems]
+        raise MigrationError("%s is not the disk recorded when the migration was planned (it has %s), so %s is "
+                             "refused; put the recorded disk back, or run preflight again on the old system to record "
+                             "this one." % (disk, _listing(said) if len(said) > 1 else said[0], refused))
 
 
 def _mismatch(device, spec, problems, what):
@@ -324,6 +342,24 @@ class Scan:
 
     def is_the_recorded(self, device, identity):
         return not differences(self.identity(device), identity)
+
+    def check_disk(self, disk, recorded, refused):
+        """Refuse ``refused`` unless ``disk`` has the ``recorded`` disk identity: ask before anything destructive."""
+        check_disk(disk, self.disk_identity(disk), recorded, refused)
+
+    def disk_of(self, spec):
+        """The whole disk holding the one device ``spec`` names (the system disk, for the root partition)."""
+        return parent_disk(self.find(spec, "the system's root partition"))
+
+    def on_disk(self, spec, disk, what=None):
+        """(the one device ``spec`` names on ``disk`` or None, the devices it names on other disks).
+
+        Devices elsewhere (a USB stick carrying the store's label) are set aside, never taken;
+        two on ``disk`` are an error naming both.
+        """
+        found = self.matching(spec)
+        here = [device for device in found if parent_disk(device) == disk]
+        return only_one(spec, here, what), [device for device in found if device not in here]
 
 
 # Without a scan of their own ---------------------------------------------------------------------------

@@ -75,9 +75,46 @@ def _mounted_at(path):
     return None
 
 
-def mount(runner, source, path, readonly=False, check_mode=False):
-    """Mount the one device ``source`` names (a path or a UUID=, LABEL=, PARTUUID=, PARTLABEL= spec) at ``path``."""
-    device = _devices.find(runner, source)
+def mounted_device(runner, path):
+    """The device of the filesystem mounted at ``path`` as findmnt names it (a btrfs subvolume's without it)."""
+    rc, out, unused_err = runner.run(["findmnt", "--noheadings", "--output", "SOURCE", "--mountpoint", path], ok=None)
+    source = out.strip().split("[")[0] if rc == 0 else ""
+    if not source.startswith("/dev/"):
+        raise MigrationError("%s is not a mount point of a block device, so it names no disk." % path)
+    return source
+
+
+def find_on_disk_of(runner, source, disk_of):
+    """(the one device ``source`` names on the disk holding ``disk_of``, the devices it names elsewhere).
+
+    ``disk_of`` is a device (a path or a spec) or a mount point such as ``/`` (the device mounted there).
+    """
+    if os.path.isdir(disk_of):
+        disk_of = mounted_device(runner, disk_of)
+    scan = _devices.Scan(runner)
+    disk = scan.disk_of(disk_of)
+    device, ignored = scan.on_disk(source, disk)
+    if device is None:
+        raise MigrationError("no device on %s (the disk holding %s) has %s%s; put it back or give the device." % (
+            disk, disk_of, source, ", only %s elsewhere, which is not taken" % ", ".join(ignored) if ignored else ""))
+    return device, ignored
+
+
+def mount(runner, source, path, readonly=False, check_mode=False, disk_of=None):
+    """Mount the one device ``source`` names (a path or a UUID=, LABEL=, PARTUUID=, PARTLABEL= spec) at ``path``;
+    with ``disk_of``, only a device on the disk holding ``disk_of`` is taken (see find_on_disk_of)."""
+    ignored = []
+    if disk_of:
+        device, ignored = find_on_disk_of(runner, source, disk_of)
+    else:
+        device = _devices.find(runner, source)
+    result = _mount(runner, device, path, readonly, check_mode)
+    if disk_of:
+        result["ignored"] = ignored
+    return result
+
+
+def _mount(runner, device, path, readonly, check_mode):
     current = mountpoint_of(device)
     if current == os.path.realpath(path):
         return {"changed": False, "device": device, "path": current}

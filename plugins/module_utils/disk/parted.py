@@ -121,7 +121,38 @@ def apply_table_step(model, step):
             part.getPedPartition().set_name(step.name)
     else:
         raise TypeError("not a partition table step: %r" % (step,))
+    signature = _mbr_signature(model.path) if model.label == "msdos" else None
     pdisk.commit()
+    if signature is not None:
+        _keep_mbr_signature(model.path, signature)
+
+
+# Where an msdos table keeps its disk signature: the partition table UUID, and the first half of
+# every partition's PARTUUID (``<signature>-<number>``).
+MBR_SIGNATURE = (440, 4)
+
+
+def _mbr_signature(path):
+    with open(path, "rb") as handle:
+        handle.seek(MBR_SIGNATURE[0])
+        return handle.read(MBR_SIGNATURE[1])
+
+
+def _keep_mbr_signature(path, signature):
+    """Put the disk signature back when libparted wrote a new one.
+
+    libparted replaces an MBR without boot code (a disk partitioned by sfdisk, one that never held
+    a boot loader) by its own, with a random signature: the root partition's PARTUUID, by which the
+    later phases find it and its disk, would change with the store's partition.
+    """
+    if _mbr_signature(path) == signature:
+        return
+    descriptor = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(descriptor, signature, MBR_SIGNATURE[0])
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def wait_for_nodes(runner, model):

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import replace
 
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk import model as _model
 from ansible_collections.inplace.migration.plugins.module_utils.disk import planner as _planner
 from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
@@ -60,16 +61,24 @@ def _result(plan, after, store, usable=None):
 
 
 class PartitionSpace:
-    def __init__(self, runner, disk, label):
+    def __init__(self, runner, disk, label, disk_identity=None):
         self.runner = runner
         self.path = disk
         self.label = label
+        # The disk's identity recorded when the migration was planned: a disk that is not that one
+        # (a kernel name that now names a stick or a second disk) is refused before any change.
+        self.disk_identity = disk_identity
+
+    def check_identity(self, refused):
+        if self.disk_identity:
+            _devices.Scan(self.runner, []).check_disk(self.path, self.disk_identity, refused)
 
     def read(self):
         return _parted.read_disk(self.runner, self.path)
 
     def present(self, size, shrink, min_free, fstype, check_mode, plan_offline=False):
         disk = self.read()
+        self.check_identity("making the store")
         if plan_offline:
             # Planned from the old system for the maintenance environment, where none of it is mounted.
             disk = disk.with_partitions(
@@ -88,6 +97,7 @@ class PartitionSpace:
 
     def absent(self, check_mode):
         disk = self.read()
+        self.check_identity("removing the store")
         store = _planner.find_store(disk, self.label)
         if store is not None and store.fs is not None and store.fs.mountpoint:
             raise MigrationError("the store %s is mounted at %s; unmount it before removing it." % (

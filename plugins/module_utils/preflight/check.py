@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk.parted import HAS_PARTED
 from ansible_collections.inplace.migration.plugins.module_utils.disk.space import PartitionSpace, store_partition_bytes
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
@@ -93,6 +94,14 @@ def _no_room_sentence(runner, space, disk_path, need, label, shrink, error):
     return _inhibitors.no_room(disk_path, need, wanted, largest, error)
 
 
+def disk_identity(runner, disk):
+    """What identifies the disk later, whatever its kernel name then (WWN, serial number, partition table UUID)."""
+    identity = _devices.Scan(runner, []).disk_identity(disk)
+    if not identity.get("ptuuid"):
+        raise MigrationError("%s has no partition table UUID to know it by later." % disk)
+    return identity
+
+
 def size_or_zero(value, option):
     """Bytes in ``value`` (see parse_size); nothing, or zero, is 0."""
     if value in (None, "") or str(value).strip() == "0":
@@ -108,7 +117,7 @@ def preflight(runner, maintenance_bytes=0, min_ram_mib=768, profiles=None, store
     sentences.extend(facts.pop("inhibitors"))
     result = dict(facts, image=None, profiles=None, store=None, plan=None)
 
-    image_bytes = 0
+    image_bytes, identity = 0, None
     if image is not None:
         image_bytes, image_sentences = _inhibitors.image_findings(image)
         sentences.extend(image_sentences)
@@ -125,6 +134,7 @@ def preflight(runner, maintenance_bytes=0, min_ram_mib=768, profiles=None, store
                                       maintenance_bytes, margin)
         result["store"] = {"need": need}
         if facts.get("disk"):
+            identity = _attempt("reading the disk's identity", sentences, disk_identity, runner, facts["disk"])
             planned = _attempt("planning the store", sentences, plan_store, runner, facts["disk"], need,
                                store.get("label") or "INPLACE-STORE", store.get("shrink") or "auto")
             if planned is not None:
@@ -136,6 +146,9 @@ def preflight(runner, maintenance_bytes=0, min_ram_mib=768, profiles=None, store
     if not sentences and result["store"] and "partition" in result["store"]:
         result["plan"] = {
             "disk": facts["disk"],
+            # The kernel name above is for people; the later phases find the disk by the root's PARTUUID
+            # and hold it to this identity before changing it.
+            "disk_identity": identity,
             "root_partuuid": facts["root"]["partuuid"],
             "root_uuid": facts["root"]["uuid"],
             "store_bytes": result["store"]["partition"]["size"],

@@ -12,6 +12,7 @@ import os
 import re
 
 from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import CMDLINE_FLAG
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
 from ansible_collections.inplace.migration.plugins.module_utils.state.files import read_json
@@ -34,7 +35,8 @@ def _root_filesystem(runner):
     rc, out, unused_err = runner.run(["findmnt", "--noheadings", "--pairs", "--output", "SOURCE,UUID,FSTYPE", "/"],
                                      ok=None)
     fields = dict(re.findall(r'(\w+)="([^"]*)"', out)) if rc == 0 else {}
-    return {"device": fields.get("SOURCE") or None, "uuid": fields.get("UUID") or None,
+    # A btrfs subvolume's source is its device followed by the subvolume: /dev/sda2[/@].
+    return {"device": fields.get("SOURCE", "").split("[")[0] or None, "uuid": fields.get("UUID") or None,
             "fstype": fields.get("FSTYPE") or None}
 
 
@@ -57,21 +59,55 @@ def _read_store(runner, device, mountpoint):
         return read(directory)
 
 
-def _find_store(runner, label):
-    """The store's device (None when there is none), its disk and where it is mounted."""
-    # Two devices with the store's label are an error: which one holds the journal is not for us to guess.
-    device = _devices.lookup(runner, "LABEL=" + label, "the migration store")
-    return {"device": device, "disk": _devices.parent_disk(device) if device else None,
-            "mounted_at": _mount.mountpoint_of(device) if device else None}
+def store_on_system_disk(runner, label, root, scan=None):
+    """The store on the system disk (the disk holding the partition ``root`` names), and what was set aside.
+
+    Only the system disk is looked at: a device elsewhere with the store's label (a USB stick) is
+    never taken for the store, only named in ``ignored_stores``. Two devices with the label on the
+    system disk are an error: which one holds the journal is not for us to guess.
+    """
+    scan = scan or _devices.Scan(runner)
+    disk = scan.disk_of(root)
+    device, ignored = scan.on_disk("LABEL=" + label, disk, "the migration store")
+    return {"store": {"device": device, "disk": disk if device else None,
+                      "mounted_at": _mount.mountpoint_of(device) if device else None},
+            "system_disk": {"device": disk, "root": root, "identity": scan.disk_identity(disk)},
+            "ignored_stores": ignored}
+
+
+def _system_root(root, host, root_partuuid, maintenance, host_record):
+    """The root partition whose disk is the system disk, as a spec: in the maintenance environment the one the
+    host record names (the RAM root is on no disk), else the one mounted at /."""
+    partuuid = root_partuuid or (host or {}).get("root_partuuid")
+    if partuuid:
+        return "PARTUUID=" + partuuid
+    if maintenance:
+        raise MigrationError("the maintenance environment has no host record (%s) naming the old system's root "
+                             "partition, so the disk the store must be on is unknown; boot it through maintenance_env "
+                             "or give root_partuuid." % host_record)
+    if not (root["device"] or "").startswith("/dev/"):
+        raise MigrationError("the root filesystem is on %s, not on a partition of a disk, so there is no system disk "
+                             "to look for the store on; give root_partuuid." % (root["device"] or "no device"))
+    return root["device"]
 
 
 def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, completion_record=COMPLETION_RECORD,
-           host_record=HOST_RECORD, find_store=None):
-    """Where this PC is. The files read and the store's look-up are parameters so that tests can stand in for them."""
+           host_record=HOST_RECORD, find_store=None, root_partuuid=None):
+    """Where this PC is. The files read and the store's look-up are parameters so that tests can stand in for them.
+
+    The store is looked for on the system disk only (``store_on_system_disk``); in the maintenance environment
+    that disk is held to the identity preflight recorded for it (``disk_identity``).
+    """
     maintenance = os.path.exists(marker) or CMDLINE_FLAG in _cmdline(cmdline)
     root = _root_filesystem(runner)
     completion = read_json(completion_record) if not maintenance else None
-    store = (find_store or _find_store)(runner, label)
+    host = read_json(host_record) if maintenance else None
+    found = (find_store or store_on_system_disk)(
+        runner, label, _system_root(root, host, root_partuuid, maintenance, host_record))
+    store, system_disk = found["store"], found["system_disk"]
+    if host and host.get("disk_identity"):
+        _devices.check_disk(system_disk["device"], system_disk["identity"], host["disk_identity"],
+                            "working on it from the maintenance environment")
     device = store["device"]
     records, manifest = {}, {"exists": False, "complete": False, "users": []}
     if device:
@@ -92,7 +128,9 @@ def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, co
         "completion": completion,
         "root": root,
         "store": store,
+        "system_disk": system_disk,
+        "ignored_stores": found["ignored_stores"],
         "manifest": manifest,
         "journal": records,
-        "host": read_json(host_record) if maintenance else None,
+        "host": host,
     }

@@ -101,6 +101,7 @@ def test_store_need_adds_up():
 FACTS = {"root": {"device": "/dev/vda1", "uuid": "r-uuid", "fstype": "ext4", "partuuid": "p-uuid"},
          "disk": "/dev/vda", "disk_bytes": 8 * GiB, "boot": {"separate": False, "uuid": "r-uuid", "free_bytes": GiB},
          "memory_mib": 2048, "on_battery": False}
+DISK_IDENTITY = {"wwn": "5000c500a1b2c3d4", "serial": "S1", "ptuuid": "0b4e1c2a"}
 ESTIMATE = {"users": [{"name": "alice"}], "homes_not_archived": [], "compression_ratio": 0.5,
             "estimated_archive_bytes": 100 * MiB, "store_bytes_needed": 200 * MiB}
 PLANNED = {"store": {"size": 700 * MiB, "device": "/dev/vda2"}, "actions": ["shrink"], "notes": [],
@@ -125,6 +126,7 @@ def probes(monkeypatch):
     monkeypatch.setattr(_check, "inspect", lambda runner, ram, boot: dict(FACTS, inhibitors=[]))
     monkeypatch.setattr(_check, "estimate_profiles", lambda *args: ESTIMATE)
     monkeypatch.setattr(_check, "plan_store", plan_store)
+    monkeypatch.setattr(_check, "disk_identity", lambda runner, disk: dict(DISK_IDENTITY, device=disk))
     return calls
 
 
@@ -141,7 +143,8 @@ def test_a_pc_with_nothing_in_the_way_gets_its_plan_with_the_store_sized_once(pr
     total = 200 * MiB + 300 * MiB + 128 * MiB + 256 * MiB
     assert result["inhibitors"] == []
     assert probes["plan_store"]["total"] == total
-    assert result["plan"] == {"disk": "/dev/vda", "root_partuuid": "p-uuid", "root_uuid": "r-uuid",
+    assert result["plan"] == {"disk": "/dev/vda", "disk_identity": dict(DISK_IDENTITY, device="/dev/vda"),
+                              "root_partuuid": "p-uuid", "root_uuid": "r-uuid",
                               "store_bytes": 700 * MiB, "store_usable_bytes": total, "image_bytes": 300 * MiB,
                               "boot_separate": False, "boot_uuid": "r-uuid"}
     assert result["store"]["layout_before"] == {"device": "/dev/vda"}
