@@ -20,6 +20,9 @@ from ansible_collections.inplace.migration.plugins.module_utils.state.store impo
 MAINTENANCE_MARKER = "/etc/inplace-maintenance"
 HOST_RECORD = "/etc/inplace/host.json"
 COMPLETION_RECORD = "/etc/inplace-migration/complete.json"
+# Written by cleanup (state.cleanup) in the new root before it destroys anything: once the store's
+# journal may be gone, this is what says the PC runs its new system and cleanup is to be finished.
+CLEANUP_RECORD = "/var/lib/inplace-migration/cleanup.json"
 
 
 def _cmdline(path="/proc/cmdline"):
@@ -66,15 +69,17 @@ def _find_store(runner, label):
 
 
 def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, completion_record=COMPLETION_RECORD,
-           host_record=HOST_RECORD, find_store=None):
+           host_record=HOST_RECORD, find_store=None, cleanup_record=CLEANUP_RECORD):
     """Where this PC is. The files read and the store's look-up are parameters so that tests can stand in for them."""
     maintenance = os.path.exists(marker) or CMDLINE_FLAG in _cmdline(cmdline)
     root = _root_filesystem(runner)
     completion = read_json(completion_record) if not maintenance else None
+    cleanup = read_json(cleanup_record) if not maintenance else None
     store = (find_store or _find_store)(runner, label)
     device = store["device"]
     records, manifest = {}, {"exists": False, "complete": False, "users": []}
-    if device:
+    # Once cleanup has begun the store may be half zeroed: nothing on it is to be read any more.
+    if device and cleanup is None:
         records, manifest = _read_store(runner, device, store["mounted_at"])
     deploy = records.get("image_deploy") or {}
     if maintenance:
@@ -82,7 +87,7 @@ def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, co
     elif deploy.get("state") == "complete" and (deploy.get("filesystem") or {}).get("uuid") == root["uuid"] \
             and root["uuid"]:
         environment = "new"
-    elif completion is not None:
+    elif completion is not None or cleanup is not None:
         environment = "new"
     else:
         environment = "old"
@@ -90,6 +95,8 @@ def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, co
         "environment": environment,
         "completed": completion is not None,
         "completion": completion,
+        "cleanup": cleanup,
+        "resume": "cleanup" if cleanup is not None and completion is None else None,
         "root": root,
         "store": store,
         "manifest": manifest,

@@ -183,4 +183,56 @@ def test_without_stand_ins_detect_reads_the_machine_s_own_files():
                 if p.default is not inspect.Parameter.empty}
     assert defaults == {"cmdline": "/proc/cmdline", "marker": "/etc/inplace-maintenance",
                         "completion_record": "/etc/inplace-migration/complete.json",
-                        "host_record": "/etc/inplace/host.json", "find_store": None}
+                        "host_record": "/etc/inplace/host.json", "find_store": None,
+                        "cleanup_record": "/var/lib/inplace-migration/cleanup.json"}
+
+
+CLEANUP = {"state": "wiped", "started": "2025-01-01T10:00:00Z", "mode": "delete",
+           "store": {"partuuid": "0b4e1c2a-02", "uuid": "33333333-3333-4333-8333-333333333333"}, "grow": OLD_UUID}
+
+
+@pytest.mark.parametrize("store", ["gone", "half zeroed"])
+def test_a_cleanup_cut_off_after_the_store_was_zeroed_is_resumed_in_the_new_system(tmp_path, store):
+    """The journal that said "new" is zeroed with the store; the cleanup record in the root says it instead."""
+    store_dir = tmp_path / "store"
+    (store_dir / "inplace").mkdir(parents=True)
+    # What a half-zeroed store reads back as: a journal cut anywhere.
+    (store_dir / "inplace" / "journal.json").write_bytes(b'{"records": {"image_deploy"' + bytes(64))
+    record = tmp_path / "var" / "lib" / "inplace-migration" / "cleanup.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(CLEANUP))
+
+    def find_store(runner, label):
+        if store == "gone":
+            return {"device": None, "mounted_at": None}
+        return {"device": STORE_DEVICE, "mounted_at": str(store_dir)}
+
+    found = detect(FindmntRunner(NEW_UUID), LABEL, cmdline=str(tmp_path / "cmdline"), marker=str(tmp_path / "absent"),
+                   completion_record=str(tmp_path / "absent"), host_record=str(tmp_path / "absent"),
+                   find_store=find_store, cleanup_record=str(record))
+
+    assert found["environment"] == "new"
+    assert found["completed"] is False
+    assert found["resume"] == "cleanup"
+    assert found["cleanup"] == CLEANUP
+    assert found["journal"] == {}
+
+
+def test_a_finished_cleanup_is_completed_with_nothing_to_resume(tmp_path):
+    record, completion = tmp_path / "cleanup.json", tmp_path / "complete.json"
+    record.write_text(json.dumps(dict(CLEANUP, state="complete")))
+    completion.write_text(json.dumps(COMPLETION))
+    found = detect(FindmntRunner(NEW_UUID), LABEL, cmdline=str(tmp_path / "cmdline"), marker=str(tmp_path / "absent"),
+                   completion_record=str(completion), host_record=str(tmp_path / "absent"),
+                   find_store=lambda runner, label: {"device": None, "mounted_at": None}, cleanup_record=str(record))
+    assert (found["environment"], found["completed"], found["resume"]) == ("new", True, None)
+
+
+def test_the_maintenance_environment_does_not_read_the_old_root_s_cleanup_record(tmp_path):
+    marker, record = tmp_path / "inplace-maintenance", tmp_path / "cleanup.json"
+    marker.write_text("")
+    record.write_text(json.dumps(CLEANUP))
+    found = detect(FindmntRunner(None), LABEL, cmdline=str(tmp_path / "cmdline"), marker=str(marker),
+                   completion_record=str(tmp_path / "absent"), host_record=str(tmp_path / "absent"),
+                   find_store=lambda runner, label: {"device": None, "mounted_at": None}, cleanup_record=str(record))
+    assert (found["environment"], found["cleanup"], found["resume"]) == ("maintenance", None, None)
