@@ -22,8 +22,8 @@ from ansible_collections.inplace.migration.plugins.module_utils.state.store impo
     (None, 96 * MiB, None, None),
 ], ids=["smaller, unmounted", "smaller, mounted", "fills it", "within the slack", "just beyond the slack",
         "size unknown"])
-def test_a_filesystem_is_grown_only_when_smaller_than_its_partition_online_when_mounted(fs_size, partition, mountpoint,
-                                                                                          expected):
+def test_a_filesystem_is_grown_only_when_smaller_than_its_partition_online_when_mounted(
+        fs_size, partition, mountpoint, expected):
     assert growth(fs_size, partition, mountpoint) == expected
 
 
