@@ -1,13 +1,16 @@
-"""The cleanup's decisions that need no disk: when and how a filesystem is grown, and what is left of removed files."""
+"""The cleanup's decisions that need no disk (when and how a filesystem is grown, what is left of removed files),
+the store's modes, and the files roles used to write without fsync."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
 import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.standalone import OPTIONS, put_restore_options
 from ansible_collections.inplace.migration.plugins.module_utils.state.cleanup import GROW_SLACK, growth, zero_and_remove
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import BOOT, IMAGES, MANIFEST, PROFILES, Store
 
@@ -53,3 +56,24 @@ def test_every_directory_of_the_store_is_root_only_even_one_made_before(tmp_path
     for base, dirs, unused_files in os.walk(str(tmp_path / "inplace")):
         assert stat.S_IMODE(os.stat(base).st_mode) == 0o700, base
     assert sorted(os.listdir(str(tmp_path / "inplace"))) == ["boot", "images", "profiles"]
+
+
+def test_the_restore_options_are_written_whole_and_synced_before_they_count(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda descriptor: synced.append(os.readlink("/proc/self/fd/%d" % descriptor))
+                        or real_fsync(descriptor))
+    store = Store(str(tmp_path))
+    options = {"conflict": "rename", "settings": ["network"]}
+
+    assert put_restore_options(store, options) is True
+    path = tmp_path / OPTIONS
+    assert json.loads(path.read_text()) == options
+    assert stat.S_IMODE(os.stat(str(path)).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(str(path.parent)).st_mode) == 0o700
+    # The file's data before its rename, then the directory holding the rename.
+    assert str(path.parent) in synced and any(name.startswith(str(path.parent / ".")) for name in synced)
+    assert [p.name for p in path.parent.iterdir()] == ["restore-options.json"]
+    synced.clear()
+    assert put_restore_options(store, options) is False
+    assert synced == []
