@@ -140,7 +140,10 @@ class StoreCleanup:
             held = identity  # not zeroed yet (or its start was not): it must be all of what was recorded
         problems = _devices.differences(scan.identity(device), held)
         if problems:
-            raise MigrationError(_devices._mismatch(device, "PARTUUID=" + identity["partuuid"], problems, WHAT))
+            said = "; ".join("%s %s where %s was recorded" % (name, value or "none", recorded)
+                             for name, recorded, value in problems)
+            raise MigrationError("%s, found by PARTUUID=%s, has %s, so it is not the store recorded in %s; put the "
+                                 "recorded disk back." % (device, identity["partuuid"], said, self.record_path))
         return device
 
     # The steps ---------------------------------------------------------------------------------------------
@@ -159,8 +162,8 @@ class StoreCleanup:
             self.result["actions"] = plan.descriptions
             grown = [step.number for step, unused_text in plan.actions if isinstance(step, _model.ResizePartition)]
             before = [p for p in disk.data_partitions if p.number in grown]
-            # By its filesystem's UUID: libparted gives an msdos disk a new identifier, and so every partition
-            # on it a new PARTUUID, with each table it writes.
+            # By its filesystem's UUID: libparted gives an msdos disk with no boot code in its MBR a new
+            # identifier, and so every partition on it a new PARTUUID, with each table it writes.
             if before:
                 record["grow"] = scan.values(before[0].path).get("UUID", "").lower() or None
         self.step("record the cleanup of %s in %s" % (device, CLEANUP_RECORD))
