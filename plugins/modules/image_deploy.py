@@ -106,6 +106,12 @@ options:
       - Grow the written filesystem to fill the partition (raw formats; an archive's filesystem already does).
     type: bool
     default: true
+  restore_options:
+    description:
+      - Options for the restore the new system's first-boot hook runs from the store (C(conflict), C(settings),
+        C(users), C(accounts), as M(inplace.migration.profile_restore) takes them), left on the store as
+        C(inplace/restore-options.json), written whole and synced before anything else.
+    type: dict
   checkpoint:
     description:
       - How much of a raw image is written between two journal records of the offset reached (each made durable
@@ -340,6 +346,7 @@ def main():
             bootloader=dict(type="str", choices=["grub-bios", "none"], default="grub-bios"),
             store_label=dict(type="str", default="INPLACE-STORE"),
             maintenance_cmdline=dict(type="str", default=DEFAULT_CMDLINE),
+            restore_options=dict(type="dict"),
         ),
         supports_check_mode=True,
     )

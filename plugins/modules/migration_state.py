@@ -65,6 +65,17 @@ completion:
   description: The completion record, when there is one.
   returned: always
   type: dict
+cleanup:
+  description: >-
+    The cleanup record M(inplace.migration.store_cleanup) writes in the new root before it zeroes the store
+    (C(/var/lib/inplace-migration/cleanup.json)), when there is one; it makes the environment V(new), and the store
+    is not read any more.
+  returned: always
+  type: dict
+resume:
+  description: V(cleanup) when cleanup began and did not complete (it is all that is left to do), else V(null).
+  returned: always
+  type: str
 root:
   description: The running root filesystem, as C(device), C(uuid) and C(fstype).
   returned: always

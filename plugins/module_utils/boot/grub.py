@@ -18,7 +18,7 @@ import re
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside, read_text
-from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, fsync_directory
 
 MAINTENANCE_ENTRY = "inplace-maintenance"
 MAINTENANCE_TITLE = "inplace.migration maintenance"
@@ -194,6 +194,7 @@ def put_file(path, text, mode, state="present", check_mode=False):
     if changed and not check_mode:
         if after is None:
             os.unlink(path)
+            fsync_directory(os.path.dirname(path))
         else:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             atomic_write(path, after.encode("utf-8"), mode)

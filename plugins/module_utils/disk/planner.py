@@ -231,11 +231,14 @@ def _add_shrink(plan, part, new_end):
     plan.add(ResizePartition(part.number, part.start, new_end))
 
 
-def plan_absent(disk, label="INPLACE-STORE"):
-    """Plan the removal of the store and the growth of the partition before it."""
+def plan_absent(disk, label="INPLACE-STORE", number=None):
+    """Plan the removal of the store (by ``label``, or partition ``number``) and the growth of the partition before it.
+
+    A wiped store has no label left: cleanup names it by the number of the partition its PARTUUID is on.
+    """
     _check_labels(disk)
     plan = Plan(before=disk, after=disk)
-    store = find_store(disk, label)
+    store = find_store(disk, label) if number is None else disk.partition(number)
     if store is None:
         return plan
     plan.store = store
@@ -247,9 +250,17 @@ def plan_absent(disk, label="INPLACE-STORE"):
     if not previous:
         plan.notes.append("no partition precedes the store; its space is left unallocated")
         return plan
-    prev = max(previous, key=lambda p: p.end)
-    limit = _growth_limit(plan, prev)
-    new_end = align_down(limit, ALIGNMENT)
+    return _grow_over_free_space(plan, max(previous, key=lambda p: p.end))
+
+
+def plan_grow(disk, number):
+    """Plan growing partition ``number`` over the unallocated space behind it (a removal cut off after its delete)."""
+    _check_labels(disk)
+    return _grow_over_free_space(Plan(before=disk, after=disk), disk.partition(number))
+
+
+def _grow_over_free_space(plan, prev):
+    new_end = align_down(_growth_limit(plan, prev), ALIGNMENT)
     if new_end <= prev.end:
         return plan
     if prev.fstype not in GROWABLE:

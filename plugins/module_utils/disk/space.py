@@ -95,17 +95,23 @@ class PartitionSpace:
                                  **_result(plan, after, plan.store))
         return _result(plan, after, plan.store, usable)
 
-    def absent(self, check_mode):
+    def absent(self, check_mode, number=None):
         disk = self.read()
         self.check_identity("removing the store")
-        store = _planner.find_store(disk, self.label)
+        store = _planner.find_store(disk, self.label) if number is None else disk.partition(number)
         if store is not None and store.fs is not None and store.fs.mountpoint:
             raise MigrationError("the store %s is mounted at %s; unmount it before removing it." % (
                 store.path, store.fs.mountpoint))
-        plan = _planner.plan_absent(disk, label=self.label)
+        plan = _planner.plan_absent(disk, label=self.label, number=number)
         if check_mode or not plan.actions:
             return _result(plan, plan.after, None)
         after = self.execute(plan)
+        return _result(plan, after, None)
+
+    def grow(self, number):
+        """Grow partition ``number``, and its filesystem, over the unallocated space behind it."""
+        plan = _planner.plan_grow(self.read(), number)
+        after = self.execute(plan) if plan.actions else plan.after
         return _result(plan, after, None)
 
     def execute(self, plan):

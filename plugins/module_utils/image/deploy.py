@@ -29,6 +29,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.image.handover i
 from ansible_collections.inplace.migration.plugins.module_utils.image import writer as _writer
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import manifest as _manifest
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import standalone as _standalone
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 
@@ -239,6 +240,9 @@ class Deploy(HandOver):
         params = self.params
         self.store.check(writable=not self.check_mode)
         self.source.check()
+        if params.get("restore_options") is not None and not self.check_mode:
+            if _standalone.put_restore_options(self.store, params["restore_options"]):
+                self.result["changed"] = True
         self.expected = expected = _checksums.expected_sha256(params["checksum"], params["src"])
         scan = _devices.Scan(self.runner)
         record = self.journal.get(KEY)

@@ -16,7 +16,7 @@ import os
 from ansible_collections.inplace.migration.plugins.module_utils.common.bundle import zipapp
 # Imported so that Ansible ships them to the host with profile_capture (and so they exist).
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import restore as _restore  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write
+from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, atomic_write_json, read_json
 
 PROGRAM = "inplace/bin/inplace-restore"
 OPTIONS = "inplace/restore-options.json"
@@ -66,3 +66,13 @@ def write_restore_program(store):
     store.ensure_dir(os.path.dirname(PROGRAM))
     atomic_write(path, zipapp(MAIN), mode=0o700)
     return path
+
+
+def put_restore_options(store, options):
+    """Leave the restore's options for the program, written whole and synced; True when they changed."""
+    path = store.path(OPTIONS)
+    if read_json(path) == options:
+        return False
+    store.ensure_dir(os.path.dirname(OPTIONS))
+    atomic_write_json(path, options)
+    return True

@@ -26,6 +26,17 @@ def fsync_directory(path):
         os.close(descriptor)
 
 
+def make_directories(path, mode=0o755):
+    """Make ``path`` and its missing parents, each one's entry synced in its parent, so a file put there survives."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for directory in reversed(missing):
+        os.mkdir(directory, mode)
+        fsync_directory(os.path.dirname(directory))
+
+
 def atomic_write(path, data, mode=PRIVATE_FILE_MODE):
     """Replace ``path`` with ``data`` (bytes) so that a crash leaves the old or the new file, never a mix."""
     directory = os.path.dirname(path) or "."

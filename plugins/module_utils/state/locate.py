@@ -21,6 +21,9 @@ from ansible_collections.inplace.migration.plugins.module_utils.state.store impo
 MAINTENANCE_MARKER = "/etc/inplace-maintenance"
 HOST_RECORD = "/etc/inplace/host.json"
 COMPLETION_RECORD = "/etc/inplace-migration/complete.json"
+# Written by cleanup (state.cleanup) in the new root before it destroys anything: once the store's
+# journal may be gone, this is what says the PC runs its new system and cleanup is to be finished.
+CLEANUP_RECORD = "/var/lib/inplace-migration/cleanup.json"
 
 
 def _cmdline(path="/proc/cmdline"):
@@ -92,7 +95,7 @@ def _system_root(root, host, root_partuuid, maintenance, host_record):
 
 
 def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, completion_record=COMPLETION_RECORD,
-           host_record=HOST_RECORD, find_store=None, root_partuuid=None):
+           host_record=HOST_RECORD, find_store=None, root_partuuid=None, cleanup_record=CLEANUP_RECORD):
     """Where this PC is. The files read and the store's look-up are parameters so that tests can stand in for them.
 
     The store is looked for on the system disk only (``store_on_system_disk``); in the maintenance environment
@@ -101,6 +104,7 @@ def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, co
     maintenance = os.path.exists(marker) or CMDLINE_FLAG in _cmdline(cmdline)
     root = _root_filesystem(runner)
     completion = read_json(completion_record) if not maintenance else None
+    cleanup = read_json(cleanup_record) if not maintenance else None
     host = read_json(host_record) if maintenance else None
     found = (find_store or store_on_system_disk)(
         runner, label, _system_root(root, host, root_partuuid, maintenance, host_record))
@@ -110,7 +114,8 @@ def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, co
                             "working on it from the maintenance environment")
     device = store["device"]
     records, manifest = {}, {"exists": False, "complete": False, "users": []}
-    if device:
+    # Once cleanup has begun the store may be half zeroed: nothing on it is to be read any more.
+    if device and cleanup is None:
         records, manifest = _read_store(runner, device, store["mounted_at"])
     deploy = records.get("image_deploy") or {}
     if maintenance:
@@ -118,7 +123,7 @@ def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, co
     elif deploy.get("state") == "complete" and (deploy.get("filesystem") or {}).get("uuid") == root["uuid"] \
             and root["uuid"]:
         environment = "new"
-    elif completion is not None:
+    elif completion is not None or cleanup is not None:
         environment = "new"
     else:
         environment = "old"
@@ -126,6 +131,8 @@ def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, co
         "environment": environment,
         "completed": completion is not None,
         "completion": completion,
+        "cleanup": cleanup,
+        "resume": "cleanup" if cleanup is not None and completion is None else None,
         "root": root,
         "store": store,
         "system_disk": system_disk,

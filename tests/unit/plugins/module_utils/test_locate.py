@@ -189,7 +189,8 @@ def test_without_stand_ins_detect_reads_the_machine_s_own_files():
                 if p.default is not inspect.Parameter.empty}
     assert defaults == {"cmdline": "/proc/cmdline", "marker": "/etc/inplace-maintenance",
                         "completion_record": "/etc/inplace-migration/complete.json",
-                        "host_record": "/etc/inplace/host.json", "find_store": None, "root_partuuid": None}
+                        "host_record": "/etc/inplace/host.json", "find_store": None, "root_partuuid": None,
+                        "cleanup_record": "/var/lib/inplace-migration/cleanup.json"}
 
 
 # The store is looked for on the system disk only: the disk holding the root partition.
@@ -278,3 +279,61 @@ def test_in_maintenance_without_a_host_record_the_system_disk_is_unknown_and_not
     with pytest.raises(MigrationError, match=r"no host record .* so the disk the store must be on is unknown; boot it "
                                              r"through maintenance_env or give root_partuuid\.$"):
         detect(FindmntRunner(None), LABEL, find_store=find_store, **maintenance(tmp_path, None))
+
+
+def on_system_disk(device, mounted_at=None):
+    """What the store's look-up finds: ``device`` (or no store) on the system disk, nothing set aside."""
+    return {"store": {"device": device, "disk": "/dev/sda" if device else None, "mounted_at": mounted_at},
+            "system_disk": SYSTEM_DISK, "ignored_stores": []}
+
+
+CLEANUP = {"state": "wiped", "started": "2025-01-01T10:00:00Z", "mode": "delete",
+           "store": {"partuuid": "0b4e1c2a-02", "uuid": "33333333-3333-4333-8333-333333333333"}, "grow": OLD_UUID}
+
+
+@pytest.mark.parametrize("store", ["gone", "half zeroed"])
+def test_a_cleanup_cut_off_after_the_store_was_zeroed_is_resumed_in_the_new_system(tmp_path, store):
+    """The journal that said "new" is zeroed with the store; the cleanup record in the root says it instead."""
+    store_dir = tmp_path / "store"
+    (store_dir / "inplace").mkdir(parents=True)
+    # What a half-zeroed store reads back as: a journal cut anywhere.
+    (store_dir / "inplace" / "journal.json").write_bytes(b'{"records": {"image_deploy"' + bytes(64))
+    record = tmp_path / "var" / "lib" / "inplace-migration" / "cleanup.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(CLEANUP))
+
+    def find_store(runner, label, root):
+        if store == "gone":
+            return on_system_disk(None)
+        return on_system_disk(STORE_DEVICE, str(store_dir))
+
+    found = detect(FindmntRunner(NEW_UUID), LABEL, cmdline=str(tmp_path / "cmdline"), marker=str(tmp_path / "absent"),
+                   completion_record=str(tmp_path / "absent"), host_record=str(tmp_path / "absent"),
+                   find_store=find_store, cleanup_record=str(record))
+
+    assert found["environment"] == "new"
+    assert found["completed"] is False
+    assert found["resume"] == "cleanup"
+    assert found["cleanup"] == CLEANUP
+    assert found["journal"] == {}
+
+
+def test_a_finished_cleanup_is_completed_with_nothing_to_resume(tmp_path):
+    record, completion = tmp_path / "cleanup.json", tmp_path / "complete.json"
+    record.write_text(json.dumps(dict(CLEANUP, state="complete")))
+    completion.write_text(json.dumps(COMPLETION))
+    found = detect(FindmntRunner(NEW_UUID), LABEL, cmdline=str(tmp_path / "cmdline"), marker=str(tmp_path / "absent"),
+                   completion_record=str(completion), host_record=str(tmp_path / "absent"),
+                   find_store=lambda runner, label, root: on_system_disk(None), cleanup_record=str(record))
+    assert (found["environment"], found["completed"], found["resume"]) == ("new", True, None)
+
+
+def test_the_maintenance_environment_does_not_read_the_old_root_s_cleanup_record(tmp_path):
+    marker, record, host = tmp_path / "inplace-maintenance", tmp_path / "cleanup.json", tmp_path / "host.json"
+    marker.write_text("")
+    host.write_text(json.dumps(HOST))
+    record.write_text(json.dumps(CLEANUP))
+    found = detect(FindmntRunner(None), LABEL, cmdline=str(tmp_path / "cmdline"), marker=str(marker),
+                   completion_record=str(tmp_path / "absent"), host_record=str(host),
+                   find_store=lambda runner, label, root: on_system_disk(None), cleanup_record=str(record))
+    assert (found["environment"], found["cleanup"], found["resume"]) == ("maintenance", None, None)
