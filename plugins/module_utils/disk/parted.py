@@ -51,8 +51,8 @@ def _open(path):
     try:
         return device, parted.newDisk(device)
     except parted.DiskException:
-        raise MigrationError("%s has no partition table (or one libparted cannot read); only msdos and gpt "
-                             "disks can be changed." % path)
+        raise MigrationError("%s has no partition table (or one libparted cannot read), and only msdos and gpt "
+                             "disks can be changed; name the disk that holds the system." % path)
 
 
 def read_disk(runner, path, filesystems=True):

@@ -61,7 +61,8 @@ def msdos(tmp_path):
 @pytest.mark.parametrize("args, check_mode, message", [
     ({"size": "32MiB", "plan_offline": True}, False, "plan_offline only plans; run it in check mode."),
     ({"size": "32MiB", "label": "INPLACE-STORE-2025"}, True,
-     "label=INPLACE-STORE-2025 is longer than the 16 characters an ext filesystem label can hold."),
+     "label=INPLACE-STORE-2025 is longer than the 16 characters an ext filesystem label can hold; choose a shorter "
+     "one."),
     ({}, False, "state is present but all of the following are missing: size"),
     ({"size": "lots"}, True, "size='lots' is not a size: write bytes or a number with a unit such as 512MiB or 12GiB."),
     ({"size": "32MiB", "min_free": "0"}, True, "min_free='0' must be larger than zero."),
