@@ -89,8 +89,8 @@ def mount(runner, source, path, readonly=False, check_mode=False):
         raise MigrationError("path=%s exists and is not a directory; give a directory to mount the store on." % path)
     fstype = _devices.blkid(runner, device).get("TYPE")
     if fstype in (None, "swap"):
-        raise MigrationError("%s holds %s, not a filesystem to mount; name the store's device, the one "
-                             "partition_space made." % (device, "swap" if fstype else "no filesystem blkid knows"))
+        raise MigrationError("%s holds %s; name the store's device, the one partition_space made." % (
+            device, "swap, not a filesystem to mount" if fstype else "no filesystem blkid recognises"))
     if check_mode:
         return {"changed": True, "device": device, "path": path}
     os.makedirs(path, mode=0o700, exist_ok=True)

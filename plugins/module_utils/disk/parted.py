@@ -39,7 +39,7 @@ def _kind(part):
 
 def _check_whole_disk(path):
     if not os.path.exists(path):
-        raise MigrationError("disk %s does not exist on this host." % path)
+        raise MigrationError("disk %s does not exist on this host; name the whole disk, such as /dev/sda." % path)
     if not _devices.is_block_device(path):
         raise MigrationError("%s is not a block device; name a whole disk such as /dev/sda." % path)
     if _devices.is_partition(path):

@@ -72,7 +72,7 @@ class Restore:
             passwd = _accounts.read_passwd(self.root)
             absent = [u["name"] for u in todo if u["source"] == "local" and u["name"] not in passwd]
             if absent:
-                raise MigrationError("accounts=require, and %s %s no account in %s; create it first or use accounts=create." % (
+                raise MigrationError("accounts=require, and %s %s no account in %s; create the accounts first or use accounts=create." % (
                     ", ".join(absent), "has" if len(absent) == 1 else "have", self.root))
         if not report["changed"]:
             return self._with_bytes(report, captured)

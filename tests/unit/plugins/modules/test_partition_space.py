@@ -79,7 +79,7 @@ def test_bad_options_are_refused_before_the_disk_is_read(run_module, msdos, args
 def test_a_disk_that_is_not_there_is_named(run_module, tmp_path):
     result = run_module(partition_space, {"disk": str(tmp_path / "sdz"), "size": "32MiB"})
     assert result["failed"] and not result.get("changed")
-    assert result["msg"] == "disk %s does not exist on this host." % (tmp_path / "sdz")
+    assert result["msg"] == "disk %s does not exist on this host; name the whole disk, such as /dev/sda." % (tmp_path / "sdz")
 
 
 def test_a_file_is_not_a_disk(run_module, msdos):

@@ -59,7 +59,7 @@ def test_accounts_require_names_the_missing_account(run_module, captured):
     result = run_module(profile_restore, {"store": str(captured["store"]), "root": str(captured["new"]),
                                           "accounts": "require"})
     assert result["failed"] and not result.get("changed")
-    assert result["msg"] == "accounts=require, and alice has no account in %s; create it first or use accounts=create." % \
+    assert result["msg"] == "accounts=require, and alice has no account in %s; create the accounts first or use accounts=create." % \
         captured["new"]
     assert os.listdir(captured["new"] / "home") == []
 
