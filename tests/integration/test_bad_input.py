@@ -54,8 +54,7 @@ class Context:
         return self.stack.enter_context(mounted(device, readonly=readonly))
 
     def disk(self, script="label: dos\nstart=2048, size=60MiB, type=83\nsize=30MiB, type=83\n", size=128 * MiB):
-        disk = self.make_disk(size, script)
-        return disk
+        return self.make_disk(size, script)
 
     def rig(self):
         """(disk, dest, mounted store) for image_deploy: dest holds an old system's filesystem."""
@@ -66,7 +65,7 @@ class Context:
         return disk, disk.part(1), self.mount(disk.part(3))
 
     def deploy(self, **args):
-        disk, dest, store = self.rig()
+        unused_disk, dest, store = self.rig()
         image = self.sources["image"]
         full = dict(OFF, store=store, src=image, checksum="sha256:" + images.sha256(image), dest=dest)
         full.update(args)
