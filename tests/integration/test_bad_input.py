@@ -105,7 +105,7 @@ def bad(name):
 # partition_space --------------------------------------------------------------------------------------------
 
 @bad("partition_space: disk is an image file, not a block device")
-def _(c):
+def partition_space_disk_is_an_image_file_not_a(c):
     image = c.path("disk.img")
     with open(image, "wb") as handle:
         handle.truncate(64 * MiB)
@@ -115,14 +115,14 @@ def _(c):
 
 
 @bad("partition_space: disk without a partition table")
-def _(c):
+def partition_space_disk_without_a_partition_table(c):
     disk = c.disk(script=None)
     return case("partition_space", {"disk": disk.path, "size": "16MiB"},
                 ["has no partition table", "name the disk that holds the system"], unchanged=disk.path)
 
 
 @bad("partition_space: min_free with a bad unit")
-def _(c):
+def partition_space_min_free_with_a_bad_unit(c):
     disk = c.disk()
     run(*MKFS, disk.part(1))
     return case("partition_space", {"disk": disk.path, "size": "16MiB", "min_free": "20 MiBs"},
@@ -130,7 +130,7 @@ def _(c):
 
 
 @bad("partition_space: label longer than an ext label")
-def _(c):
+def partition_space_label_longer_than_an_ext_label(c):
     disk = c.disk()
     run(*MKFS, disk.part(1))
     return case("partition_space", {"disk": disk.path, "size": "16MiB", "label": "INPLACE-STORE-2026-LAB"},
@@ -138,7 +138,7 @@ def _(c):
 
 
 @bad("partition_space: shrink names a partition holding swap")
-def _(c):
+def partition_space_shrink_names_a_partition_holding_swap(c):
     disk = c.disk(script="label: dos\nstart=2048, size=100MiB, type=82\ntype=83\n")
     run("mkswap", disk.part(1))
     run(*MKFS, disk.part(2))
@@ -147,7 +147,7 @@ def _(c):
 
 
 @bad("partition_space: shrink names a partition without a filesystem (unknown filesystem)")
-def _(c):
+def partition_space_shrink_names_a_partition_without_a_filesystem(c):
     disk = c.disk(script="label: dos\nstart=2048, size=100MiB, type=83\ntype=83\n")
     run(*MKFS, disk.part(2))
     return case("partition_space", {"disk": disk.path, "size": "16MiB", "shrink": "1", "label": LABEL},
@@ -156,7 +156,7 @@ def _(c):
 
 
 @bad("partition_space: removing a store that is mounted (device in use)")
-def _(c):
+def partition_space_removing_a_store_that_is_mounted_device(c):
     disk = c.disk()
     run(*MKFS, disk.part(1))
     run(*MKFS, "-L", LABEL, disk.part(2))
@@ -168,19 +168,19 @@ def _(c):
 # store_mount ------------------------------------------------------------------------------------------------
 
 @bad("store_mount: no device has the store's label (store missing)")
-def _(c):
+def store_mount_no_device_has_the_store_s_label(c):
     return case("store_mount", {"label": LABEL + "-X", "path": c.path("store")},
                 ["no device has LABEL=%s-X" % LABEL, "make or attach the device first"])
 
 
 @bad("store_mount: device is a path that does not exist")
-def _(c):
+def store_mount_device_is_a_path_that_does_not(c):
     return case("store_mount", {"device": "/dev/inplace-no-such-store", "path": c.path("store")},
                 ["is not a block device", "give the device's path"])
 
 
 @bad("store_mount: device holds swap (unknown filesystem)")
-def _(c):
+def store_mount_device_holds_swap_unknown_filesystem(c):
     disk = c.disk()
     run("mkswap", disk.part(1))
     return case("store_mount", {"device": disk.part(1), "path": c.path("store")},
@@ -188,14 +188,14 @@ def _(c):
 
 
 @bad("store_mount: device holds no filesystem at all")
-def _(c):
+def store_mount_device_holds_no_filesystem_at_all(c):
     disk = c.disk()
     return case("store_mount", {"device": disk.part(2), "path": c.path("store")},
                 ["holds no filesystem blkid recognises", "name the store's device"], unchanged=disk.part(2))
 
 
 @bad("store_mount: device already mounted elsewhere (device in use)")
-def _(c):
+def store_mount_device_already_mounted_elsewhere_device_in_use(c):
     disk = c.disk()
     run(*MKFS, "-L", LABEL, disk.part(2))
     c.mount(disk.part(2))
@@ -204,7 +204,7 @@ def _(c):
 
 
 @bad("store_mount: path is a file")
-def _(c):
+def store_mount_path_is_a_file(c):
     disk = c.disk()
     run(*MKFS, disk.part(2))
     _root(c.tmp, {"a-file": "x\n"})
@@ -215,13 +215,13 @@ def _(c):
 # maintenance_boot (check mode: a case that were accepted would write this host's GRUB files) ---------------
 
 @bad("maintenance_boot: boot_uuid is not a UUID")
-def _(c):
+def maintenance_boot_boot_uuid_is_not_a_uuid(c):
     return case("maintenance_boot", {"target": "system", "boot_uuid": "abc; menuentry x"},
                 ["boot_uuid='abc; menuentry x' is not a filesystem UUID", "blkid"], check=True)
 
 
 @bad("maintenance_boot: the store is not mounted")
-def _(c):
+def maintenance_boot_the_store_is_not_mounted(c):
     os.makedirs(c.path("store"))
     return case("maintenance_boot", {"target": "store", "store": c.path("store"),
                                      "boot_uuid": "0f3c6b1e-3a1f-4b5e-9a55-2d1f3c1b9e8a"},
@@ -229,7 +229,7 @@ def _(c):
 
 
 @bad("maintenance_boot: cmdline without the maintenance flag")
-def _(c):
+def maintenance_boot_cmdline_without_the_maintenance_flag(c):
     return case("maintenance_boot", {"target": "system", "boot_uuid": "0f3c6b1e-3a1f-4b5e-9a55-2d1f3c1b9e8a",
                                      "cmdline": "console=ttyS0"}, ["lacks the flag", "add it"], check=True)
 
@@ -237,13 +237,13 @@ def _(c):
 # preflight_facts ------------------------------------------------------------------------------------------------
 
 @bad("preflight_facts: maintenance_bytes with a bad unit")
-def _(c):
+def preflight_facts_maintenance_bytes_with_a_bad_unit(c):
     return case("preflight_facts", {"maintenance_bytes": "12 parsecs"},
                 ["maintenance_bytes='12 parsecs' is not a size", "such as 512MiB"], check=True)
 
 
 @bad("preflight_facts: store margin with a bad unit")
-def _(c):
+def preflight_facts_store_margin_with_a_bad_unit(c):
     return case("preflight_facts", {"store": {"margin": "lots"}}, ["margin='lots' is not a size"], check=True)
 
 
@@ -255,25 +255,25 @@ def _old(c):
 
 
 @bad("profile_capture: exclude_users names no account")
-def _(c):
+def profile_capture_exclude_users_names_no_account(c):
     return case("profile_capture", {"root": _old(c), "store": c.path(), "exclude_users": ["carl"]},
                 ["exclude_users names carl", "correct or remove the name"])
 
 
 @bad("profile_capture: max_file_size with a bad unit")
-def _(c):
+def profile_capture_max_file_size_with_a_bad_unit(c):
     return case("profile_capture", {"root": _old(c), "store": c.path(), "max_file_size": "2 gigs"},
                 ["max_file_size='2 gigs' is not a size"])
 
 
 @bad("profile_capture: compression out of zstd's range")
-def _(c):
+def profile_capture_compression_out_of_zstd_s_range(c):
     return case("profile_capture", {"root": _old(c), "store": c.path(), "compression": 25},
                 ["compression=25", "use 1 to 19"])
 
 
 @bad("profile_capture: the store is mounted read-only")
-def _(c):
+def profile_capture_the_store_is_mounted_read_only(c):
     disk = c.disk()
     run(*MKFS, disk.part(2))
     return case("profile_capture", {"root": _old(c), "store": c.mount(disk.part(2), readonly=True)},
@@ -281,7 +281,7 @@ def _(c):
 
 
 @bad("profile_capture: the store is a file")
-def _(c):
+def profile_capture_the_store_is_a_file(c):
     old = _old(c)
     return case("profile_capture", {"root": old, "store": os.path.join(old, "etc/passwd")},
                 ["is not a directory", "mount the store there first"])
@@ -290,7 +290,7 @@ def _(c):
 # image_deploy -----------------------------------------------------------------------------------------------
 
 @bad("image_deploy: a truncated download with the image's checksum")
-def _(c):
+def image_deploy_a_truncated_download_with_the_image_s(c):
     cut = c.path("cut.raw.zst")
     with open(c.sources["image"], "rb") as source, open(cut, "wb") as handle:
         handle.write(source.read(os.path.getsize(c.sources["image"]) // 2))
@@ -300,26 +300,26 @@ def _(c):
 
 
 @bad("image_deploy: checksum with too few digits")
-def _(c):
+def image_deploy_checksum_with_too_few_digits(c):
     args, dest = c.deploy(checksum="sha256:" + images.sha256(c.sources["image"])[:40])
     return case("image_deploy", args, ["64 hexadecimal digits", "copy the whole sha256"], unchanged=dest)
 
 
 @bad("image_deploy: checksum without its algorithm")
-def _(c):
+def image_deploy_checksum_without_its_algorithm(c):
     digest = images.sha256(c.sources["image"])
     args, dest = c.deploy(checksum=digest)
     return case("image_deploy", args, ["lacks its algorithm", "write it as sha256:" + digest], unchanged=dest)
 
 
 @bad("image_deploy: an md5 checksum")
-def _(c):
+def image_deploy_an_md5_checksum(c):
     args, dest = c.deploy(checksum="md5:" + "0" * 32)
     return case("image_deploy", args, ["uses md5", "only sha256 is accepted"], unchanged=dest)
 
 
 @bad("image_deploy: a checksum file without the image's line")
-def _(c):
+def image_deploy_a_checksum_file_without_the_image_s(c):
     _root(c.tmp, {"SHA256SUMS": "%s  debian-12.raw.zst\n%s  debian-14.raw.zst\n" % ("1" * 64, "2" * 64)})
     args, dest = c.deploy(checksum=c.path("SHA256SUMS"))
     return case("image_deploy", args, ["has no line for", "give the checksum file published with the image"],
@@ -327,7 +327,7 @@ def _(c):
 
 
 @bad("image_deploy: dest is an image file, not a block device")
-def _(c):
+def image_deploy_dest_is_an_image_file_not_a(c):
     target = c.path("dest.img")
     with open(target, "wb") as handle:
         handle.truncate(64 * MiB)
@@ -336,26 +336,26 @@ def _(c):
 
 
 @bad("image_deploy: format=qcow2 for a raw.zst image")
-def _(c):
+def image_deploy_format_qcow2_for_a_raw_zst_image(c):
     args, dest = c.deploy(format="qcow2")
     return case("image_deploy", args, ["is not a qcow2 image", "format=auto"], unchanged=dest)
 
 
 @bad("image_deploy: checkpoint with a bad unit")
-def _(c):
+def image_deploy_checkpoint_with_a_bad_unit(c):
     args, dest = c.deploy(checkpoint="16 MiBs")
     return case("image_deploy", args, ["checkpoint='16 MiBs' is not a size"], unchanged=dest)
 
 
 @bad("image_deploy: a URL no server answers")
-def _(c):
+def image_deploy_a_url_no_server_answers(c):
     args, dest = c.deploy(src="http://127.0.0.1:9/debian.raw.zst")
     return case("image_deploy", args, ["cannot fetch http://127.0.0.1:9/debian.raw.zst", "check the URL"],
                 unchanged=dest)
 
 
 @bad("image_deploy: protect names no device")
-def _(c):
+def image_deploy_protect_names_no_device(c):
     args, dest = c.deploy(protect=["home-partition"])
     return case("image_deploy", args, ["home-partition names no device", "give a path such as"], unchanged=dest)
 
@@ -363,21 +363,21 @@ def _(c):
 # profile_restore --------------------------------------------------------------------------------------------
 
 @bad("profile_restore: users names a user who was not captured")
-def _(c):
+def profile_restore_users_names_a_user_who_was_not(c):
     store, new = c.captured()
     return case("profile_restore", {"store": store, "root": new, "users": ["carl"]},
                 ["carl is not captured on this store (captured: anna, bert)", "name only captured users"])
 
 
 @bad("profile_restore: accounts=require and a user deleted from the new system")
-def _(c):
+def profile_restore_accounts_require_and_a_user_deleted_from(c):
     store, new = c.captured()
     return case("profile_restore", {"store": store, "root": new, "accounts": "require"},
                 ["accounts=require, and anna, bert have no account", "use accounts=create"])
 
 
 @bad("profile_restore: a user's archive deleted from the store after the capture")
-def _(c):
+def profile_restore_a_user_s_archive_deleted_from_the(c):
     store, new = c.captured()
     os.unlink(os.path.join(store, "inplace/profiles/bert.tar.zst"))
     return case("profile_restore", {"store": store, "root": new},
@@ -386,21 +386,21 @@ def _(c):
 
 
 @bad("profile_restore: settings that were not captured")
-def _(c):
+def profile_restore_settings_that_were_not_captured(c):
     store, new = c.captured()
     return case("profile_restore", {"store": store, "root": new, "settings": ["printers"]},
                 ["settings printers were not captured", "leave them out of settings"])
 
 
 @bad("profile_restore: the new root does not exist")
-def _(c):
+def profile_restore_the_new_root_does_not_exist(c):
     store, unused_new = c.captured()
     return case("profile_restore", {"store": store, "root": c.path("not-mounted")},
                 ["does not exist", "mount the new system there first"])
 
 
 @bad("profile_restore: the store holds no capture")
-def _(c):
+def profile_restore_the_store_holds_no_capture(c):
     unused_store, new = c.captured()
     os.makedirs(c.path("empty-store"))
     return case("profile_restore", {"store": c.path("empty-store"), "root": new},
@@ -408,7 +408,7 @@ def _(c):
 
 
 @bad("profile_restore: the store is not there")
-def _(c):
+def profile_restore_the_store_is_not_there(c):
     unused_store, new = c.captured()
     return case("profile_restore", {"store": c.path("no-store"), "root": new},
                 ["does not exist or is not a directory", "mount the store there first"])
@@ -417,13 +417,13 @@ def _(c):
 # The playbook's own checks (check mode: nothing past them may change this host) ----------------------------
 
 @bad("playbook: inplace_image_src not set")
-def _(c):
+def playbook_inplace_image_src_not_set(c):
     return case(None, {"inplace_image_checksum": "sha256:" + "0" * 64},
                 ["Set inplace_image_src and inplace_image_checksum", "docs/variables.md"], playbook=True)
 
 
 @bad("playbook: inplace_image_checksum not set")
-def _(c):
+def playbook_inplace_image_checksum_not_set(c):
     return case(None, {"inplace_image_src": "http://images.lab/debian-13.raw.zst"},
                 ["Set inplace_image_src and inplace_image_checksum", "docs/variables.md"], playbook=True)
 
