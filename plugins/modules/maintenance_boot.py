@@ -103,11 +103,16 @@ entry:
   sample: inplace-maintenance
 """
 
+import re
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.inplace.migration.plugins.module_utils.boot import grub as _grub
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
+
+# ext and xfs (8-4-4-4-12), btrfs alike, vfat (XXXX-XXXX), NTFS (16 digits)
+FS_UUID = re.compile(r"^[0-9A-Fa-f]{4,}(-[0-9A-Fa-f]{4,})*$")
 
 
 def main():
@@ -129,6 +134,11 @@ def main():
         if _grub.CMDLINE_FLAG not in params["cmdline"].split():
             raise MigrationError("cmdline=%r lacks the flag %s, by which migration_state knows the maintenance "
                                  "environment; add it." % (params["cmdline"], _grub.CMDLINE_FLAG))
+        for option in ("boot_uuid", "store_uuid"):
+            # It goes into a GRUB script: anything but a filesystem UUID would break the menu or add to it.
+            if params[option] and not FS_UUID.match(params[option]):
+                raise MigrationError("%s=%r is not a filesystem UUID; give the UUID blkid shows for that filesystem." % (
+                    option, params[option]))
         store_uuid = params["store_uuid"]
         if params["target"] == "store" and params["state"] == "present" and not store_uuid:
             store_uuid = _grub.mounted_uuid(Runner(module), params["store"])

@@ -253,7 +253,8 @@ def main():
     if params["plan_offline"] and not module.check_mode:
         module.fail_json(msg="plan_offline only plans; run it in check mode.")
     if len(params["label"]) > 16:
-        module.fail_json(msg="label=%s is longer than the 16 characters an ext filesystem label can hold." % params["label"])
+        module.fail_json(msg="label=%s is longer than the 16 characters an ext filesystem label can hold; choose a "
+                             "shorter one." % params["label"])
 
     space = PartitionSpace(Runner(module), params["disk"], params["label"], params["disk_identity"])
     try:

@@ -206,8 +206,12 @@ def main():
         module.fail_json(msg=str(error), **error.partial)
     if result["failed_users"]:
         failed = result["failed_users"]
-        module.fail_json(msg="could not restore %s: %s" % (
-            ", ".join(sorted(failed)), " ".join(failed[name] for name in sorted(failed))), **result)
+        # One sentence however many failed: each user's reason carries its own remedy.
+        reasons = [failed[name].rstrip(".") if len(failed) == 1 else "%s: %s" % (name, failed[name].rstrip("."))
+                   for name in sorted(failed)]
+        module.fail_json(msg="could not restore %s (%s): %s." % (
+            ", ".join(sorted(failed)), "the others are restored" if result["restored"] or result["already_restored"] else "no user was restored",
+            "; ".join(reasons)), **result)
     module.exit_json(**result)
 
 

@@ -262,6 +262,8 @@ def test_hostile_archives_fail_their_user_only(systems, members, expected):
     assert result["rc"] != 0
     assert result["restored"] == ["alice"] and list(result["failed_users"]) == ["bob"]
     assert expected in result["failed_users"]["bob"], result["failed_users"]["bob"]
+    adhoc.assert_one_sentence_naming_the_fix(result, ["could not restore bob (the others are restored)", expected,
+                                                      "restore this user's files from a backup"])
     for outside in ("/tmp/inplace-absolute-escape", "/tmp/inplace-through-symlink",
                     os.path.join(new, "home/escaped"), os.path.join(new, "escaped")):
         assert not os.path.lexists(outside)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,3 +61,16 @@ def module(name, args, check=False, diff=False):
     result["rc"] = proc.returncode
     result["stdout"] = proc.stdout
     return result
+
+
+def assert_one_sentence_naming_the_fix(result, words):
+    """A refusal as a user should see it: one sentence, holding every one of ``words`` (the option, the remedy),
+    not a traceback or a tool's raw output."""
+    message = result.get("msg") or ""
+    assert result["rc"] != 0 and result.get("failed", True), "not refused: %s" % result
+    for noise in ("MODULE FAILURE", "Traceback", "Module failed", "[Errno", "\n"):
+        assert noise not in message, "%r in %r" % (noise, message)
+    assert message.endswith("."), "not a sentence: %r" % message
+    assert not re.search(r"[.!?]\s+[A-Z]", message[:-1]), "more than one sentence: %r" % message
+    for word in words:
+        assert word in message, "%r not in %r" % (word, message)

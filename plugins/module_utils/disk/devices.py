@@ -300,8 +300,10 @@ class Scan:
         if device is None:
             named = " (%s)" % what if what else ""
             if parse_spec(spec)[0] is None:
-                raise MigrationError("%s%s is not a block device on this host." % (spec, named))
-            raise MigrationError("no device has %s%s on this host." % (spec, named))
+                raise MigrationError("%s%s is not a block device on this host; give the device's path, such as /dev/sda2, "
+                                     "or a UUID=, LABEL= or PARTUUID= spec." % (spec, named))
+            raise MigrationError("no device has %s%s on this host; check the name, or make or attach the device first." % (
+                spec, named))
         return device
 
     def disk_identity(self, disk):

@@ -122,10 +122,15 @@ def _mount(runner, device, path, readonly, check_mode):
         raise MigrationError("%s is already mounted at %s; unmount it first or use that path." % (device, current))
     if _mounted_at(path):
         raise MigrationError("something else (%s) is mounted at %s." % (_mounted_at(path), path))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise MigrationError("path=%s exists and is not a directory; give a directory to mount the store on." % path)
+    fstype = _devices.blkid(runner, device).get("TYPE")
+    if fstype in (None, "swap"):
+        raise MigrationError("%s holds %s; name the store's device, the one partition_space made." % (
+            device, "swap, not a filesystem to mount" if fstype else "no filesystem blkid recognises"))
     if check_mode:
         return {"changed": True, "device": device, "path": path}
     os.makedirs(path, mode=0o700, exist_ok=True)
-    fstype = _devices.blkid(runner, device).get("TYPE")
     # Read-only, but with the journal replayed if a crash left one to replay: skipping the replay
     # (noload) would read the last-written files as they were before it, or as garbage.
     options = ["ro"] if readonly else []

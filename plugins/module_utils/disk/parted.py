@@ -39,7 +39,7 @@ def _kind(part):
 
 def _check_whole_disk(path):
     if not os.path.exists(path):
-        raise MigrationError("disk %s does not exist on this host." % path)
+        raise MigrationError("disk %s does not exist on this host; name the whole disk, such as /dev/sda." % path)
     if not _devices.is_block_device(path):
         raise MigrationError("%s is not a block device; name a whole disk such as /dev/sda." % path)
     if _devices.is_partition(path):
@@ -51,8 +51,8 @@ def _open(path):
     try:
         return device, parted.newDisk(device)
     except parted.DiskException:
-        raise MigrationError("%s has no partition table (or one libparted cannot read); only msdos and gpt "
-                             "disks can be changed." % path)
+        raise MigrationError("%s has no partition table (or one libparted cannot read), and only msdos and gpt "
+                             "disks can be changed; name the disk that holds the system." % path)
 
 
 def read_disk(runner, path, filesystems=True):

@@ -170,7 +170,7 @@ def plan_present(disk, store_bytes, label="INPLACE-STORE", fstype="ext4", shrink
     if store is not None:
         if store.size < store_bytes:
             raise MigrationError(
-                "%s already exists as %s with %s, which is too small: %s is needed. Remove it with "
+                "%s already exists as %s with %s, which is too small: %s is needed; remove it with "
                 "state=absent, or ask for a size that fits." % (label, store.path, human(store.size), human(store_bytes)))
         plan.store = store
         if store.fs is None or store.fs.type is None:

@@ -45,8 +45,11 @@ def expected_sha256(checksum, src):
     algorithm, colon, digest = value.partition(":")
     if colon and algorithm.lower() == "sha256":
         if not SHA256_RE.match(digest):
-            raise MigrationError("checksum=%s is not sha256: followed by 64 hexadecimal digits." % value)
+            raise MigrationError("checksum=%s is not sha256: followed by 64 hexadecimal digits; copy the whole "
+                                 "sha256 of the image." % value)
         return digest.lower()
+    if SHA256_RE.match(value):
+        raise MigrationError("checksum=%s lacks its algorithm; write it as sha256:%s." % (value, value))
     if colon and re.match(r"^(md5|sha1|sha224|sha384|sha512|blake2b)$", algorithm.lower()):
         raise MigrationError("checksum=%s uses %s; only sha256 is accepted." % (value, algorithm))
     source = Source(value)
@@ -59,7 +62,8 @@ def expected_sha256(checksum, src):
     try:
         return parse_checksum_file(text.decode("utf-8", "replace"), name)
     except MigrationError as error:
-        raise MigrationError("%s (%s)" % (str(error).rstrip("."), value))
+        raise MigrationError("%s (%s); give the checksum file published with the image, or sha256:<hex>." % (
+            str(error).rstrip("."), value))
 
 
 def file_sha256(path):

@@ -80,7 +80,8 @@ class Deploy(HandOver):
         compression = _formats.compression_of(head)
         if fmt == "qcow2" or (fmt == "auto" and compression == "qcow2"):
             if compression != "qcow2":
-                raise MigrationError("src %s is not a qcow2 image (no QFI magic)." % self.params["src"])
+                raise MigrationError("src %s is not a qcow2 image (no QFI magic); set format=auto or the image's own "
+                                     "format." % self.params["src"])
             if self.source.is_url:
                 raise MigrationError("a qcow2 image is read at random by qemu-img, so it must be a local file; "
                                      "stage %s on the store first." % self.params["src"])
@@ -125,8 +126,9 @@ class Deploy(HandOver):
             identity = self.source.identity()
             actual = _checksums.file_sha256(self.source.path)
         if actual != expected:
-            raise MigrationError("the sha256 of %s is %s, not %s as checksum says; nothing was written." % (
-                self.params["src"], actual, expected))
+            raise MigrationError("the sha256 of %s is %s, not %s as checksum says, so nothing was written; fetch the "
+                                 "image again (a cut download is shorter) or correct checksum." % (
+                                     self.params["src"], actual, expected))
         return identity
 
     def carry(self, scan, device, pristine):

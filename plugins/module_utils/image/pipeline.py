@@ -158,7 +158,9 @@ class Pipeline:
         if self._feed_error is not None:
             raise MigrationError("reading %s failed: %s." % (self.source.spec, self._feed_error))
         if failures:
-            raise MigrationError("the image %s could not be unpacked: %s." % (self.source.spec, "; ".join(failures)))
+            raise MigrationError("the image %s could not be unpacked (%s), so it is truncated or damaged; fetch it again "
+                                 "and check it against the checksum published with it." % (
+                                     self.source.spec, "; ".join(failures)))
         return self.sha.hexdigest() if self.sha is not None else None
 
     def abort(self):

@@ -32,7 +32,8 @@ class Source:
             except MigrationError:
                 raise
         elif not os.path.isfile(self.spec):
-            raise MigrationError("%s %s does not exist or is not a file." % (what, self.spec))
+            raise MigrationError("%s %s does not exist or is not a file; correct the path or put the file there." % (
+                what, self.spec))
 
     def open(self):
         if not self.is_url:
@@ -40,7 +41,9 @@ class Source:
         try:
             return open_url(self.spec, timeout=60)
         except Exception as error:  # urllib's, ssl's and open_url's own errors alike
-            raise MigrationError("cannot fetch %s: %s." % (self.spec, getattr(error, "reason", None) or error))
+            reason = getattr(error, "reason", None) or error
+            raise MigrationError("cannot fetch %s (%s); check the URL and that its server answers from this PC." % (
+                self.spec, getattr(reason, "strerror", None) or reason))
 
     def head(self, count=HEAD_BYTES):
         with self.open() as handle:

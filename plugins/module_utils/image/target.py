@@ -31,7 +31,8 @@ def find_dest(scan, spec, record):
         if device is None:
             if _devices.parse_spec(spec)[0]:
                 raise MigrationError("no partition has %s; dest names nothing on this machine." % spec)
-            raise MigrationError("dest=%s is not a block device." % spec)
+            raise MigrationError("dest=%s is not a block device; name the system partition, such as /dev/sda2 or "
+                                 "LABEL=<its label>." % spec)
     if not _devices.is_partition(device):
         raise MigrationError("dest=%s is a whole disk; image_deploy writes a partition only." % spec)
     partuuid = (scan.values(device).get("PART_ENTRY_UUID") or "").lower()

@@ -157,7 +157,7 @@ def select_users(root, users, exclude_users):
     excluded = set(exclude_users or [])
     unknown = excluded - {u["name"] for u in selected} - set(passwd)
     if unknown:
-        raise MigrationError("exclude_users names %s, which %s not an account on %s." % (
+        raise MigrationError("exclude_users names %s, which %s not an account on %s; correct or remove the name." % (
             ", ".join(sorted(unknown)), "is" if len(unknown) == 1 else "are", root))
     return [u for u in selected if u["name"] not in excluded], groups
 

@@ -147,11 +147,16 @@ def file_sha256(path, from_device=False):
 def verify(path, sha256, size, from_device=False):
     """Raise unless the archive at ``path`` has exactly the recorded size and sha256."""
     if not os.path.exists(path):
-        raise MigrationError("%s is missing from the store." % path)
+        raise MigrationError("%s is missing from the store; put back the archive profile_capture wrote, or restore "
+                             "this user's files from a backup." % path)
     actual, actual_size = file_sha256(path, from_device)
     if actual != sha256 or actual_size != size:
         raise MigrationError("%s does not match the manifest (sha256 %s, %d bytes; recorded %s, %d bytes): the "
-                             "store is damaged." % (path, actual, actual_size, sha256, size))
+                             "store is damaged; restore this user's files from a backup." % (path, actual, actual_size, sha256, size))
+
+
+# What a refused archive means, and the way out: capture never writes such a member.
+NOT_CAPTURED = "so it is not an archive profile_capture wrote; restore this user's files from a backup"
 
 
 class _Guard:
@@ -264,7 +269,7 @@ def extract_archive(runner, archive, target):
                 guard.check(_member(raw.decode("utf-8", "surrogateescape").rstrip("\n")))
                 members += 1
         except ArchiveRejected as error:
-            raise ArchiveRejected("%s: %s." % (name, error))
+            raise ArchiveRejected("%s: %s, %s." % (name, error, NOT_CAPTURED))
         finally:
             for proc in (tar_proc, zstd_proc):
                 if proc.poll() is None and sys.exc_info()[0] is not None:
@@ -278,13 +283,13 @@ def extract_archive(runner, archive, target):
         complaints = tar_errors.read().decode("utf-8", "replace")
         refused = re.search(r'"(.*)": Member name contains \'\.\.\'', complaints)
         if refused:
-            raise ArchiveRejected("%s: member %r has a '..' component." % (name, refused.group(1)))
+            raise ArchiveRejected("%s: member %r has a '..' component, %s." % (name, refused.group(1), NOT_CAPTURED))
         # tar strips a leading '/' or '../' and says so; such a name was an escape attempt even if tar made it harmless.
         stripped = re.search(r"Removing leading `(.*)' from (member names|hard link targets)", complaints)
         if stripped:
             what = "member name" if stripped.group(2) == "member names" else "hard link target"
-            raise ArchiveRejected("%s: a %s starts with %r, which has a '..' component or is an absolute path." % (
-                name, what, stripped.group(1)))
+            raise ArchiveRejected("%s: a %s starts with %r, which has a '..' component or is an absolute path, %s." % (
+                name, what, stripped.group(1), NOT_CAPTURED))
         if tar_rc != 0:
             raise MigrationError("tar failed extracting %s into %s (exit code %d): %s" % (
                 archive, target, tar_rc, _tail(tar_errors)))

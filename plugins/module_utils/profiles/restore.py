@@ -45,18 +45,18 @@ class Restore:
     def run(self, check_mode=False):
         self.store.check(writable=not check_mode)
         if not os.path.isdir(self.root):
-            raise MigrationError("root %s does not exist." % self.root)
+            raise MigrationError("root %s does not exist; mount the new system there first." % self.root)
         manifest = _manifest.load(self.store)
         captured = {u["name"]: u for u in manifest["users"]}
         names = list(captured) if not self.users else self.users
         unknown = [n for n in names if n not in captured]
         if unknown:
-            raise MigrationError("%s %s not captured on this store (captured: %s)." % (
+            raise MigrationError("%s %s not captured on this store (captured: %s); name only captured users in users." % (
                 ", ".join(unknown), "is" if len(unknown) == 1 else "are", ", ".join(captured) or "nobody"))
         available = (manifest.get("settings") or {}).get("groups", [])
         missing = [g for g in self.settings if g not in available]
         if missing:
-            raise MigrationError("settings %s were not captured (captured: %s)." % (
+            raise MigrationError("settings %s were not captured (captured: %s); leave them out of settings." % (
                 ", ".join(missing), ", ".join(available) or "none"))
         journal = self.store.journal
         # What this root holds decides what is done; the store's journal only reports it.
@@ -72,7 +72,7 @@ class Restore:
             passwd = _accounts.read_passwd(self.root)
             absent = [u["name"] for u in todo if u["source"] == "local" and u["name"] not in passwd]
             if absent:
-                raise MigrationError("accounts=require, and %s %s no account in %s." % (
+                raise MigrationError("accounts=require, and %s %s no account in %s; create the accounts first or use accounts=create." % (
                     ", ".join(absent), "has" if len(absent) == 1 else "have", self.root))
         if not report["changed"]:
             return self._with_bytes(report, captured)

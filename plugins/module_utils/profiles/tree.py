@@ -11,6 +11,7 @@ import stat
 import struct
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.profiles import walk as _walk
 
 CONFLICT_SUFFIX = b".inplace-old"
 # A POSIX ACL in its xattr: a version, then (tag, permissions, id) entries (linux/posix_acl_xattr.h).
@@ -21,9 +22,9 @@ ACL_USER = 0x02
 ACL_GROUP = 0x08
 
 
-def _copy_metadata(source, target):
-    """Give ``target`` (a directory being kept) the owner, mode, ACLs, xattrs and times of ``source``."""
-    info = os.lstat(source)
+def _copy_metadata(source, target, info):
+    """Give ``target`` (a directory being kept) the owner, mode, ACLs, xattrs of ``source``, and the times of
+    ``info``: ``source``'s as they were before the merge moved its entries out, which changed them."""
     os.chown(target, info.st_uid, info.st_gid, follow_symlinks=False)
     wanted = set(os.listxattr(source, follow_symlinks=False))
     for name in os.listxattr(target, follow_symlinks=False):
@@ -59,9 +60,10 @@ def merge(staged, target, conflict):
         return met
     if not is_real_dir(target):
         raise MigrationError("%s exists and is not a directory." % os.fsdecode(target))
+    info = os.lstat(staged)
     _merge_dir(staged, target, conflict, b"", met)
     if conflict == "overwrite":
-        _copy_metadata(staged, target)
+        _copy_metadata(staged, target, info)
     return met
 
 
@@ -74,11 +76,12 @@ def _merge_dir(source, target, conflict, relative, met):
             os.rename(staged, there)
             continue
         if is_real_dir(staged) and is_real_dir(there):
+            info = os.lstat(staged)
             _merge_dir(staged, there, conflict, child, met)
             if conflict == "overwrite":
-                _copy_metadata(staged, there)
+                _copy_metadata(staged, there, info)
             continue
-        met.append(os.fsdecode(child))
+        met.append(_walk.shown(child))
         if conflict == "keep_new":
             continue
         if conflict == "rename":

@@ -101,9 +101,15 @@ class Scan:
             "bytes": self.bytes,
             "allocated_bytes": self.allocated,
             "excluded": self.excluded,
-            "skipped": [{"path": os.fsdecode(p), "kind": k} for p, k in self.skipped],
-            "other_filesystems": [os.fsdecode(p) for p in self.other_filesystems],
+            "skipped": [{"path": shown(p), "kind": k} for p, k in self.skipped],
+            "other_filesystems": [shown(p) for p in self.other_filesystems],
         }
+
+
+def shown(path):
+    """A path as text a result can carry: bytes that are not UTF-8 as \\xNN escapes (Ansible refuses a result
+    holding the surrogates os.fsdecode would make of them)."""
+    return path.decode("utf-8", "backslashreplace")
 
 
 def _children(directory):

@@ -48,13 +48,13 @@ class Store:
             raise MigrationError("the store %s does not exist or is not a directory; mount the store there first." %
                                  self.root)
         if writable and not os.access(self.root, os.W_OK):
-            raise MigrationError("the store %s is not writable." % self.root)
+            raise MigrationError("the store %s is not writable; mount it read-write." % self.root)
         if writable:
             try:
                 probe = tempfile.TemporaryFile(dir=self.root)
                 probe.close()
             except OSError as error:
-                raise MigrationError("the store %s is not writable: %s." % (self.root, error.strerror))
+                raise MigrationError("the store %s is not writable (%s); mount it read-write." % (self.root, error.strerror))
 
     def ensure_dir(self, relative):
         """Create ``relative`` (and the store's top directory) root-only, as the store holds password hashes."""

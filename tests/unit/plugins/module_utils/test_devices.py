@@ -132,7 +132,7 @@ def test_specs_select_by_every_kind_of_tag_and_uuids_in_either_case(scan):
     assert scan.matching("LABEL=inplace-store") == []  # labels are case-sensitive
     assert scan.matching("LABEL=") == []
     assert scan.lookup("LABEL=nothing") is None
-    with pytest.raises(MigrationError, match=r"^no device has LABEL=nothing \(the store\) on this host\.$"):
+    with pytest.raises(MigrationError, match=r"^no device has LABEL=nothing \(the store\) on this host; check the name, or make or attach the device first\.$"):
         scan.find("LABEL=nothing", "the store")
 
 

@@ -1,13 +1,15 @@
-"""Restore's re-owning of files after accounts were remapped: owners and named ACL entries."""
+"""Restore's re-owning of files after accounts were remapped (owners and named ACL entries), and its merge into a
+home already there."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
 
 from ansible_collections.inplace.migration.plugins.module_utils.profiles.tree import (
-    ACL_ENTRY, ACL_HEADER, remap_acl, reown,
+    ACL_ENTRY, ACL_HEADER, merge, remap_acl, reown,
 )
 
 UNDEFINED = 0xFFFFFFFF
@@ -54,3 +56,24 @@ def test_reown_follows_the_remap_in_owners_and_acls(tmp_path):
     assert "user:1002:rw-" in getfacl(shared) and "user:4242:r--" in getfacl(shared)
     assert "group:1005:r--" in getfacl(shared) and not [e for e in getfacl(shared) if ":1001:" in e]
     assert "default:user:1002:rwx" in getfacl(tree / "dir")
+
+
+def _tree(root, stamp):
+    """A home: a directory holding a file with a name that is not UTF-8, and the times ``stamp`` on both."""
+    os.makedirs(os.path.join(root, b"Documents"))
+    with open(os.path.join(root, b"Documents", b"latin1-\xe9"), "wb") as handle:
+        handle.write(b"kept\n")
+    for path in (os.path.join(root, b"Documents", b"latin1-\xe9"), os.path.join(root, b"Documents"), root):
+        os.utime(path, ns=(stamp, stamp))
+
+
+def test_merging_into_a_home_already_there_keeps_the_staged_times_and_reports_names_a_result_can_carry(tmp_path):
+    """A rerun after a restore was cut between moving a home in and recording it meets every file again."""
+    staged, target = os.fsencode(tmp_path / "staged"), os.fsencode(tmp_path / "home")
+    _tree(staged, 1_600_000_000_000_000_000)
+    _tree(target, 1_700_000_000_000_000_000)
+    met = merge(staged, target, "overwrite")
+    assert met == ["Documents/latin1-\\xe9"]
+    json.dumps(met).encode("utf-8")  # Ansible refuses a result holding surrogates
+    for path in (target, os.path.join(target, b"Documents")):
+        assert os.lstat(path).st_mtime_ns == 1_600_000_000_000_000_000, path

@@ -46,12 +46,14 @@ def refused(run_module, rig, tmp_path, args, check_mode=False):
      "the maintenance environment; add it."),
     ({"checkpoint": "often"},
      "checkpoint='often' is not a size: write bytes or a number with a unit such as 512MiB or 12GiB."),
-    ({"checksum": "sha256:1234"}, "checksum=sha256:1234 is not sha256: followed by 64 hexadecimal digits."),
+    ({"checksum": "sha256:1234"}, "checksum=sha256:1234 is not sha256: followed by 64 hexadecimal digits; copy the "
+                                  "whole sha256 of the image."),
     ({"checksum": "md5:" + "0" * 32}, "checksum=md5:%s uses md5; only sha256 is accepted." % ("0" * 32)),
-    ({"checksum": "{tmp}/SHA256SUMS"}, "the checksum file {tmp}/SHA256SUMS does not exist or is not a file."),
-    ({"src": "{tmp}/store/missing.raw.zst"}, "the image {tmp}/store/missing.raw.zst does not exist or is not a file."),
+    ({"checksum": "{tmp}/SHA256SUMS"}, "the checksum file {tmp}/SHA256SUMS does not exist or is not a file; correct the path or put the file there."),
+    ({"src": "{tmp}/store/missing.raw.zst"}, "the image {tmp}/store/missing.raw.zst does not exist or is not a file; correct "
+                                             "the path or put the file there."),
     ({"store": "{tmp}/mnt"}, "the store {tmp}/mnt does not exist or is not a directory; mount the store there first."),
-    ({"dest": "{tmp}/sda1"}, "dest={tmp}/sda1 is not a block device."),
+    ({"dest": "{tmp}/sda1"}, "dest={tmp}/sda1 is not a block device; name the system partition, such as /dev/sda2 or LABEL=<its label>."),
     ({"format": "iso"}, "value of format must be one of: auto, raw, raw.zst, raw.gz, raw.xz, qcow2, tar, tar.zst, "
                         "tar.gz, tar.xz, got: iso"),
 ], ids=["cmdline", "checkpoint", "checksum", "md5", "checksum file", "src", "store", "dest", "format"])
@@ -64,7 +66,8 @@ def test_a_checksum_file_without_a_line_for_the_image_is_refused(run_module, rig
     sums = tmp_path / "SHA256SUMS"
     sums.write_text("%s  debian12.raw\n%s  debian14.raw\n" % ("1" * 64, "2" * 64))
     message = refused(run_module, rig, tmp_path, {"checksum": str(sums)})
-    assert message == "the checksum file has no line for debian13.raw; it must have exactly one (%s)" % sums
+    assert message == "the checksum file has no line for debian13.raw; it must have exactly one (%s); give the " \
+        "checksum file published with the image, or sha256:<hex>." % sums
 
 
 class StandIn:

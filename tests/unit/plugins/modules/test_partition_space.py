@@ -61,7 +61,8 @@ def msdos(tmp_path):
 @pytest.mark.parametrize("args, check_mode, message", [
     ({"size": "32MiB", "plan_offline": True}, False, "plan_offline only plans; run it in check mode."),
     ({"size": "32MiB", "label": "INPLACE-STORE-2025"}, True,
-     "label=INPLACE-STORE-2025 is longer than the 16 characters an ext filesystem label can hold."),
+     "label=INPLACE-STORE-2025 is longer than the 16 characters an ext filesystem label can hold; choose a shorter "
+     "one."),
     ({}, False, "state is present but all of the following are missing: size"),
     ({"size": "lots"}, True, "size='lots' is not a size: write bytes or a number with a unit such as 512MiB or 12GiB."),
     ({"size": "32MiB", "min_free": "0"}, True, "min_free='0' must be larger than zero."),
@@ -78,7 +79,7 @@ def test_bad_options_are_refused_before_the_disk_is_read(run_module, msdos, args
 def test_a_disk_that_is_not_there_is_named(run_module, tmp_path):
     result = run_module(partition_space, {"disk": str(tmp_path / "sdz"), "size": "32MiB"})
     assert result["failed"] and not result.get("changed")
-    assert result["msg"] == "disk %s does not exist on this host." % (tmp_path / "sdz")
+    assert result["msg"] == "disk %s does not exist on this host; name the whole disk, such as /dev/sda." % (tmp_path / "sdz")
 
 
 def test_a_file_is_not_a_disk(run_module, msdos):

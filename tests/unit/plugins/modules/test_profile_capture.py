@@ -27,7 +27,8 @@ def archive_names(path):
     ({"compression": 25}, "compression=25 is not a zstd level; use 1 to 19."),
     ({"max_file_size": "huge"}, "max_file_size='huge' is not a size: write bytes or a number with a unit such as "
                                 "512MiB or 12GiB."),
-    ({"exclude_users": ["mallory"]}, "exclude_users names mallory, which is not an account on {root}."),
+    ({"exclude_users": ["mallory"]}, "exclude_users names mallory, which is not an account on {root}; correct or remove the "
+                                     "name."),
     ({"settings": ["wallpaper"]}, "value of settings must be one or more of: hostname, network, ssh_host_keys, "
                                   "machine_id, timezone, locale, crontabs, printers. Got no match for: wallpaper"),
 ], ids=["compression", "max_file_size", "exclude_users", "settings"])

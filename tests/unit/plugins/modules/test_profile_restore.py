@@ -42,8 +42,8 @@ def test_a_store_without_a_capture_is_refused(run_module, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    ({"users": ["bob"]}, "bob is not captured on this store (captured: alice)."),
-    ({"settings": ["network"]}, "settings network were not captured (captured: none)."),
+    ({"users": ["bob"]}, "bob is not captured on this store (captured: alice); name only captured users in users."),
+    ({"settings": ["network"]}, "settings network were not captured (captured: none); leave them out of settings."),
     ({"lock_timeout": "soon"}, "argument 'lock_timeout' is of type str and we were unable to convert to int: "),
 ], ids=["user", "settings", "lock_timeout"])
 def test_what_was_not_captured_is_refused_and_nothing_is_written(run_module, captured, args, message):
@@ -59,7 +59,8 @@ def test_accounts_require_names_the_missing_account(run_module, captured):
     result = run_module(profile_restore, {"store": str(captured["store"]), "root": str(captured["new"]),
                                           "accounts": "require"})
     assert result["failed"] and not result.get("changed")
-    assert result["msg"] == "accounts=require, and alice has no account in %s." % captured["new"]
+    assert result["msg"] == "accounts=require, and alice has no account in %s; create the accounts first or use accounts=create." % \
+        captured["new"]
     assert os.listdir(captured["new"] / "home") == []
 
 
@@ -70,7 +71,7 @@ def test_a_damaged_archive_fails_its_user_and_restores_nothing(run_module, captu
     archive.write_bytes(bytes(data))
     result = run_module(profile_restore, {"store": str(captured["store"]), "root": str(captured["new"])})
     assert result["failed"]
-    assert result["msg"].startswith("could not restore alice: ")
+    assert result["msg"].startswith("could not restore alice (no user was restored): ")
     assert list(result["failed_users"]) == ["alice"] and result["restored"] == []
     assert os.listdir(captured["new"] / "home") == []
     journal = json.loads((captured["store"] / "inplace" / "journal.json").read_text())

@@ -29,7 +29,7 @@ def test_a_label_and_a_device_together_are_refused(run_module, tmp_path):
 def test_a_label_no_filesystem_has_is_named_in_the_failure(run_module, tmp_path):
     result = run_module(store_mount, {"path": str(tmp_path / "store"), "label": "NO-SUCH-STORE-UT"})
     assert result["failed"] and not result.get("changed")
-    assert result["msg"] == "no device has LABEL=NO-SUCH-STORE-UT on this host."
+    assert result["msg"] == "no device has LABEL=NO-SUCH-STORE-UT on this host; check the name, or make or attach the device first."
     assert not (tmp_path / "store").exists()
 
 
@@ -40,7 +40,8 @@ def test_a_file_that_is_not_a_block_device_is_refused_also_in_check_mode(run_mod
         result = run_module(store_mount, {"path": str(tmp_path / "store"), "device": str(image)},
                             check_mode=check_mode)
         assert result["failed"] and not result.get("changed")
-        assert result["msg"] == "%s is not a block device on this host." % image
+        assert result["msg"] == "%s is not a block device on this host; give the device's path, such as /dev/sda2, or a UUID=, LABEL= or PARTUUID= " \
+                                "spec." % image
         assert not (tmp_path / "store").exists()
 
 
