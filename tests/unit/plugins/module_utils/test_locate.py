@@ -239,7 +239,7 @@ def test_two_devices_with_the_label_on_the_system_disk_are_an_error_naming_both(
 def test_a_root_partition_that_is_not_there_is_an_error_not_a_guess(disks):
     labelled(disks, STICK)
     with pytest.raises(MigrationError, match=r"^no device has PARTUUID=feedbeef-02 \(the system's root partition\) "
-                                             r"on this host\.$"):
+                                             r"on this host; check the name, or make or attach the device first\.$"):
         store_on_system_disk(None, LABEL, "PARTUUID=feedbeef-02", scan=disks)
 
 
