@@ -33,6 +33,7 @@ requirements:
   - In the image, for O(bootloader=grub-bios), grub-pc; for O(firstboot=true), python3
 extends_documentation_fragment:
   - inplace.migration.attributes
+  - inplace.migration.lock
 attributes:
   check_mode:
     details: Makes every refusal and verifies a local image's checksum, but writes nothing.
@@ -315,6 +316,8 @@ from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import
 from ansible_collections.inplace.migration.plugins.module_utils.image.formats import FORMATS
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.state.lock import LOCK_ARGUMENT_SPEC, pc_lock
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 
 
 def main():
@@ -340,6 +343,7 @@ def main():
             bootloader=dict(type="str", choices=["grub-bios", "none"], default="grub-bios"),
             store_label=dict(type="str", default="INPLACE-STORE"),
             maintenance_cmdline=dict(type="str", default=DEFAULT_CMDLINE),
+            **LOCK_ARGUMENT_SPEC
         ),
         supports_check_mode=True,
     )
@@ -349,7 +353,8 @@ def main():
         if CMDLINE_FLAG not in params["maintenance_cmdline"].split():
             raise MigrationError("maintenance_cmdline=%r lacks the flag %s, by which migration_state knows the "
                                  "maintenance environment; add it." % (params["maintenance_cmdline"], CMDLINE_FLAG))
-        result = Deploy(Runner(module), params, module.check_mode).run()
+        with pc_lock("deploy", Store(params["store"]), wait=params["lock_timeout"], check_mode=module.check_mode):
+            result = Deploy(Runner(module), params, module.check_mode).run()
     except MigrationError as error:
         partial = dict(error.partial)
         changed = bool(partial.pop("changed", False))

@@ -31,6 +31,7 @@ requirements:
   - parted, e2fsprogs, util-linux; btrfs-progs for btrfs; xfsprogs to grow xfs
 extends_documentation_fragment:
   - inplace.migration.attributes
+  - inplace.migration.lock
 attributes:
   check_mode:
     details: Plans only; returns the planned layout and V(changed) as it would be.
@@ -216,6 +217,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.disk.parted impo
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
 from ansible_collections.inplace.migration.plugins.module_utils.disk.space import PartitionSpace
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.state.lock import LOCK_ARGUMENT_SPEC, pc_lock
 
 
 def main():
@@ -229,6 +231,7 @@ def main():
             fstype=dict(type="str", choices=["ext4", "ext3", "ext2"], default="ext4"),
             label=dict(type="str", default="INPLACE-STORE"),
             plan_offline=dict(type="bool", default=False),
+            **LOCK_ARGUMENT_SPEC
         ),
         required_if=[("state", "present", ["size"])],
         supports_check_mode=True,
@@ -242,14 +245,16 @@ def main():
         module.fail_json(msg="label=%s is longer than the 16 characters an ext filesystem label can hold." % params["label"])
 
     space = PartitionSpace(Runner(module), params["disk"], params["label"])
+    step = "store" if params["state"] == "present" else "cleanup"
     try:
-        if params["state"] == "present":
-            size = parse_size(params["size"], "size")
-            min_free = parse_size(params["min_free"], "min_free") if params["min_free"] else None
-            result = space.present(size, params["shrink"], min_free, params["fstype"], module.check_mode,
-                                   plan_offline=params["plan_offline"])
-        else:
-            result = space.absent(module.check_mode)
+        with pc_lock(step, wait=params["lock_timeout"], check_mode=module.check_mode):
+            if params["state"] == "present":
+                size = parse_size(params["size"], "size")
+                min_free = parse_size(params["min_free"], "min_free") if params["min_free"] else None
+                result = space.present(size, params["shrink"], min_free, params["fstype"], module.check_mode,
+                                       plan_offline=params["plan_offline"])
+            else:
+                result = space.absent(module.check_mode)
     except MigrationError as error:
         module.fail_json(msg=str(error), changed=bool(error.partial.get("actions_done")), **error.partial)
     if not module._diff:
