@@ -60,3 +60,13 @@ def module(name, args, check=False, diff=False):
     result["rc"] = proc.returncode
     result["stdout"] = proc.stdout
     return result
+
+
+def playbook_command(path, check=False):
+    command = ["ansible-playbook", "-c", "local", "-i", "localhost,", path]
+    return command + ["--check"] if check else command
+
+
+def playbook(path, check=False):
+    """Run the playbook at ``path`` on localhost; return the finished process (stdout, stderr, returncode)."""
+    return subprocess.run(playbook_command(path, check), capture_output=True, text=True, env=environment(), check=False)
