@@ -82,8 +82,8 @@ class ActionModule(ActionBase):
         for key in OUTPUT_KEYS:
             if not result.get(key):
                 result.pop(key, None)
-        display.display("%s: %s %s after %s" % (host, step, "failed" if result.get("failed") else "done",
-                                                 duration(time.time() - started)))
+        outcome = "failed" if result.get("failed") else "done"
+        display.display("%s: %s %s after %s" % (host, step, outcome, duration(time.time() - started)))
         return result
 
     def _status(self, jid, async_dir, mode, task_vars):
