@@ -152,7 +152,7 @@ options:
       - Install a run-once systemd unit, C(inplace-firstboot.service), and its self-contained Python program in the
         new system. At the first boot it finds the store by the identity recorded now (its PARTUUID, filesystem
         UUID and label, and its disk's identity) and refuses a device that no longer matches it; it takes the
-        store's lock, records the confirmation in the journal, makes the new system GRUB's default, runs the store's
+        PC's lock (as a restore), records the confirmation in the journal, makes the new system GRUB's default, runs the store's
         C(inplace/bin/inplace-restore) when there is one whose restore is not complete, and disables itself on
         success.
       - With V(true) GRUB boots the new system once and keeps maintenance as its default until that first boot
@@ -186,7 +186,7 @@ options:
 notes:
   - Run it from the maintenance environment, with the old system not mounted.
   - Growing an ext filesystem is done offline (C(e2fsck -f), then C(resize2fs)).
-  - The restore program the first-boot hook runs is started while the hook holds the store's lock, with
+  - The restore program the first-boot hook runs is started while the hook holds the PC's lock, with
     E(INPLACE_STORE_LOCKED_BY=first-boot) in its environment; it must not take the lock itself.
 seealso:
   - module: inplace.migration.partition_space
