@@ -26,8 +26,11 @@ extends_documentation_fragment:
   - inplace.migration.attributes
 attributes:
   action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on the
+      controller.
     support: full
   async:
+    description: Supports being used with the C(async) keyword.
     support: none
   check_mode:
     details: Waits for a step started in check mode, which changes nothing.

@@ -147,8 +147,7 @@ def test_a_step_outlives_its_controller_and_a_rerun_takes_its_result(rig):
     # Incompressible data, so the capture runs several seconds.
     for index in range(3):
         with open(rig["home"] / ("data%d.bin" % index), "wb") as handle:
-            for _ in range(160):
-                handle.write(os.urandom(MiB))
+            handle.write(os.urandom(160 * MiB))
     book = rig["write"]()
     controller = subprocess.Popen(adhoc.playbook_command(book), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   env=adhoc.environment(), start_new_session=True)
