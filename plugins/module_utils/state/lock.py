@@ -71,7 +71,7 @@ def pc_lock(step, store=None, wait=DEFAULT_WAIT, check_mode=False, by=None, run_
 
 
 def holder_record(step, by=None):
-    record = {"step": step, "pid": os.getpid(), "started": time.time()}
+    record = {"step": step, "pid": os.getpid()}
     controller = _controller()
     if by or controller:
         record["by"] = by or controller
@@ -122,6 +122,8 @@ def _flock(path, step, deadline, wait, record):
                     "%s is still running, from an earlier run; waited %d s for it (lock_timeout). Run again later "
                     "to take its result." % (describe(holder), wait))
             time.sleep(POLL)
+        # Since when it holds the lock, not since when it waited for it.
+        record["started"] = time.time()
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, json.dumps(record, sort_keys=True).encode("utf-8"), 0)
         yield

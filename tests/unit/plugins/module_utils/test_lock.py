@@ -113,6 +113,7 @@ def test_the_same_step_waits_for_the_earlier_run_then_proceeds_and_finds_its_wor
             assert os.path.exists(done), "the rerun ran before the earlier capture finished"
         assert 0.5 < waited < 10
     assert record["step"] == "capture" and record["pid"] == os.getpid()
+    assert record["started"] >= started + 0.5, "the record says since when it holds the lock, not since it waited"
 
 
 def test_the_same_step_s_wait_is_bounded(dirs):
