@@ -33,6 +33,7 @@ requirements:
   - In the image, for O(bootloader=grub-bios), grub-pc; for O(firstboot=true), python3
 extends_documentation_fragment:
   - inplace.migration.attributes
+  - inplace.migration.lock
 attributes:
   check_mode:
     details: Makes every refusal and verifies a local image's checksum, but writes nothing.
@@ -157,7 +158,7 @@ options:
       - Install a run-once systemd unit, C(inplace-firstboot.service), and its self-contained Python program in the
         new system. At the first boot it finds the store by the identity recorded now (its PARTUUID, filesystem
         UUID and label, and its disk's identity) and refuses a device that no longer matches it; it takes the
-        store's lock, records the confirmation in the journal, makes the new system GRUB's default, runs the store's
+        PC's lock (as a restore), records the confirmation in the journal, makes the new system GRUB's default, runs the store's
         C(inplace/bin/inplace-restore) when there is one whose restore is not complete, and disables itself on
         success.
       - With V(true) GRUB boots the new system once and keeps maintenance as its default until that first boot
@@ -191,7 +192,7 @@ options:
 notes:
   - Run it from the maintenance environment, with the old system not mounted.
   - Growing an ext filesystem is done offline (C(e2fsck -f), then C(resize2fs)).
-  - The restore program the first-boot hook runs is started while the hook holds the store's lock, with
+  - The restore program the first-boot hook runs is started while the hook holds the PC's lock, with
     E(INPLACE_STORE_LOCKED_BY=first-boot) in its environment; it must not take the lock itself.
 seealso:
   - module: inplace.migration.partition_space
@@ -321,6 +322,8 @@ from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import
 from ansible_collections.inplace.migration.plugins.module_utils.image.formats import FORMATS
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.state.lock import LOCK_ARGUMENT_SPEC, pc_lock
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 
 
 def main():
@@ -347,6 +350,7 @@ def main():
             store_label=dict(type="str", default="INPLACE-STORE"),
             maintenance_cmdline=dict(type="str", default=DEFAULT_CMDLINE),
             restore_options=dict(type="dict"),
+            **LOCK_ARGUMENT_SPEC
         ),
         supports_check_mode=True,
     )
@@ -356,7 +360,8 @@ def main():
         if CMDLINE_FLAG not in params["maintenance_cmdline"].split():
             raise MigrationError("maintenance_cmdline=%r lacks the flag %s, by which migration_state knows the "
                                  "maintenance environment; add it." % (params["maintenance_cmdline"], CMDLINE_FLAG))
-        result = Deploy(Runner(module), params, module.check_mode).run()
+        with pc_lock("deploy", Store(params["store"]), wait=params["lock_timeout"], check_mode=module.check_mode):
+            result = Deploy(Runner(module), params, module.check_mode).run()
     except MigrationError as error:
         partial = dict(error.partial)
         changed = bool(partial.pop("changed", False))

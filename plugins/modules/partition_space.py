@@ -31,6 +31,7 @@ requirements:
   - parted, e2fsprogs, util-linux; btrfs-progs for btrfs; xfsprogs to grow xfs
 extends_documentation_fragment:
   - inplace.migration.attributes
+  - inplace.migration.lock
 attributes:
   check_mode:
     details: Plans only; returns the planned layout and V(changed) as it would be.
@@ -229,6 +230,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.disk.parted impo
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
 from ansible_collections.inplace.migration.plugins.module_utils.disk.space import PartitionSpace
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.state.lock import LOCK_ARGUMENT_SPEC, pc_lock
 
 
 def main():
@@ -243,6 +245,7 @@ def main():
             label=dict(type="str", default="INPLACE-STORE"),
             plan_offline=dict(type="bool", default=False),
             disk_identity=dict(type="dict"),
+            **LOCK_ARGUMENT_SPEC
         ),
         required_if=[("state", "present", ["size"])],
         supports_check_mode=True,
@@ -257,14 +260,16 @@ def main():
                              "shorter one." % params["label"])
 
     space = PartitionSpace(Runner(module), params["disk"], params["label"], params["disk_identity"])
+    step = "store" if params["state"] == "present" else "cleanup"
     try:
-        if params["state"] == "present":
-            size = parse_size(params["size"], "size")
-            min_free = parse_size(params["min_free"], "min_free") if params["min_free"] else None
-            result = space.present(size, params["shrink"], min_free, params["fstype"], module.check_mode,
-                                   plan_offline=params["plan_offline"])
-        else:
-            result = space.absent(module.check_mode)
+        with pc_lock(step, wait=params["lock_timeout"], check_mode=module.check_mode):
+            if params["state"] == "present":
+                size = parse_size(params["size"], "size")
+                min_free = parse_size(params["min_free"], "min_free") if params["min_free"] else None
+                result = space.present(size, params["shrink"], min_free, params["fstype"], module.check_mode,
+                                       plan_offline=params["plan_offline"])
+            else:
+                result = space.absent(module.check_mode)
     except MigrationError as error:
         module.fail_json(msg=str(error), changed=bool(error.partial.get("actions_done")), **error.partial)
     if not module._diff:

@@ -40,6 +40,7 @@ description:
 extends_documentation_fragment:
   - inplace.migration.attributes
   - inplace.migration.archives
+  - inplace.migration.lock
 attributes:
   check_mode:
     details: Estimates sizes; reads only a sample of file contents.
@@ -225,6 +226,8 @@ from ansible_collections.inplace.migration.plugins.module_utils.profiles.capture
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import parse_size
+from ansible_collections.inplace.migration.plugins.module_utils.state.lock import LOCK_ARGUMENT_SPEC, pc_lock
+from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 
 SETTINGS = ["hostname", "network", "ssh_host_keys", "machine_id", "timezone", "locale", "crontabs", "printers"]
 
@@ -243,6 +246,7 @@ def main():
             settings=dict(type="list", elements="str", choices=SETTINGS, default=[]),
             compression=dict(type="int", default=3),
             force=dict(type="bool", default=False),
+            **LOCK_ARGUMENT_SPEC
         ),
         supports_check_mode=True,
     )
@@ -255,7 +259,8 @@ def main():
                           exclude_users=params["exclude_users"], include=params["include"], exclude=params["exclude"],
                           max_file_size=max_file_size, skip_preserved_mounts=params["skip_preserved_mounts"],
                           settings=params["settings"], compression=params["compression"])
-        result = capture.run(check_mode=module.check_mode, force=params["force"])
+        with pc_lock("capture", Store(params["store"]), wait=params["lock_timeout"], check_mode=module.check_mode):
+            result = capture.run(check_mode=module.check_mode, force=params["force"])
     except MigrationError as error:
         module.fail_json(msg=str(error), **error.partial)
     module.exit_json(**result)

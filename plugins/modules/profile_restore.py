@@ -30,6 +30,7 @@ description:
 extends_documentation_fragment:
   - inplace.migration.attributes
   - inplace.migration.archives
+  - inplace.migration.lock
 attributes:
   check_mode:
     details: Reports which users, accounts and settings would be restored, without extracting anything.
@@ -73,11 +74,6 @@ options:
     type: str
     choices: [overwrite, keep_new, rename]
     default: overwrite
-  lock_timeout:
-    description:
-      - Seconds to wait for the store's lock, held while the new system's first-boot hook restores by itself.
-    type: int
-    default: 1800
   settings:
     description:
       - Settings groups to apply, from those captured; none unless asked.
@@ -179,6 +175,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.profiles.restore import Restore
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
+from ansible_collections.inplace.migration.plugins.module_utils.state.lock import LOCK_ARGUMENT_SPEC
 
 SETTINGS = ["hostname", "network", "ssh_host_keys", "machine_id", "timezone", "locale", "crontabs", "printers"]
 
@@ -192,7 +189,7 @@ def main():
             accounts=dict(type="str", choices=["create", "require", "skip"], default="create"),
             conflict=dict(type="str", choices=["overwrite", "keep_new", "rename"], default="overwrite"),
             settings=dict(type="list", elements="str", choices=SETTINGS, default=[]),
-            lock_timeout=dict(type="int", default=1800),
+            **LOCK_ARGUMENT_SPEC
         ),
         supports_check_mode=True,
     )

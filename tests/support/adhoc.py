@@ -74,3 +74,13 @@ def assert_one_sentence_naming_the_fix(result, words):
     assert not re.search(r"[.!?]\s+[A-Z]", message[:-1]), "more than one sentence: %r" % message
     for word in words:
         assert word in message, "%r not in %r" % (word, message)
+
+
+def playbook_command(path, check=False):
+    command = ["ansible-playbook", "-c", "local", "-i", "localhost,", path]
+    return command + ["--check"] if check else command
+
+
+def playbook(path, check=False):
+    """Run the playbook at ``path`` on localhost; return the finished process (stdout, stderr, returncode)."""
+    return subprocess.run(playbook_command(path, check), capture_output=True, text=True, env=environment(), check=False)

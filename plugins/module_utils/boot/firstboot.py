@@ -6,7 +6,7 @@ The new system has no Ansible, so the program is made from this file and the
 module_utils it uses (a zip application, ``common.bundle``) and runs on the new
 system's own python3. On the first boot that reaches multi-user.target it finds the
 store by the identity image_deploy recorded (its PARTUUID, filesystem UUID, label and
-disk; by its label alone only when none was recorded), takes the store's lock, records
+disk; by its label alone only when none was recorded), takes the PC's lock (state.lock), records
 the confirmation in the journal, makes the new system GRUB's saved default (the
 maintenance entry stays in the menu), runs the profile restore from the store if one
 is there and not done yet, and on success disables itself. It also disables itself when
@@ -34,6 +34,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
 from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, atomic_write_json, read_json
 from ansible_collections.inplace.migration.plugins.module_utils.state.locate import COMPLETION_RECORD
+from ansible_collections.inplace.migration.plugins.module_utils.state.lock import LOCKED_BY_ENV, pc_lock
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
 
 DESCRIPTION = "Confirm the first boot of the new system and restore profiles from the migration store."
@@ -126,9 +127,11 @@ def disable(root):
 
 def confirm(runner, root, store_root, config, restore=True):
     """Everything the hook does with the store mounted at ``store_root``; returns a report."""
-    journal = Store(store_root).journal
+    store = Store(store_root)
+    journal = store.journal
     report = {"store": store_root}
-    with journal.lock(LOCK_HOLDER, wait=LOCK_WAIT):
+    # The step is a restore's, so a profile_restore of the controller waits for the hook and the hook for it.
+    with pc_lock("restore", store, wait=LOCK_WAIT, by=LOCK_HOLDER + " hook"):
         record = dict(journal.get(JOURNAL_KEY) or {})
         record.setdefault("confirmed", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         journal.put(JOURNAL_KEY, record)
@@ -145,7 +148,7 @@ def confirm(runner, root, store_root, config, restore=True):
             # what it holds (profiles.restored), and a root written again holds nothing yet.
             log("restoring profiles: %s --store %s --root %s" % (program, store_root, root))
             # The restore runs under this lock; it is told so, and must not take it again.
-            os.environ["INPLACE_STORE_LOCKED_BY"] = LOCK_HOLDER
+            os.environ[LOCKED_BY_ENV] = LOCK_HOLDER
             rc, out, err = runner.run([sys.executable or "python3", program, "--store", store_root, "--root", root],
                                       ok=None)
             for line in (out + err).splitlines():

@@ -255,10 +255,7 @@ class Deploy(HandOver):
         if same and record.get("state") == "complete":
             self.result.update(state="complete", format=record.get("format"), filesystem=record.get("filesystem"),
                                message="this image was already deployed to %s (%s)." % (device, record.get("updated")))
-            if self.check_mode:
-                return self.rearm_first_boot(device, record)
-            with self.journal.lock(KEY):
-                return self.rearm_first_boot(device, record)
+            return self.rearm_first_boot(device, record)
         started = bool(record and record.get("partuuid") == partuuid and (
             record.get("touched") or record.get("state") in WRITTEN_STATES))
         if params.get("require_capture", True) and not started:
@@ -276,8 +273,7 @@ class Deploy(HandOver):
             self.verify(expected)
             self.result.update(changed=True, state="planned", image_bytes=needed)
             return self.result
-        with self.journal.lock(KEY):
-            return self._run_locked(scan, device, partuuid, disk, fmt, compression, expected, size)
+        return self._run_locked(scan, device, partuuid, disk, fmt, compression, expected, size)
 
     def _run_locked(self, scan, device, partuuid, disk, fmt, compression, expected, size):
         params = self.params

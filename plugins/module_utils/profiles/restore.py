@@ -24,6 +24,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.profiles import 
 from ansible_collections.inplace.migration.plugins.module_utils.profiles.tree import is_real_dir, merge, reown
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside
+from ansible_collections.inplace.migration.plugins.module_utils.state.lock import pc_lock
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import PROFILES, Store
 
 JOURNAL_KEY = "profile_restore"
@@ -79,7 +80,7 @@ class Restore:
         if check_mode:
             self._accounts(manifest, todo, marker, report, check_mode=True)
             return report
-        with journal.lock("profile_restore", wait=self.lock_timeout):
+        with pc_lock("restore", self.store, wait=self.lock_timeout):
             # The first-boot hook may have restored while this waited for the lock.
             marker = _restored.Marker(self.root, manifest)
             todo = [u for u in todo if not marker.user_restored(u["name"])]

@@ -1,6 +1,6 @@
 # Copyright: inplace.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The migration store: its layout, the journal every phase records progress in, and its lock.
+"""The migration store: its layout and the journal every phase records progress in (its lock: state.lock).
 
 The store outlives power cuts and reboots between phases, so whatever is written
 here is written whole or not at all (temporary file, fsync, rename, fsync of the
@@ -9,16 +9,13 @@ directory), and the journal is the single source of truth for "how far did we ge
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import os
 import tempfile
 import time
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.state.files import (
-    PRIVATE_FILE_MODE, atomic_write_json, fsync_directory, read_json,
+    atomic_write_json, fsync_directory, read_json,
 )
 
 FORMAT_VERSION = 1
@@ -29,7 +26,6 @@ PROFILES = "inplace/profiles"
 MANIFEST = "inplace/profiles/manifest.json"
 IMAGES = "inplace/images"
 BOOT = "inplace/boot"
-LOCKED_BY_ENV = "INPLACE_STORE_LOCKED_BY"
 PRIVATE_DIR_MODE = 0o700
 
 
@@ -115,37 +111,3 @@ class Journal:
         if key in data["records"]:
             del data["records"][key]
             atomic_write_json(self.path, data)
-
-    @contextlib.contextmanager
-    def lock(self, holder, wait=0.0):
-        """Hold the store's lock (one restore or deploy at a time), or fail saying who holds it.
-
-        A program started by the lock's holder (the first-boot hook runs the restore
-        program) is told so in LOCKED_BY_ENV and does not take it again.
-        """
-        if os.environ.get(LOCKED_BY_ENV):
-            yield
-            return
-        self.store.ensure_dir(TOP)
-        path = self.store.path(JOURNAL_LOCK)
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
-        try:
-            deadline = time.time() + wait
-            while True:
-                try:
-                    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as error:
-                    if error.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.time() >= deadline:
-                        os.lseek(descriptor, 0, os.SEEK_SET)
-                        other = os.read(descriptor, 200).decode("utf-8", "replace").strip() or "another process"
-                        raise MigrationError("the store %s is locked by %s; wait for it to finish." % (
-                            self.store.root, other))
-                    time.sleep(0.2)
-            os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, ("%s (pid %d)" % (holder, os.getpid())).encode("utf-8"), 0)
-            yield
-        finally:
-            os.close(descriptor)

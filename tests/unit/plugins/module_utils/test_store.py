@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import stat
 
@@ -42,39 +41,3 @@ def test_a_damaged_journal_is_reported_not_ignored(tmp_path):
 def test_missing_store_is_refused(tmp_path):
     with pytest.raises(MigrationError, match="does not exist"):
         Store(str(tmp_path / "nope")).check()
-
-
-def _hold_lock(root, ready, release):
-    with Store(root).journal.lock("first-boot restore"):
-        ready.set()
-        release.wait(10)
-
-
-def test_the_lock_names_its_holder(tmp_path):
-    ready, release = multiprocessing.Event(), multiprocessing.Event()
-    holder = multiprocessing.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(10)
-        with pytest.raises(MigrationError, match="locked by first-boot restore"):
-            with Store(str(tmp_path)).journal.lock("controller restore"):
-                pass
-    finally:
-        release.set()
-        holder.join()
-    with Store(str(tmp_path)).journal.lock("controller restore"):
-        pass
-
-
-def test_a_child_of_the_holder_does_not_take_the_lock_again(tmp_path, monkeypatch):
-    ready, release = multiprocessing.Event(), multiprocessing.Event()
-    holder = multiprocessing.Process(target=_hold_lock, args=(str(tmp_path), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(10)
-        monkeypatch.setenv("INPLACE_STORE_LOCKED_BY", "first-boot restore")
-        with Store(str(tmp_path)).journal.lock("restore program"):
-            pass
-    finally:
-        release.set()
-        holder.join()
