@@ -29,6 +29,7 @@ description:
     Removing the maintenance entry from GRUB's menu is M(inplace.migration.maintenance_boot)'s, before this.
 extends_documentation_fragment:
   - inplace.migration.attributes
+  - inplace.migration.lock
 attributes:
   diff_mode:
     support: partial
@@ -110,6 +111,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.common.errors im
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import Runner
 from ansible_collections.inplace.migration.plugins.module_utils.disk.parted import HAS_PARTED, PARTED_IMPORT_ERROR
 from ansible_collections.inplace.migration.plugins.module_utils.state.cleanup import StoreCleanup
+from ansible_collections.inplace.migration.plugins.module_utils.state.lock import LOCK_ARGUMENT_SPEC, pc_lock
 
 
 def main():
@@ -119,6 +121,7 @@ def main():
             mode=dict(type="str", choices=["delete", "keep"], default="delete"),
             label=dict(type="str", default="INPLACE-STORE"),
             data_label=dict(type="str", default="INPLACE-DATA"),
+            **LOCK_ARGUMENT_SPEC
         ),
         supports_check_mode=True,
     )
@@ -130,7 +133,9 @@ def main():
     cleanup = StoreCleanup(Runner(module), params["root"], params["mode"], params["label"], params["data_label"],
                            check_mode=module.check_mode)
     try:
-        result = cleanup.run()
+        # The store is not mounted during cleanup, so the PC's lock under /run is the one held.
+        with pc_lock("cleanup", wait=params["lock_timeout"], check_mode=module.check_mode):
+            result = cleanup.run()
     except MigrationError as error:
         module.fail_json(msg=str(error), changed=bool(cleanup.result["done"]), done=cleanup.result["done"],
                          **error.partial)
