@@ -359,6 +359,7 @@ def test_an_interrupted_write_resumes_from_its_checkpoint(rig, tmp_path):
         result = deploy(**args)
     assert result["rc"] == 0, result.get("msg")
     assert result.get("resumed_from") == record["offset"], result
+    assert r.journal()["write_starts"] == [0, record["offset"]], "one write from 0, resumed once"
     assert images.sha256(r.dest, os.path.getsize(raw)) == images.sha256(raw)
 
 
@@ -542,6 +543,8 @@ def test_a_run_stopped_after_the_write_continues_with_the_fixups_from_the_store_
     again = deploy(**args)
     assert again["rc"] == 0 and again["changed"] is True, again.get("msg")
     assert again["resumed_from"].startswith("fix-ups")
+    with open(path) as handle:
+        assert json.load(handle)["records"]["image_deploy"]["write_starts"] == [0], "the image was written once"
     assert again["carry"]["source"].startswith("the store's copy")
     with mounted(r.dest) as root:
         with open(os.path.join(root, "etc", "hostname")) as handle:

@@ -304,8 +304,13 @@ class Deploy(HandOver):
                 with self.timed("carry"):
                     self.result["carry"] = self.carry(scan, device, pristine=not touched)
                 skip = (record.get("offset") or 0) if resumable else 0
-                if not resumable:
-                    self.record(state="writing", touched=True, offset=0)
+                # Every start of the write, with the offset it starts from: the fault matrix counts
+                # the starts from 0 to tell a resumed write from the image written twice.
+                starts = (self.journal.get(KEY) or {}).get("write_starts", []) + [skip]
+                if resumable:
+                    self.record(write_starts=starts)
+                else:
+                    self.record(state="writing", touched=True, offset=0, write_starts=starts)
                 with self.timed("write"):
                     if fmt == "qcow2":
                         written = self.write_qcow2(device, identity)
