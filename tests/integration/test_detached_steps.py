@@ -19,6 +19,7 @@ import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.state.lock import RUN_DIR
 from tests.support import adhoc
+from tests.support.processes import descendants
 from tests.unit.plugins.modules.conftest import write_accounts
 
 MiB = 1024 * 1024
@@ -115,24 +116,6 @@ def read_lock():
             return json.loads(handle.read())
     except (OSError, ValueError):
         return None
-
-
-def descendants(pid):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as handle:
-                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, pending = [], list(children.get(pid, []))
-    while pending:
-        child = pending.pop()
-        found.append(child)
-        pending.extend(children.get(child, []))
-    return found
 
 
 def alive(pid):

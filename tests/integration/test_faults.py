@@ -24,27 +24,8 @@ import pytest
 
 from tests.support import adhoc
 from tests.support.loopdisk import MiB, mounted, run, tree_digests
+from tests.support.processes import descendants
 from tests.support.trees import differences, snapshot
-
-
-def _children(pid):
-    found = []
-    try:
-        for task in os.listdir("/proc/%d/task" % pid):
-            with open("/proc/%d/task/%s/children" % (pid, task)) as handle:
-                found += [int(child) for child in handle.read().split()]
-    except OSError:
-        pass
-    return found
-
-
-def descendants(pid):
-    found, queue = [], [pid]
-    while queue:
-        for child in _children(queue.pop()):
-            found.append(child)
-            queue.append(child)
-    return found
 
 
 def command_line(pid):

@@ -20,6 +20,7 @@ import pytest
 from tests.support import adhoc
 from tests.support import images
 from tests.support.loopdisk import MiB, mounted, run, tree_digests, write_tree
+from tests.support.processes import descendants
 
 # Per test run: a lookup by label must not meet a store another test process has attached.
 LABEL = "INPLACE-%06d" % (os.getpid() % 1000000)
@@ -350,7 +351,7 @@ def test_an_interrupted_write_resumes_from_its_checkpoint(rig, tmp_path):
                 time.sleep(0.05)
         finally:
             # Ansible starts the module in a session of its own: kill the whole tree, as a power cut would.
-            for pid in [proc.pid] + _descendants(proc.pid):
+            for pid in [proc.pid] + descendants(proc.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             proc.wait()
@@ -361,24 +362,6 @@ def test_an_interrupted_write_resumes_from_its_checkpoint(rig, tmp_path):
     assert result.get("resumed_from") == record["offset"], result
     assert r.journal()["write_starts"] == [0, record["offset"]], "one write from 0, resumed once"
     assert images.sha256(r.dest, os.path.getsize(raw)) == images.sha256(raw)
-
-
-def _descendants(pid):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as handle:
-                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry))
-    found, queue = [], [pid]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            found.append(child)
-            queue.append(child)
-    return found
 
 
 def test_a_partuuid_two_devices_carry_is_refused_on_the_first_run_and_on_a_rerun(rig, make_disk, data_image):
