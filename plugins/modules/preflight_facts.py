@@ -16,7 +16,7 @@ description:
     does in check mode with C(plan_offline) (O(store)); and judges what the controller found about the image
     (O(image)).
   - Inhibitors are a root on LVM, LUKS or md RAID (or anything but a plain partition), a root filesystem that
-    is not ext2/3/4 or btrfs, UEFI booting or no GRUB for BIOS, too little free space in C(/boot) for the
+    is not ext2/3/4 or btrfs, UEFI booting (not built yet) or no GRUB for BIOS, too little free space in C(/boot) for the
     maintenance environment, less RAM than the RAM-only maintenance environment needs, running on battery, an
     image this PC cannot reach or whose checksum is wrong, and no room for the store (saying how much is missing).
     A probe that fails becomes one more inhibitor sentence.
@@ -184,6 +184,13 @@ disk_bytes:
 boot:
   description: Whether C(/boot) is C(separate), its filesystem C(uuid) and C(free_bytes).
   returned: always
+  type: dict
+uefi:
+  description:
+    - On a PC that boots through UEFI, the EFI system partitions on the system disk (C(esp), a list), C(secure_boot)
+      (V(null) when the firmware has no Secure Boot), and C(boot_current) and C(boot_order) as efibootmgr shows
+      the entries' numbers, read from efivars. Migrating such a PC is not built yet; it is refused.
+  returned: when the PC boots through UEFI
   type: dict
 memory_mib:
   description: RAM in MiB.

@@ -147,18 +147,39 @@ def cleanup_commands(state):
     return commands
 
 
-def secure_boot(root="/"):
-    """True or False from the SecureBoot efivar, None when the PC has no such variable (BIOS, or
-    firmware without Secure Boot). The variable is 4 bytes of attributes and then one byte."""
-    path = os.path.join(root, EFIVARS.lstrip("/"), "SecureBoot-" + GLOBAL_VARIABLE_GUID)
+def read_efivar(name, root="/", limit=4096):
+    """The value of a global EFI variable (efivarfs gives 4 bytes of attributes first), None when absent."""
+    path = os.path.join(root, EFIVARS.lstrip("/"), "%s-%s" % (name, GLOBAL_VARIABLE_GUID))
     try:
         with open(path, "rb") as handle:
-            data = handle.read(16)
-    except FileNotFoundError:
+            data = handle.read(limit + 4)
+    except (FileNotFoundError, PermissionError):
         return None
-    if len(data) < 5:
-        return None
-    return data[4] == 1
+    return data[4:] if len(data) > 4 else None
+
+
+def secure_boot(root="/"):
+    """True or False from the SecureBoot variable (one byte), None when the PC has none (BIOS, or
+    firmware without Secure Boot)."""
+    value = read_efivar("SecureBoot", root)
+    return None if value is None else value[0] == 1
+
+
+def _numbers(value):
+    count = len(value) // 2
+    return ["%04X" % number for number in struct.unpack_from("<%dH" % count, value)]
+
+
+def boot_order(root="/"):
+    """BootOrder from efivars, as efibootmgr prints its numbers; read without efibootmgr, which a
+    stock old system may lack."""
+    value = read_efivar("BootOrder", root)
+    return _numbers(value) if value else []
+
+
+def boot_current(root="/"):
+    value = read_efivar("BootCurrent", root)
+    return _numbers(value)[0] if value and len(value) >= 2 else None
 
 
 def booted_with_uefi(root="/"):

@@ -101,3 +101,32 @@ def probe_failed(what, error):
     if isinstance(error, MigrationError):
         return str(error)
     return "%s failed unexpectedly (%s: %s)." % (what, type(error).__name__, error)
+
+
+def uefi_not_built(uefi):
+    """The one sentence for a UEFI PC while its migration is not built (docs/architecture.md has the design)."""
+    esp = ", ".join(uefi["esp"]) or "no EFI system partition on its disk"
+    secure = {True: "Secure Boot on", False: "Secure Boot off", None: "no Secure Boot"}[uefi["secure_boot"]]
+    return ("this PC boots through UEFI (%s, %s) and migrating a UEFI PC is not built yet; only PCs that boot "
+            "through BIOS with GRUB can be migrated so far." % (esp, secure))
+
+
+SIGNED_CHAIN_FIX = ("build the image with shim-signed, grub-efi-amd64-signed and a signed linux-image (Debian's "
+                    "linux-image-amd64), or switch Secure Boot off in the PC's firmware")
+
+
+def secure_boot_findings(secure_boot, chain):
+    """The inhibitor when Secure Boot is on and the image cannot be booted through a signed chain.
+
+    ``secure_boot`` is the PC's state (True, False, None for no Secure Boot); ``chain`` is
+    ``boot.efi.signed_boot_chain`` of the image's root, or None when the image was not looked into,
+    which with Secure Boot on is refused too: nothing unsigned is booted, and nothing unproven.
+    """
+    if secure_boot is not True:
+        return []
+    if chain is None:
+        return ["Secure Boot is on and the image's boot chain was not checked for signatures; %s." % SIGNED_CHAIN_FIX]
+    if not chain["missing"]:
+        return []
+    return ["Secure Boot is on and the image has no signed boot chain (missing %s); %s." % (
+        "; ".join(chain["missing"]), SIGNED_CHAIN_FIX)]

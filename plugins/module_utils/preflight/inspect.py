@@ -12,8 +12,10 @@ import glob
 import json
 import os
 
+from ansible_collections.inplace.migration.plugins.module_utils.boot import efi
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 from ansible_collections.inplace.migration.plugins.module_utils.disk.devices import read_attribute
+from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
 
 SUPPORTED_ROOT_FS = ("ext2", "ext3", "ext4", "btrfs")
 STACKED = {"lvm": "LVM", "crypt": "LUKS encryption", "raid0": "md RAID", "raid1": "md RAID", "raid4": "md RAID",
@@ -41,9 +43,16 @@ def on_battery(power_supply="/sys/class/power_supply"):
     return not any(mains) if mains else any(status == "Discharging" for status in batteries)
 
 
+def uefi_facts(devices, disk, root="/"):
+    """What a UEFI PC's boot looks like: the ESPs on the system disk, Secure Boot, the boot order (read
+    from efivars, so a system without efibootmgr is seen the same)."""
+    return {"esp": efi.esp_partitions(devices, disk) if disk else [], "secure_boot": efi.secure_boot(root),
+            "boot_current": efi.boot_current(root), "boot_order": efi.boot_order(root)}
+
+
 def _lsblk(runner):
     out = runner.output(["lsblk", "--json", "--bytes", "--output",
-                         "NAME,PATH,TYPE,FSTYPE,MOUNTPOINT,PKNAME,SIZE,PARTUUID,UUID"])
+                         "NAME,PATH,TYPE,FSTYPE,MOUNTPOINT,PKNAME,SIZE,PARTUUID,UUID,PARTTYPE"])
     devices = {}
 
     def index(nodes, parent):
@@ -92,8 +101,9 @@ def inspect(runner, min_ram_mib=768, boot_bytes_needed=0):
     if facts["root"]["fstype"] not in SUPPORTED_ROOT_FS:
         inhibitors.append("the root filesystem is %s; only %s can be shrunk and reimaged here." % (
             facts["root"]["fstype"], ", ".join(SUPPORTED_ROOT_FS)))
-    if os.path.isdir("/sys/firmware/efi"):
-        inhibitors.append("this PC boots through UEFI; only BIOS booting with GRUB is supported so far.")
+    if efi.booted_with_uefi():
+        facts["uefi"] = uefi_facts(devices.values(), facts.get("disk"))
+        inhibitors.append(_inhibitors.uefi_not_built(facts["uefi"]))
     elif not glob.glob("/boot/grub/i386-pc") and not glob.glob("/boot/grub2/i386-pc"):
         inhibitors.append("no GRUB for BIOS (/boot/grub/i386-pc) was found; the maintenance environment boots "
                           "through GRUB.")

@@ -82,10 +82,10 @@ def test_cleanup_removes_only_our_entries_and_a_bootnext_to_one():
     assert _efi.cleanup_commands(other_next) == [["efibootmgr", "--bootnum", "0005", "--delete-bootnum"]]
 
 
-def _efivar(root, data):
+def _efivar(root, data, name="SecureBoot"):
     directory = os.path.join(root, "sys/firmware/efi/efivars")
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"), "wb") as handle:
+    with open(os.path.join(directory, name + "-8be4df61-93ca-11d2-aa0d-00e098032b8c"), "wb") as handle:
         handle.write(data)
 
 
@@ -98,6 +98,15 @@ def test_secure_boot_state_from_efivars(tmp_path):
     assert _efi.secure_boot(root) is False
     _efivar(root, b"\x06\x00\x00")
     assert _efi.secure_boot(root) is None
+
+
+def test_boot_order_and_current_from_efivars(tmp_path):
+    root = str(tmp_path)
+    assert _efi.boot_order(root) == [] and _efi.boot_current(root) is None
+    _efivar(root, b"\x07\x00\x00\x00\x04\x00\x01\x00\x00\x00\x0a\x00", "BootOrder")
+    _efivar(root, b"\x06\x00\x00\x00\x04\x00", "BootCurrent")
+    assert _efi.boot_order(root) == ["0004", "0001", "0000", "000A"]
+    assert _efi.boot_current(root) == "0004"
 
 
 def test_esp_of_a_disk_by_its_type_guid():

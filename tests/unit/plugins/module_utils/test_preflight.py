@@ -26,3 +26,22 @@ def test_on_battery(tmp_path, mains_online, battery_status, expected):
 def test_a_desktop_without_battery_is_on_mains(tmp_path):
     supply(tmp_path, "AC", type="Mains", online="0")
     assert on_battery(str(tmp_path)) is False
+
+
+def _efivar(root, name, data):
+    directory = root / "sys/firmware/efi/efivars"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / (name + "-8be4df61-93ca-11d2-aa0d-00e098032b8c")).write_bytes(data)
+
+
+def test_uefi_facts_name_the_system_disk_s_esp_secure_boot_and_the_boot_order(tmp_path):
+    from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import uefi_facts
+    _efivar(tmp_path, "SecureBoot", b"\x06\x00\x00\x00\x01")
+    _efivar(tmp_path, "BootOrder", b"\x07\x00\x00\x00\x04\x00\x01\x00")
+    _efivar(tmp_path, "BootCurrent", b"\x06\x00\x00\x00\x04\x00")
+    devices = [{"path": "/dev/sda1", "parent": "/dev/sda", "parttype": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"},
+               {"path": "/dev/nvme0n1p1", "parent": "/dev/nvme0n1", "parttype": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"},
+               {"path": "/dev/nvme0n1p2", "parent": "/dev/nvme0n1", "parttype": "0fc63daf-8483-4772-8e79-3d69d8477de4"}]
+    assert uefi_facts(devices, "/dev/nvme0n1", str(tmp_path)) == {
+        "esp": ["/dev/nvme0n1p1"], "secure_boot": True, "boot_current": "0004", "boot_order": ["0004", "0001"]}
+    assert uefi_facts(devices, None, str(tmp_path))["esp"] == []

@@ -271,3 +271,45 @@ def test_a_failed_inspection_is_a_sentence_too(probes, monkeypatch):
     result = run()
     assert result["inhibitors"] == ["lsblk failed with exit code 1: no output"]
     assert result["root"] == {} and result["plan"] is None and "plan_store" not in probes
+
+
+@pytest.mark.parametrize("uefi, sentence", [
+    ({"esp": ["/dev/nvme0n1p1"], "secure_boot": True},
+     "this PC boots through UEFI (/dev/nvme0n1p1, Secure Boot on) and migrating a UEFI PC is not built yet; only PCs "
+     "that boot through BIOS with GRUB can be migrated so far."),
+    ({"esp": [], "secure_boot": None},
+     "this PC boots through UEFI (no EFI system partition on its disk, no Secure Boot) and migrating a UEFI PC is not "
+     "built yet; only PCs that boot through BIOS with GRUB can be migrated so far."),
+])
+def test_a_uefi_pc_is_refused_in_one_sentence_that_says_it_is_not_built(uefi, sentence):
+    assert _inhibitors.uefi_not_built(uefi) == sentence
+
+
+FIX = ("build the image with shim-signed, grub-efi-amd64-signed and a signed linux-image (Debian's linux-image-amd64), "
+       "or switch Secure Boot off in the PC's firmware.")
+WHOLE = {"shim": "/usr/lib/shim/shimx64.efi.signed", "grub": "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+         "kernels": ["/boot/vmlinuz-6.12.0-1-amd64"], "unsigned_kernels": [], "missing": []}
+
+
+@pytest.mark.parametrize("secure_boot, chain, sentences", [
+    (True, WHOLE, []),
+    (False, None, []),
+    (None, dict(WHOLE, missing=["shim"]), []),
+    (True, None, ["Secure Boot is on and the image's boot chain was not checked for signatures; " + FIX]),
+    (True, dict(WHOLE, missing=["shim (/usr/lib/shim/shimx64.efi.signed, from shim-signed)",
+                                "a signed kernel (no kernel in /boot)"]),
+     ["Secure Boot is on and the image has no signed boot chain (missing shim (/usr/lib/shim/shimx64.efi.signed, "
+      "from shim-signed); a signed kernel (no kernel in /boot)); " + FIX]),
+], ids=["on-whole", "off-unchecked", "none-broken", "on-unchecked", "on-broken"])
+def test_secure_boot_refuses_an_image_without_a_signed_chain(secure_boot, chain, sentences):
+    assert _inhibitors.secure_boot_findings(secure_boot, chain) == sentences
+
+
+def test_secure_boot_inhibitor_from_an_image_root(tmp_path):
+    from ansible_collections.inplace.migration.plugins.module_utils.boot.efi import signed_boot_chain
+    from tests.support.efi_samples import pe_header
+    (tmp_path / "boot").mkdir()
+    (tmp_path / "boot/vmlinuz-6.12.0-1-amd64").write_bytes(pe_header(signed=False))
+    (sentence,) = _inhibitors.secure_boot_findings(True, signed_boot_chain(str(tmp_path)))
+    assert "missing shim" in sentence and "signed GRUB" in sentence
+    assert "none of /boot/vmlinuz-6.12.0-1-amd64 carries a signature" in sentence
