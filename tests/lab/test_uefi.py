@@ -1,0 +1,145 @@
+"""UEFI lab groundwork: OVMF with and without Secure Boot, a variable store per machine, ESPs filled
+with mtools, and Debian's signed chain booted from such an ESP."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import time
+
+import pytest
+
+from ansible_collections.inplace.migration.plugins.module_utils.boot import efi, grub
+from tests.lab import uefi
+from tests.lab.machines import LabError
+
+BOOT_SECONDS = 180
+GRUB_CFG = """echo "inplace: grub.cfg read, prefix ${prefix}"
+load_env -f ${prefix}/grubenv
+echo "inplace: next_entry=${next_entry}"
+set next_entry=
+save_env -f ${prefix}/grubenv next_entry
+if linux /unsigned-vmlinuz console=ttyS0,115200 panic=-1; then
+  echo "inplace: unsigned kernel loaded"
+else
+  echo "inplace: unsigned kernel refused"
+  linux /vmlinuz console=ttyS0,115200 panic=-1
+fi
+boot
+"""
+# Without Secure Boot the unsigned kernel is booted: GRUB 2.06 (bookworm, EFI) hung when a second `linux`
+# replaced a kernel already loaded.
+
+
+def test_an_esp_disk_holds_its_files_on_a_fat_esp_of_a_gpt(tmp_path):
+    (tmp_path / "loader").write_bytes(os.urandom(70000))
+    (tmp_path / "grub.cfg").write_text("configfile /boot/grub/grub.cfg\n")
+    disk = str(tmp_path / "disk.img")
+    target = uefi.esp_disk(disk, 160, {"EFI/BOOT/BOOTX64.EFI": str(tmp_path / "loader"),
+                                       "EFI/debian/grub.cfg": str(tmp_path / "grub.cfg")},
+                           rest_type=uefi.LINUX_TYPE)
+    table = subprocess.run(["sfdisk", "--json", disk], stdout=subprocess.PIPE, text=True, check=True).stdout
+    assert '"type": "%s"' % uefi.ESP_TYPE in table and '"start": 2048' in table and uefi.LINUX_TYPE in table
+    probe = subprocess.run(["blkid", "-p", "-o", "export", "-O", str(1024 * 1024), disk], stdout=subprocess.PIPE,
+                           text=True, check=True).stdout.split()
+    assert "TYPE=vfat" in probe and "LABEL=ESP" in probe and "VERSION=FAT32" in probe
+    assert uefi.fat_listing(target) == ["::/EFI/BOOT/BOOTX64.EFI", "::/EFI/debian/grub.cfg"]
+    copied = tmp_path / "back"
+    subprocess.run(["mcopy", "-i", target, "::/EFI/BOOT/BOOTX64.EFI", str(copied)], check=True)
+    assert copied.read_bytes() == (tmp_path / "loader").read_bytes()
+
+
+@pytest.mark.parametrize("secure_boot", [False, True], ids=["plain", "secure-boot"])
+def test_each_machine_has_a_variable_store_of_its_own_kept_across_starts(tmp_path, secure_boot):
+    unused_code, template = uefi.firmware_files(secure_boot)
+    first = uefi.machine_vars(str(tmp_path), "pc1", secure_boot)
+    second = uefi.machine_vars(str(tmp_path), "pc2", secure_boot)
+    assert first != second
+    with open(template, "rb") as handle:
+        assert open(first, "rb").read() == handle.read()
+    with open(first, "r+b") as handle:
+        handle.write(b"written by the firmware")
+    assert uefi.machine_vars(str(tmp_path), "pc1", secure_boot) == first
+    assert open(first, "rb").read(23) == b"written by the firmware"
+
+
+def test_firmware_arguments(tmp_path):
+    plain = uefi.firmware_args(str(tmp_path), "pc1", False)
+    assert plain[:2] == ["-machine", "q35"] and "-global" not in plain
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd" in plain
+    assert "if=pflash,format=raw,unit=1,file=%s/pc1.vars.fd" % tmp_path in plain
+    secure = uefi.firmware_args(str(tmp_path), "pc1", True)
+    assert secure[:4] == ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.ms.fd" in secure
+    assert "if=pflash,format=raw,unit=1,file=%s/pc1.vars.ms.fd" % tmp_path in secure
+    assert uefi.uefi_command(["qemu-system-x86_64", "-m", "512"], str(tmp_path), "pc1", False) == [
+        "qemu-system-x86_64", "-m", "512"] + plain
+
+
+def test_missing_ovmf_is_named(tmp_path):
+    with pytest.raises(LabError, match="install Debian's ovmf package"):
+        uefi.firmware_args(str(tmp_path), "pc1", True, ovmf_dir=str(tmp_path / "none"))
+
+
+def strip_signature(source, destination):
+    """A copy of a signed PE kernel whose certificate table entry is zero: unsigned to a verifier."""
+    with open(source, "rb") as handle:
+        data = bytearray(handle.read())
+    optional = struct.unpack_from("<I", data, 0x3C)[0] + 24
+    struct.pack_into("<II", data, optional + 108 + 4 + 8 * 4, 0, 0)
+    with open(destination, "wb") as handle:
+        handle.write(data)
+
+
+def test_debian_s_signed_packages_are_a_whole_signed_chain():
+    chain = efi.signed_boot_chain(uefi.signed_boot_files())
+    assert chain["missing"] == [] and chain["shim"] and chain["grub"] and chain["kernels"]
+
+
+@pytest.mark.parametrize("secure_boot", [False, True], ids=["plain", "secure-boot"])
+def test_ovmf_boots_the_signed_chain_from_the_esp(tmp_path, secure_boot):
+    """shim as the removable-media loader, Debian's signed GRUB reading \\EFI\\debian\\grub.cfg (its compiled-in
+    prefix), its one-shot saved; with Secure Boot an unsigned kernel is refused and the signed one booted,
+    without it the unsigned one is booted."""
+    signed = uefi.signed_boot_files()
+    kernel = os.path.join(signed, "boot", sorted(os.listdir(os.path.join(signed, "boot")))[0])
+    strip_signature(kernel, str(tmp_path / "unsigned-vmlinuz"))
+    assert not efi.authenticode_signed(str(tmp_path / "unsigned-vmlinuz"))
+    (tmp_path / "grub.cfg").write_text(GRUB_CFG)
+    grub.write_grubenv(str(tmp_path / "grubenv"), {"saved_entry": grub.MAINTENANCE_ENTRY, "next_entry": "new"})
+    disk = str(tmp_path / "disk.img")
+    target = uefi.esp_disk(disk, 160, {
+        "EFI/BOOT/BOOTX64.EFI": os.path.join(signed, "usr/lib/shim/shimx64.efi.signed"),
+        "EFI/BOOT/grubx64.efi": os.path.join(signed, "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"),
+        "EFI/debian/grub.cfg": str(tmp_path / "grub.cfg"), "EFI/debian/grubenv": str(tmp_path / "grubenv"),
+        "vmlinuz": kernel, "unsigned-vmlinuz": str(tmp_path / "unsigned-vmlinuz")}, esp_mib=128)
+    log = tmp_path / "serial.log"
+    command = ["qemu-system-x86_64", "-accel", "tcg", "-smp", "1", "-m", "512", "-display", "none", "-nic", "none",
+               "-no-reboot", "-serial", "file:%s" % log, "-drive", "file=%s,if=virtio,format=raw" % disk]
+    started = time.monotonic()
+    qemu = subprocess.Popen(uefi.uefi_command(command, str(tmp_path), "pc1", secure_boot),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # The kernel finds no root, panics and, with panic=-1 and -no-reboot, ends QEMU.
+        qemu.wait(timeout=BOOT_SECONDS)
+    finally:
+        if qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+    seconds = time.monotonic() - started
+    text = log.read_bytes().decode("utf-8", "replace").replace("\r", "")
+    assert "inplace: grub.cfg read, prefix (hd0,gpt1)/EFI/debian" in text, text[-2000:]
+    assert "inplace: next_entry=new" in text
+    back = tmp_path / "grubenv.after"
+    subprocess.run(["mcopy", "-i", target, "::/EFI/debian/grubenv", str(back)], check=True)
+    assert grub.read_grubenv(str(back)) == {"saved_entry": grub.MAINTENANCE_ENTRY, "next_entry": ""}
+    if secure_boot:
+        assert "bad shim signature" in text and "inplace: unsigned kernel refused" in text
+        assert "BOOT_IMAGE=/vmlinuz " in text
+        assert "Kernel is locked down from EFI Secure Boot" in text and "Secure boot enabled" in text
+    else:
+        assert "inplace: unsigned kernel loaded" in text and "BOOT_IMAGE=/unsigned-vmlinuz " in text
+        assert "Secure boot disabled" in text
+    assert "Linux version" in text and "Kernel panic" in text, "%.0f s: %s" % (seconds, text[-2000:])
+    print("OVMF%s to a kernel panic: %.0f s" % (" with Secure Boot" if secure_boot else "", seconds))
