@@ -53,10 +53,6 @@ class BootEntry:
     def ours(self):
         return self.label.startswith(ENTRY_LABEL_PREFIX)
 
-    def as_dict(self):
-        return {"number": self.number, "active": self.active, "label": self.label, "device_path": self.device_path,
-                "partition": self.partition, "partuuid": self.partuuid, "file": self.file}
-
 
 def _number(text):
     return text.strip().upper()
