@@ -30,7 +30,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.common.bundle im
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk.mount import mountpoint_of, temporary_mount
-from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import default_entry, update_grubenv
+from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import boot_not_mounted, default_entry, update_grubenv
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
 from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, atomic_write_json, read_json
 from ansible_collections.inplace.migration.plugins.module_utils.state.locate import COMPLETION_RECORD
@@ -130,6 +130,11 @@ def confirm(runner, root, store_root, config, restore=True):
     store = Store(store_root)
     journal = store.journal
     report = {"store": store_root}
+    # Confirmed only where GRUB will read it: a grubenv written under an unmounted /boot partition
+    # would leave maintenance GRUB's default with the journal saying the new system confirmed itself.
+    problem = boot_not_mounted(root)
+    if problem:
+        raise MigrationError(problem)
     # The step is a restore's, so a profile_restore of the controller waits for the hook and the hook for it.
     with pc_lock("restore", store, wait=LOCK_WAIT, by=LOCK_HOLDER + " hook"):
         record = dict(journal.get(JOURNAL_KEY) or {})

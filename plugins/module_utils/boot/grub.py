@@ -225,12 +225,41 @@ def pin_root(config_text, uuid):
     return text, changed
 
 
+def fstab_boot_spec(fstab_text):
+    """The device spec an fstab mounts at /boot, or None when /boot is on the root."""
+    for line in (fstab_text or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and not fields[0].startswith("#") and fields[1].rstrip("/") == "/boot":
+            return fields[0]
+    return None
+
+
+def boot_not_mounted(root):
+    """The sentence when ``root``'s fstab mounts a /boot partition that is not mounted at ``root``/boot, else None.
+
+    GRUB's core reads its grub.cfg and grubenv from that partition: a grubenv written into the
+    root's own /boot directory underneath would be read by nobody.
+    """
+    spec = fstab_boot_spec(read_text(root, "/etc/fstab"))
+    boot = os.path.join(root, "boot")
+    if spec is None or os.path.ismount(boot):
+        return None
+    return ("the new system's fstab mounts /boot from %s but nothing is mounted at %s, and GRUB reads its environment "
+            "from that partition; mount it (or correct fstab) and run again." % (spec, boot))
+
+
 @contextlib.contextmanager
-def chroot_mounts(runner, root, device, uuid):
-    """/dev, /proc and /sys bound into ``root``, and /dev/disk/by-uuid/<uuid> present while it lasts."""
+def chroot_mounts(runner, root, device, uuid, boot=None):
+    """/dev, /proc and /sys bound into ``root``, and /dev/disk/by-uuid/<uuid> present while it lasts; with
+    ``boot`` (the directory a /boot partition is mounted on) that partition bound at ``root``/boot too."""
     mounted = []
     made = []
     try:
+        if boot:
+            target = os.path.join(root, "boot")
+            os.makedirs(target, exist_ok=True)
+            runner.run(["mount", "--bind", boot, target])
+            mounted.append(target)
         for name in ("dev", "proc", "sys"):
             target = os.path.join(root, name)
             os.makedirs(target, exist_ok=True)
@@ -255,12 +284,15 @@ def chroot_mounts(runner, root, device, uuid):
                 runner.run(["umount", "-l", target], ok=None)
 
 
-def install_grub(runner, root, disk, device, uuid, store_uuid, cmdline, one_shot):
+def install_grub(runner, root, disk, device, uuid, store_uuid, cmdline, one_shot, boot=None):
     """GRUB for BIOS in the new system, installed to ``disk`` from a chroot: the very last step.
 
     The menu gains a maintenance entry on the store; with ``one_shot`` it is the saved default
     and the new system is GRUB's next entry once (its first boot makes itself the default),
-    otherwise the new system is the default right away.
+    otherwise the new system is the default right away. ``boot`` is the directory the new
+    system's /boot partition is mounted on, when it has one: it is bound at /boot in the chroot,
+    so grub-install points the core image's prefix at that partition, and grub.cfg and grubenv
+    are written where that core reads them.
     """
     missing = [path for path in ("/usr/sbin/grub-install", "/usr/lib/grub/i386-pc")
                if not os.path.exists(inside(root, path))]
@@ -275,8 +307,9 @@ def install_grub(runner, root, disk, device, uuid, store_uuid, cmdline, one_shot
     defaults = inside(root, "/etc/default/grub")
     os.makedirs(os.path.dirname(defaults), exist_ok=True)
     atomic_write(defaults, grub_default_text(read_text(root, "/etc/default/grub")).encode("utf-8"), 0o644)
-    config = inside(root, "/boot/grub/grub.cfg")
-    with chroot_mounts(runner, root, device, uuid):
+    with chroot_mounts(runner, root, device, uuid, boot):
+        config = inside(root, "/boot/grub/grub.cfg")
+        os.makedirs(os.path.dirname(config), exist_ok=True)
         if mkconfig.endswith("update-grub"):
             runner.run(["chroot", root, mkconfig])
         else:
@@ -290,10 +323,10 @@ def install_grub(runner, root, disk, device, uuid, store_uuid, cmdline, one_shot
             raise MigrationError("grub-mkconfig in the new system made no usable menu (%s)." % (
                 "no maintenance entry" if entry else "no entry for the new system"))
         runner.run(["chroot", root, "/usr/sbin/grub-install", "--target=i386-pc", disk])
-    grubenv = inside(root, "/boot/grub/grubenv")
-    if one_shot:
-        values = update_grubenv(grubenv, saved_entry=MAINTENANCE_ENTRY, next_entry=entry)
-    else:
-        values = update_grubenv(grubenv, saved_entry=entry, next_entry=None)
+        grubenv = inside(root, "/boot/grub/grubenv")
+        if one_shot:
+            values = update_grubenv(grubenv, saved_entry=MAINTENANCE_ENTRY, next_entry=entry)
+        else:
+            values = update_grubenv(grubenv, saved_entry=entry, next_entry=None)
     return {"status": "done", "disk": disk, "default_entry": entry, "maintenance_entry": MAINTENANCE_ENTRY,
             "grubenv": values, "root_rewritten": sorted(set(rewritten)), "script": GRUB_SCRIPT}

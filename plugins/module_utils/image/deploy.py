@@ -255,7 +255,7 @@ class Deploy(HandOver):
         if same and record.get("state") == "complete":
             self.result.update(state="complete", format=record.get("format"), filesystem=record.get("filesystem"),
                                message="this image was already deployed to %s (%s)." % (device, record.get("updated")))
-            return self.rearm_first_boot(device, record)
+            return self.rearm_first_boot(scan, device, record)
         started = bool(record and record.get("partuuid") == partuuid and (
             record.get("touched") or record.get("state") in WRITTEN_STATES))
         if params.get("require_capture", True) and not started:

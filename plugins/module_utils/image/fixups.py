@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import time
 
+from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import fstab_boot_spec
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside, read_text
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import accounts as _accounts
 from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, atomic_write_json, read_json
@@ -177,6 +180,64 @@ def fix_fstab(root, carry, root_uuid, root_type, resolve, excluded, store_specs)
         raise MigrationError("the new system has no /etc.")
     atomic_write(path, text.encode("utf-8"), 0o644)
     return report
+
+
+# A /boot partition ---------------------------------------------------------------------------------------
+
+# Kept on a /boot partition the new system takes over: the maintenance files, which cleanup zeroes
+# before it removes them (the overlay holds the PC's host keys), and the filesystem's own directory.
+BOOT_KEPT = ("inplace", "lost+found")
+BOOT_FSTYPES = ("ext2", "ext3", "ext4")
+
+
+def boot_partition(root, resolve, excluded):
+    """The partition the new system's fstab mounts at /boot, as ``{"spec", "device"}``; None when its /boot is
+    a directory of the root."""
+    spec = fstab_boot_spec(read_text(root, "/etc/fstab"))
+    if spec is None:
+        return None
+    devices = sorted(set(os.path.realpath(path) for path in resolve(spec))) if is_device_spec(spec) else []
+    if len(devices) != 1 or devices[0] in excluded:
+        raise MigrationError("the new system's fstab mounts /boot from %s, which names %s here; GRUB must be "
+                             "installed on the partition the new system mounts at /boot, so correct that fstab "
+                             "line (or set fstab=true to carry the old system's)." % (
+                                 spec, excluded.get(devices[0]) if len(devices) == 1 else
+                                 "%d devices" % len(devices) if devices else "no device"))
+    return {"spec": spec, "device": devices[0]}
+
+
+def _allocated(path):
+    """Bytes the files under ``path`` take on a filesystem (directories included)."""
+    info = os.lstat(path)
+    total = info.st_blocks * 512
+    if stat.S_ISDIR(info.st_mode):
+        for base, directories, files in os.walk(path):
+            for name in directories + files:
+                total += os.lstat(os.path.join(base, name)).st_blocks * 512
+    return total
+
+
+def fill_boot(runner, source, target):
+    """Make the /boot partition mounted at ``target`` hold the new system's /boot (``source``, the image's own
+    /boot directory, which stays as it is underneath the mount): the old system's kernels and GRUB
+    files go, the maintenance files stay. A rerun does the same again from the same source."""
+    old = [name for name in sorted(os.listdir(target)) if name not in BOOT_KEPT]
+    new = sorted(os.listdir(source)) if os.path.isdir(source) else []
+    needed = sum(_allocated(os.path.join(source, name)) for name in new if name not in BOOT_KEPT)
+    usage = os.statvfs(target)
+    room = usage.f_bavail * usage.f_frsize + sum(_allocated(os.path.join(target, name)) for name in old)
+    if needed > room:
+        raise MigrationError("the /boot partition has room for %s and the new system's /boot needs %s; make the "
+                             "/boot partition larger before migrating." % (human(room), human(needed)))
+    for name in old:
+        path = os.path.join(target, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    if new:
+        runner.run(["cp", "-a", "--", source.rstrip("/") + "/.", target])
+    return {"status": "done", "removed": old, "copied": new, "bytes": needed}
 
 
 # Host identity -----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ file stays readable.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -32,6 +33,22 @@ def now():
 
 
 class HandOver:
+    @contextlib.contextmanager
+    def boot_directory(self, scan, root, excluded, readonly=False):
+        """The new system's /boot as GRUB's core reads it, ``(directory, partition)``: the partition its fstab
+        mounts at /boot, mounted apart, or the root's own /boot directory and None."""
+        boot = _fixups.boot_partition(root, scan.matching, excluded)
+        if boot is None:
+            yield os.path.join(root, "boot"), None
+            return
+        boot["type"] = scan.values(boot["device"]).get("TYPE")
+        if boot["type"] not in _fixups.BOOT_FSTYPES:
+            raise MigrationError("the new system's /boot partition %s (%s) holds %s; GRUB and the maintenance "
+                                 "environment are run with ext2, ext3 or ext4 there, so make it one of those." % (
+                                     boot["device"], boot["spec"], boot["type"] or "no filesystem"))
+        with _mount.temporary_mount(self.runner, boot["device"], boot["type"], readonly=readonly) as directory:
+            yield directory, boot
+
     def fixups(self, scan, device, disk, fs, store_device):
         params = self.params
         carry = _fixups.load_carry(self.store)
@@ -69,10 +86,14 @@ class HandOver:
                 if not store_values.get("UUID"):
                     raise MigrationError("the store %s has no filesystem UUID for GRUB to find it by." %
                                          self.store.root)
-                with self.timed("bootloader"):
+                with self.timed("bootloader"), self.boot_directory(scan, root, excluded) as (boot_dir, boot):
+                    if boot:
+                        report["boot"] = dict(_fixups.fill_boot(self.runner, os.path.join(root, "boot"), boot_dir),
+                                              device=boot["device"], spec=boot["spec"])
                     self.result["bootloader"] = install_grub(
                         self.runner, root, disk, device, fs["uuid"], store_values["UUID"], params["maintenance_cmdline"],
-                        one_shot=params["firstboot"])
+                        one_shot=params["firstboot"], boot=boot_dir if boot else None)
+                    self.result["bootloader"]["boot"] = boot["device"] if boot else None
                 if params["firstboot"]:
                     path = os.path.join(root, "etc/inplace-migration/firstboot.json")
                     with open(path) as handle:
@@ -82,7 +103,7 @@ class HandOver:
             else:
                 self.result["bootloader"] = {"status": "off"}
 
-    def rearm_first_boot(self, device, record):
+    def rearm_first_boot(self, scan, device, record):
         """Boot the new system once more when its first boot never confirmed itself.
 
         GRUB consumes the one-shot entry as it boots it; a cut during that first boot (or a
@@ -95,8 +116,10 @@ class HandOver:
                 (self.journal.get(_firstboot.JOURNAL_KEY) or {}).get("confirmed"):
             return self.result
         fstype = (record.get("filesystem") or {}).get("type") or "ext4"
-        with _mount.temporary_mount(self.runner, device, fstype, readonly=self.check_mode) as root:
-            grubenv = os.path.join(root, _firstboot.GRUBENV)
+        excluded = {os.path.realpath(device): "the partition just written"}
+        with _mount.temporary_mount(self.runner, device, fstype, readonly=self.check_mode) as root, \
+                self.boot_directory(scan, root, excluded, readonly=self.check_mode) as (boot_dir, unused_boot):
+            grubenv = os.path.join(boot_dir, "grub", "grubenv")
             entry = (_firstboot.read_config(root) or {}).get("default_entry")
             if not entry or read_grubenv(grubenv).get("next_entry") == entry:
                 return self.result

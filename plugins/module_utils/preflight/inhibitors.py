@@ -14,6 +14,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.common.units imp
 from ansible_collections.inplace.migration.plugins.module_utils.disk.planner import plan_present
 
 HTTP_OK = 200
+SEPARATE_BOOT_FSTYPES = ("ext2", "ext3", "ext4")
 
 
 def is_url(src):
@@ -109,6 +110,26 @@ def uefi_not_built(uefi):
     secure = {True: "Secure Boot on", False: "Secure Boot off", None: "no Secure Boot"}[uefi["secure_boot"]]
     return ("this PC boots through UEFI (%s, %s) and migrating a UEFI PC is not built yet; only PCs that boot "
             "through BIOS with GRUB can be migrated so far." % (esp, secure))
+
+
+def separate_boot_findings(boot, root_disk):
+    """The inhibitors for a /boot of its own (``boot``: inspect's facts), on a PC whose root is on ``root_disk``.
+
+    The maintenance environment mounts that /boot to copy its files, GRUB is installed to the
+    root's disk with its core reading /boot, and the new system takes the partition over.
+    """
+    if not boot.get("separate"):
+        return []
+    if not boot.get("disk"):
+        return ["/boot is on %s, which is not a partition of a disk; a separate /boot must be a partition of the "
+                "system disk." % (boot.get("device") or "a device this tool cannot follow")]
+    if boot["disk"] != root_disk:
+        return ["/boot is on %s and the root on %s; a separate /boot must be a partition of the system disk, where "
+                "GRUB is installed." % (boot["disk"], root_disk)]
+    if boot.get("fstype") not in SEPARATE_BOOT_FSTYPES:
+        return ["/boot is %s; a separate /boot must be ext2, ext3 or ext4, which GRUB and the maintenance environment "
+                "read and write." % (boot.get("fstype") or "of an unknown filesystem")]
+    return []
 
 
 SIGNED_CHAIN_FIX = ("build the image with shim-signed, grub-efi-amd64-signed and a signed linux-image (Debian's "

@@ -111,6 +111,13 @@ def inspect(runner, min_ram_mib=768, boot_bytes_needed=0):
     stat = os.statvfs("/boot")
     facts["boot"] = {"separate": bool(boot and boot.get("target") == "/boot"),
                      "uuid": (boot or root or {}).get("uuid"), "free_bytes": stat.f_bavail * stat.f_frsize}
+    if facts["boot"]["separate"]:
+        device = os.path.realpath(boot["source"])
+        node = devices.get(device)
+        parent = devices.get(node["parent"]) if node and node.get("parent") else None
+        facts["boot"].update(device=device, fstype=boot.get("fstype"), disk=parent["path"] if (
+            node["type"] == "part" and parent and parent["type"] == "disk") else None)
+        inhibitors.extend(_inhibitors.separate_boot_findings(facts["boot"], facts.get("disk")))
     if boot_bytes_needed and facts["boot"]["free_bytes"] < boot_bytes_needed:
         inhibitors.append("/boot has %s free and the maintenance environment needs %s there; free some space." % (
             human(facts["boot"]["free_bytes"]), human(boot_bytes_needed)))

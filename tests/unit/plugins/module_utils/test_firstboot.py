@@ -137,3 +137,17 @@ def test_the_hook_gives_up_and_disables_itself_after_repeated_failed_boots(tmp_p
             assert json.load(handle)["failures"] == boot
         assert wanted(root) == (boot < _firstboot.GIVE_UP_AFTER), boot
     assert "gave up after %d failed boots" % _firstboot.GIVE_UP_AFTER in proc.stdout
+
+
+def test_a_boot_partition_in_fstab_that_is_not_mounted_is_not_confirmed(tmp_path):
+    # GRUB's core reads the /boot partition's grubenv: one written into the root's /boot would go unread,
+    # with the journal saying the new system confirmed itself and maintenance still the default.
+    root, store = install(tmp_path, restore="import sys\nprint('restored')\n")
+    with open(os.path.join(root, "etc", "fstab"), "w") as handle:
+        handle.write("UUID=1111 / ext4 defaults 0 1\nUUID=2222 /boot ext4 defaults 0 2\n")
+    proc = run(root, store)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "fstab mounts /boot from UUID=2222 but nothing is mounted at %s/boot" % root in proc.stdout
+    assert Store(store).journal.get("firstboot") is None
+    assert _grub.read_grubenv(os.path.join(root, "boot/grub/grubenv"))["saved_entry"] == "inplace-maintenance"
+    assert "restored" not in proc.stdout and wanted(root)

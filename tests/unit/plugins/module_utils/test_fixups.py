@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
 from ansible_collections.inplace.migration.plugins.module_utils.image import fixups as _fixups
 
 ROOT_UUID = "aaaaaaaa-0000-0000-0000-000000000001"
@@ -202,3 +204,56 @@ def test_gather_reads_inside_the_old_root_only(tmp_path):
     # An absolute symlink is followed inside the old root, never to the host's file.
     assert eve["authorized_keys"] is None
     assert sorted(data["sudoers"]) == ["ansible", "eve"]
+
+
+# A /boot partition ---------------------------------------------------------------------------------
+
+def _root_with_fstab(tmp_path, text):
+    root = str(tmp_path / "root")
+    os.makedirs(os.path.join(root, "etc"))
+    with open(os.path.join(root, "etc", "fstab"), "w") as handle:
+        handle.write(text)
+    return root
+
+
+def test_the_boot_partition_is_what_the_new_fstab_mounts_at_boot(tmp_path):
+    resolve = {"UUID=boot-uuid": ["/dev/sda1"], "UUID=root-uuid": ["/dev/sda2"], "UUID=store-uuid": ["/dev/sda5"],
+               "LABEL=twice": ["/dev/sdb1", "/dev/sdc1"]}.get
+    excluded = {"/dev/sda2": "the partition just written", "/dev/sda5": "the store"}
+
+    def found(fstab):
+        return _fixups.boot_partition(_root_with_fstab(tmp_path / str(len(os.listdir(tmp_path))), fstab),
+                                      lambda spec: resolve(spec, []), excluded)
+
+    assert found("UUID=root-uuid / ext4 defaults 0 1\n") is None
+    assert found("UUID=root-uuid / ext4 defaults 0 1\n# UUID=old /boot ext4 defaults 0 2\n") is None
+    assert found("UUID=root-uuid / ext4 defaults 0 1\nUUID=boot-uuid /boot/ ext2 defaults 0 2\n") == {
+        "spec": "UUID=boot-uuid", "device": "/dev/sda1"}
+    for fstab, why in (("UUID=gone /boot ext4 defaults 0 2\n", "no device"),
+                       ("LABEL=twice /boot ext4 defaults 0 2\n", "2 devices"),
+                       ("UUID=store-uuid /boot ext4 defaults 0 2\n", "the store")):
+        try:
+            found(fstab)
+        except MigrationError as error:
+            assert "mounts /boot from %s, which names %s here" % (fstab.split()[0], why) in str(error)
+        else:
+            raise AssertionError("accepted " + fstab)
+
+
+def test_a_boot_partition_gets_the_image_s_boot_and_keeps_only_the_maintenance_files(tmp_path):
+    source, target = str(tmp_path / "image-boot"), str(tmp_path / "partition")
+    for directory, files in ((source, {"vmlinuz-6.12": "new kernel", "grub/fonts/unicode.pf2": "font"}),
+                             (target, {"vmlinuz-6.1": "old kernel", "grub/grubenv": "old env",
+                                       "inplace/overlay.img": "keys", "lost+found/.keep": ""})):
+        for name, text in files.items():
+            os.makedirs(os.path.dirname(os.path.join(directory, name)), exist_ok=True)
+            with open(os.path.join(directory, name), "w") as handle:
+                handle.write(text)
+    for unused_run in range(2):
+        report = _fixups.fill_boot(ProcessRunner(), source, target)
+        assert report["copied"] == ["grub", "vmlinuz-6.12"]
+        listing = sorted(os.path.relpath(os.path.join(base, name), target)
+                         for base, unused, files in os.walk(target) for name in files)
+        assert listing == ["grub/fonts/unicode.pf2", "inplace/overlay.img", "lost+found/.keep", "vmlinuz-6.12"]
+    assert report["removed"] == ["grub", "vmlinuz-6.12"]
+    assert os.path.exists(os.path.join(source, "vmlinuz-6.12")), "the image's /boot is the source of every rerun"

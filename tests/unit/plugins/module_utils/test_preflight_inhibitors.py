@@ -313,3 +313,21 @@ def test_secure_boot_inhibitor_from_an_image_root(tmp_path):
     (sentence,) = _inhibitors.secure_boot_findings(True, signed_boot_chain(str(tmp_path)))
     assert "missing shim" in sentence and "signed GRUB" in sentence
     assert "none of /boot/vmlinuz-6.12.0-1-amd64 carries a signature" in sentence
+
+
+@pytest.mark.parametrize("boot, sentences", [
+    ({"separate": False}, []),
+    ({"separate": True, "device": "/dev/sda1", "disk": "/dev/sda", "fstype": "ext4"}, []),
+    ({"separate": True, "device": "/dev/sda1", "disk": "/dev/sda", "fstype": "ext2"}, []),
+    ({"separate": True, "device": "/dev/sdb1", "disk": "/dev/sdb", "fstype": "ext4"},
+     ["/boot is on /dev/sdb and the root on /dev/sda; a separate /boot must be a partition of the system disk, where "
+      "GRUB is installed."]),
+    ({"separate": True, "device": "/dev/sda1", "disk": "/dev/sda", "fstype": "xfs"},
+     ["/boot is xfs; a separate /boot must be ext2, ext3 or ext4, which GRUB and the maintenance environment read "
+      "and write."]),
+    ({"separate": True, "device": "/dev/md0", "disk": None, "fstype": "ext4"},
+     ["/boot is on /dev/md0, which is not a partition of a disk; a separate /boot must be a partition of the system "
+      "disk."]),
+])
+def test_a_separate_boot_must_be_an_ext_partition_of_the_system_disk(boot, sentences):
+    assert _inhibitors.separate_boot_findings(boot, "/dev/sda") == sentences
