@@ -171,6 +171,10 @@ options:
       - V(grub-bios) installs GRUB for BIOS (msdos, or GPT with a BIOS boot partition) to the disk holding O(dest),
         from a chroot of the new system, with a menu whose root is the new filesystem's UUID and which keeps an
         entry for the maintenance environment on the store. This is the very last step.
+      - When the new system's fstab mounts a partition at C(/boot) (the old system's separate C(/boot), carried),
+        that partition is given the image's C(/boot) first (the old kernels and GRUB files removed, the maintenance
+        files in C(inplace/) kept for M(inplace.migration.store_cleanup)) and bound at C(/boot) in the chroot, so
+        GRUB's core image, C(grub.cfg) and C(grubenv) are on it.
       - V(none) leaves booting as it is.
     type: str
     choices: [grub-bios, none]
@@ -284,12 +288,14 @@ carry:
   type: dict
 fixups:
   description: One report per fix-up (C(fstab), C(hostname), C(ssh_host_keys), C(accounts), C(machine_id),
-    C(firstboot)), each with a C(status) of V(done), V(skipped) (with a C(reason)) or V(off).
+    C(firstboot)), each with a C(status) of V(done), V(skipped) (with a C(reason)) or V(off); and C(boot) when a
+    C(/boot) partition was given the image's C(/boot) (its C(device), C(spec), what was C(removed) and C(copied)).
   returned: when written
   type: dict
 bootloader:
-  description: The disk GRUB was installed to, the new system's default entry, the maintenance entry and the GRUB
-    environment block as written; or C(status=off).
+  description: The disk GRUB was installed to, the new system's default entry, the maintenance entry, the GRUB
+    environment block as written and the C(/boot) partition holding them (C(boot), null when C(/boot) is on the
+    root); or C(status=off).
   returned: when written
   type: dict
 timings:

@@ -16,8 +16,8 @@ description:
     does in check mode with C(plan_offline) (O(store)); and judges what the controller found about the image
     (O(image)).
   - Inhibitors are a root on LVM, LUKS or md RAID (or anything but a plain partition), a root filesystem that
-    is not ext2/3/4 or btrfs, UEFI booting (not built yet) or no GRUB for BIOS, too little free space in C(/boot) for the
-    maintenance environment, less RAM than the RAM-only maintenance environment needs, running on battery, an
+    is not ext2/3/4 or btrfs, UEFI booting (not built yet) or no GRUB for BIOS, a separate C(/boot) on another disk than the root or not
+    ext2/3/4, too little free space in C(/boot) for the maintenance environment, less RAM than the RAM-only maintenance environment needs, running on battery, an
     image this PC cannot reach or whose checksum is wrong, and no room for the store (saying how much is missing).
     A probe that fails becomes one more inhibitor sentence.
   - The module itself does not fail on inhibitors; the preflight role fails the PC with all of them. When there are
@@ -182,7 +182,8 @@ disk_bytes:
   returned: when found
   type: int
 boot:
-  description: Whether C(/boot) is C(separate), its filesystem C(uuid) and C(free_bytes).
+  description: Whether C(/boot) is C(separate), its filesystem C(uuid) and C(free_bytes); when separate also its
+    C(device), C(fstype) and C(disk).
   returned: always
   type: dict
 uefi:

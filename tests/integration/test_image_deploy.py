@@ -675,3 +675,133 @@ def _grubenv(root):
     with open(os.path.join(root, "boot/grub/grubenv")) as handle:
         lines = handle.read().splitlines()[1:]
     return dict(line.split("=", 1) for line in lines if not line.startswith("#"))
+
+
+# A /boot partition of its own ---------------------------------------------------------------------------------
+
+SEPARATE_BOOT = ("label: dos\nstart=2048, size=96MiB, type=83\nsize=900MiB, type=83\nsize=100MiB, type=83\n")
+
+
+def _env_of(path):
+    with open(path) as handle:
+        lines = handle.read().splitlines()[1:]
+    return dict(line.split("=", 1) for line in lines if not line.startswith("#"))
+
+
+@contextlib.contextmanager
+def _new_system(root_dev, boot_dev):
+    """The new system's root with its /boot partition mounted where its fstab says, as it boots."""
+    with mounted(root_dev, readonly=False) as root:
+        with mounted(boot_dev, readonly=False) as boot:
+            run("mount", "--bind", boot, os.path.join(root, "boot"))
+            try:
+                yield root
+            finally:
+                run("umount", os.path.join(root, "boot"))
+
+
+def test_a_separate_boot_partition_holds_the_new_system_s_boot_grub_and_grubenv_through_cleanup(make_disk,
+                                                                                                debian_image, tmp_path):
+    disk = make_disk(1100 * MiB, SEPARATE_BOOT)
+    boot_dev, dest, store_dev = disk.part(1), disk.part(2), disk.part(3)
+    # The old system: /boot with its kernel, GRUB files and the maintenance files maintenance_env left there.
+    old_boot = tmp_path / "old-boot"
+    secret = os.urandom(4096)
+    for name, data in (("vmlinuz-6.1.0-old-amd64", b"old kernel"), ("grub/grub.cfg", b"old menu\n"),
+                       ("grub/grubenv", b"# GRUB Environment Block\n".ljust(1024, b"#")),
+                       ("inplace/vmlinuz", b"maintenance kernel"), ("inplace/initrd.img", b"maintenance initrd"),
+                       ("inplace/overlay.img", secret)):
+        (old_boot / name).parent.mkdir(parents=True, exist_ok=True)
+        (old_boot / name).write_bytes(data)
+    run("mkfs.ext4", "-q", "-F", "-d", str(old_boot), boot_dev)
+    boot_uuid = blkid(boot_dev, "UUID")
+    old_root = str(tmp_path / "old-root")
+    images.write_root(old_root, "labpc09", users=[], files={"etc/fstab": (
+        "UUID=11111111-2222-3333-4444-555555555555 / ext4 errors=remount-ro 0 1\n"
+        "UUID=%s /boot ext4 defaults 0 2\n" % boot_uuid), "boot/.keep": ""})
+    run("mkfs.ext4", "-q", "-F", "-d", old_root, dest)
+    run("mkfs.ext4", "-q", "-F", "-L", LABEL, store_dev)
+    args = dict(src=debian_image, checksum=checksum_of(debian_image), dest=dest,
+                maintenance_cmdline="console=ttyS0,115200 inplace.maintenance")
+    with mounted(store_dev, readonly=False) as store:
+        result = deploy(store=store, **args)
+        assert result["rc"] == 0, result.get("msg")
+        uuid = result["filesystem"]["uuid"]
+        entry = "gnulinux-simple-" + uuid
+        assert result["bootloader"]["boot"] == os.path.realpath(boot_dev)
+        assert result["fixups"]["boot"]["removed"] == ["grub", "vmlinuz-6.1.0-old-amd64"]
+        assert result["fixups"]["fstab"]["carried"] == ["UUID=%s /boot" % boot_uuid]
+        with open(disk.path, "rb") as handle:
+            head = handle.read(2048 * 512)
+        assert b"GRUB" in head[:512], "no GRUB boot code in the MBR"
+        with mounted(boot_dev) as boot:
+            # The core image behind the MBR is the one grub-install made for the /boot partition (its prefix
+            # is in the compressed part): as embedded but for the header grub-setup patches (first 1 KiB).
+            with open(os.path.join(boot, "grub/i386-pc/core.img"), "rb") as handle:
+                core = handle.read()
+            assert len(core) > 16 * 1024 and head[512 + 1024:512 + len(core)] == core[1024:]
+            assert sorted(os.listdir(boot)) == ["System.map-6.1.0-57-cloud-amd64", "config-6.1.0-57-cloud-amd64",
+                                                "grub", "initrd.img-6.1.0-57-cloud-amd64", "inplace", "lost+found",
+                                                "vmlinuz-6.1.0-57-cloud-amd64"]
+            assert os.path.exists(os.path.join(boot, "grub/i386-pc/core.img"))
+            with open(os.path.join(boot, "grub/grub.cfg")) as handle:
+                config = handle.read()
+            # Paths as GRUB sees the /boot partition, found by its UUID; the kernel's root= is the new root.
+            assert "search --no-floppy --fs-uuid --set=root %s" % boot_uuid in config
+            assert "linux\t/vmlinuz-6.1.0-57-cloud-amd64 root=UUID=%s " % uuid in config
+            assert "--id inplace-maintenance" in config and "linux\t/boot/" not in config
+            assert _env_of(os.path.join(boot, "grub/grubenv")) == {"saved_entry": "inplace-maintenance",
+                                                                   "next_entry": entry}
+            with open(os.path.join(boot, "inplace/overlay.img"), "rb") as handle:
+                assert handle.read() == secret
+        with mounted(dest) as root:
+            fstab = [line.split() for line in open(os.path.join(root, "etc/fstab")) if not line.startswith("#")]
+            assert ["UUID=%s" % boot_uuid, "/boot", "ext4", "defaults", "0", "2"] in fstab
+            # Underneath the mount point the image's /boot stays as written, and no GRUB file of ours is there.
+            assert not os.path.exists(os.path.join(root, "boot/grub/grub.cfg"))
+            assert not os.path.exists(os.path.join(root, "boot/grub/grubenv"))
+        # A first boot cut before the hook confirmed: the re-arm writes the /boot partition's grubenv.
+        with mounted(boot_dev, readonly=False) as boot:
+            update = os.path.join(boot, "grub/grubenv")
+            text = open(update).read().replace("next_entry=%s\n" % entry, "")
+            with open(update, "w") as handle:
+                handle.write(text.ljust(1024, "#"))
+        again = deploy(store=store, **args)
+        assert again["rc"] == 0 and again["first_boot_rearmed"] == entry, again.get("msg")
+        with mounted(boot_dev) as boot:
+            assert _env_of(os.path.join(boot, "grub/grubenv")) == {"saved_entry": "inplace-maintenance",
+                                                                   "next_entry": entry}
+        # The first boot, with /boot mounted as the new system mounts it: the hook confirms on that partition.
+        with _new_system(dest, boot_dev) as root:
+            program = os.path.join(root, "usr/local/sbin/inplace-firstboot")
+            proc = subprocess.run([sys.executable, "-I", program, "--root", root, "--no-restore"],
+                                  capture_output=True, text=True, check=False)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert _env_of(os.path.join(root, "boot/grub/grubenv")) == {"saved_entry": entry}
+    # Cleanup in the new system: the role's grubenv command, then store_cleanup, with /boot mounted.
+    with _new_system(dest, boot_dev) as root:
+        with _chroot_binds(root):
+            run("chroot", root, "grub-editenv", "/boot/grub/grubenv", "unset", "saved_entry", "next_entry")
+        done = adhoc.module("store_cleanup", {"root": root, "mode": "keep"})
+        assert done["rc"] == 0 and done["state"] == "complete", done.get("msg")
+        assert sorted(os.path.relpath(path, root) for path in done["maintenance_files_removed"]) == [
+            "boot/inplace/initrd.img", "boot/inplace/overlay.img", "boot/inplace/vmlinuz"]
+    with mounted(boot_dev) as boot:
+        assert _env_of(os.path.join(boot, "grub/grubenv")) == {}
+        assert not os.path.exists(os.path.join(boot, "inplace"))
+        assert "vmlinuz-6.1.0-57-cloud-amd64" in os.listdir(boot)
+    with open(boot_dev, "rb") as handle:
+        assert secret not in handle.read(), "the overlay's bytes are still on the /boot partition"
+
+
+@contextlib.contextmanager
+def _chroot_binds(root):
+    done = []
+    try:
+        for name in ("dev", "proc", "sys"):
+            run("mount", "--bind", "/" + name, os.path.join(root, name))
+            done.append(os.path.join(root, name))
+        yield
+    finally:
+        for path in reversed(done):
+            run("umount", path)

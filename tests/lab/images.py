@@ -34,7 +34,11 @@ LAYOUTS = {
     "msdos": ("label: dos\nstart=2048, type=83, bootable\n", 1),
     "gpt": ("label: gpt\nstart=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649, name=bios\n"
             "start=4096, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n", 2),
+    # /boot a partition of its own in front of the root, as Debian's installer makes it ("separate /boot").
+    "msdos-boot": ("label: dos\nstart=2048, size=256MiB, type=83, bootable\ntype=83\n", 2),
 }
+# The layouts with a separate /boot, and its partition's number.
+BOOT_PARTITIONS = {"msdos-boot": 1}
 NETWORK = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n"
 DEFAULT_GRUB = """\
 GRUB_DEFAULT=0
@@ -115,8 +119,9 @@ def add_admin(root, public_key):
     write(os.path.join(root, "etc/sudoers.d/labadmin"), "%s ALL=(ALL:ALL) NOPASSWD: ALL\n" % ADMIN["name"], 0o440)
 
 
-def configure_old_pc(root, uuid, public_key):
-    write(os.path.join(root, "etc/fstab"), "UUID=%s / ext4 errors=remount-ro 0 1\n" % uuid)
+def configure_old_pc(root, uuid, public_key, boot_uuid=None):
+    write(os.path.join(root, "etc/fstab"), "UUID=%s / ext4 errors=remount-ro 0 1\n" % uuid + (
+        "UUID=%s /boot ext4 defaults 0 2\n" % boot_uuid if boot_uuid else ""))
     write(os.path.join(root, "etc/hostname"), "lab-base\n")
     write(os.path.join(root, "etc/hosts"), "127.0.0.1\tlocalhost\n127.0.1.1\tlab-base\n"
           "::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -191,21 +196,33 @@ def build_old_pc(work, layout, tarball, public_key):
     run("sfdisk", "--no-reread", "--no-tell-kernel", "-q", raw, input=script.encode())
     mountpoint = os.path.join(work, "mnt")
     os.mkdir(mountpoint)
-    with attached(raw) as device:
+    with attached(raw) as device, contextlib.ExitStack() as stack:
         partition = "%sp%d" % (device, number)
         run("mkfs.ext4", "-q", partition)
         uuid = output("blkid", "-s", "UUID", "-o", "value", partition)
-        with mounted(partition, mountpoint):
-            run("tar", "-x", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-f", tarball,
-                "-C", mountpoint)
-            configure_old_pc(mountpoint, uuid, public_key)
-            users = profiles.populate(mountpoint)
-            install_grub(mountpoint, device, partition, uuid)
-        run("e2fsck", "-f", "-n", partition, stdout=subprocess.DEVNULL)
+        boot = boot_uuid = None
+        if layout in BOOT_PARTITIONS:
+            boot = "%sp%d" % (device, BOOT_PARTITIONS[layout])
+            run("mkfs.ext4", "-q", boot)
+            boot_uuid = output("blkid", "-s", "UUID", "-o", "value", boot)
+        stack.enter_context(mounted(partition, mountpoint))
+        if boot:
+            # Mounted before the root is unpacked, so the kernel, initramfs and GRUB land on it.
+            os.makedirs(os.path.join(mountpoint, "boot"), exist_ok=True)
+            stack.enter_context(mounted(boot, os.path.join(mountpoint, "boot")))
+        run("tar", "-x", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-f", tarball,
+            "-C", mountpoint)
+        configure_old_pc(mountpoint, uuid, public_key, boot_uuid)
+        users = profiles.populate(mountpoint)
+        install_grub(mountpoint, device, partition, uuid)
+        stack.close()
+        for checked in (partition, boot) if boot else (partition,):
+            run("e2fsck", "-f", "-n", checked, stdout=subprocess.DEVNULL)
     run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, os.path.join(work, "disk.qcow2"))
     os.unlink(raw)
     os.rmdir(mountpoint)
     info = {"layout": layout, "root_partition": number, "root_uuid": uuid, "disk_bytes": DISK_BYTES,
+            "boot_partition": BOOT_PARTITIONS.get(layout), "boot_uuid": boot_uuid,
             "admin": ADMIN, "users": users, "suite": "bookworm"}
     write(os.path.join(work, "info.json"), json.dumps(info, indent=2, sort_keys=True) + "\n")
 

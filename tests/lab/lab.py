@@ -26,6 +26,7 @@ from tests.lab import images, machines  # noqa: E402
 BUILDS = {
     "old-msdos": lambda: images.old_pc("msdos"),
     "old-gpt": lambda: images.old_pc("gpt"),
+    "old-msdos-boot": lambda: images.old_pc("msdos-boot"),
     "new": images.new_image,
     "maintenance": images.maintenance_base,
 }

@@ -43,8 +43,8 @@ class HandOver:
             return
         boot["type"] = scan.values(boot["device"]).get("TYPE")
         if boot["type"] not in _fixups.BOOT_FSTYPES:
-            raise MigrationError("the new system's /boot partition %s (%s) holds %s; GRUB and the maintenance "
-                                 "environment are run with ext2, ext3 or ext4 there, so make it one of those." % (
+            raise MigrationError("the new system's /boot partition %s (%s) holds %s, and a separate /boot must be "
+                                 "ext2, ext3 or ext4; make it one of those, or correct the fstab line." % (
                                      boot["device"], boot["spec"], boot["type"] or "no filesystem"))
         with _mount.temporary_mount(self.runner, boot["device"], boot["type"], readonly=readonly) as directory:
             yield directory, boot

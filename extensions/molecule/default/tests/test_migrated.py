@@ -81,9 +81,10 @@ def test_store_gone_and_root_spans_the_disk_again(host):
         root = host.check_output("findmnt --noheadings --output SOURCE /")
         block_count = int(host.check_output("dumpe2fs -h %s 2>/dev/null | sed -n 's/^Block count: *//p'" % root))
         block_size = int(host.check_output("dumpe2fs -h %s 2>/dev/null | sed -n 's/^Block size: *//p'" % root))
+        boot = host.run("findmnt --noheadings --output SOURCE /boot").stdout.strip()
     entry = [p for p in table["partitions"] if p["node"] == root][0]
     end = (entry["start"] + entry["size"]) * 512
-    assert len(table["partitions"]) == (1 if table["label"] == "dos" else 2)
+    assert len([p for p in table["partitions"] if p["node"] != boot]) == (1 if table["label"] == "dos" else 2)
     assert disk_sectors * 512 - end < 2 * MiB, "space left after the root partition"
     assert entry["size"] * 512 - block_count * block_size < MiB, "the filesystem does not fill its partition"
 
@@ -97,3 +98,21 @@ def test_filesystem_clean_and_migration_recorded(host):
     report = os.path.join(EPHEMERAL, "reports", name_of(host) + ".json")
     with open(report, encoding="utf-8") as handle:
         assert json.load(handle)["completed"] is True
+
+
+def test_grub_boots_the_new_system_from_where_it_reads_its_files(host):
+    """GRUB's menu and environment are in the filesystem at /boot (the /boot partition on a PC that had one),
+    the new system is the default there, and the maintenance files are gone."""
+    layout = lab()["pcs"][name_of(host)]["layout"]
+    with host.sudo():
+        boot = host.run("findmnt --noheadings --output SOURCE /boot").stdout.strip()
+        env = host.check_output("grub-editenv /boot/grub/grubenv list")
+        menu = host.check_output("cat /boot/grub/grub.cfg")
+        assert not host.file("/boot/inplace").exists
+    if layout == "msdos-boot":
+        assert boot == "/dev/vda1" and "/dev/vda1" in host.check_output("findmnt --fstab --evaluate "
+                                                                         "--noheadings --output SOURCE /boot")
+    else:
+        assert boot == ""
+    assert "inplace-maintenance" not in env and "next_entry=" not in env
+    assert "inplace-maintenance" not in menu
