@@ -110,8 +110,8 @@ def test_grub_boots_the_new_system_from_where_it_reads_its_files(host):
         menu = host.check_output("cat /boot/grub/grub.cfg")
         assert not host.file("/boot/inplace").exists
     if layout == "msdos-boot":
-        assert boot == "/dev/vda1" and "/dev/vda1" in host.check_output("findmnt --fstab --evaluate "
-                                                                         "--noheadings --output SOURCE /boot")
+        fstab = host.check_output("findmnt --fstab --evaluate --noheadings --output SOURCE /boot")
+        assert boot == "/dev/vda1" and fstab == "/dev/vda1"
     else:
         assert boot == ""
     assert "inplace-maintenance" not in env and "next_entry=" not in env
