@@ -48,6 +48,7 @@ def estimate_profiles(runner, users, exclude_users, exclude, root="/"):
         # Accounts whose homes the reimage keeps (a partition of their own) or that have none: not archived.
         "homes_not_archived": result.get("homes_not_archived", []),
         "compression_ratio": result["compression_ratio"],
+        "compression_estimator": result["compression_estimator"],
         "estimated_archive_bytes": result["estimated_archive_bytes"],
         "store_bytes_needed": result["store_bytes_needed"],
     }
