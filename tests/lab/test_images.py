@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tests.lab import images
+from tests.support import stock
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,10 @@ def test_the_old_pc_is_a_plain_debian_12_without_zstd_or_pyparted():
     assert "./usr/bin/zstd" not in members
     assert not [m for m in members if "-packages/parted/" in m]
     assert {"python3", "openssh-server", "grub-pc", "linux-image-amd64", "sudo"} <= set(packages)
+    # Every tool the old system's phases may call is there, from the package named for it.
+    for tool, package in stock.OLD_SYSTEM_TOOLS.items():
+        assert package in packages, tool
+        assert {"./%s/%s" % (directory, tool) for directory in ("usr/bin", "usr/sbin", "bin", "sbin")} & members, tool
     # Some of the required, important and standard packages a plain install holds.
     assert {"util-linux", "e2fsprogs", "fdisk", "udev", "cron", "less", "xz-utils"} <= set(packages)
 

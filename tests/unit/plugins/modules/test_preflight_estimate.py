@@ -6,16 +6,23 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import subprocess
 
 import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import check as _check
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import capture as _capture
+from ansible_collections.inplace.migration.plugins.module_utils.disk import parted as _parted
+from ansible_collections.inplace.migration.plugins.module_utils.disk import table as _table
+from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import walk as _walk
+from tests.support.stock import OLD_SYSTEM_TOOLS
 
 from .conftest import HOME_FILES
 
+MiB = 1024 * 1024
+SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 needs_zstd = pytest.mark.skipif(not shutil.which("zstd"), reason="needs zstd")
 
 
@@ -95,3 +102,33 @@ def test_an_unreadable_root_is_a_sentence_for_preflight(tmp_path):
     assert _check._attempt("estimating the profiles", sentences, _check.estimate_profiles, ProcessRunner(),
                            ["auto"], [], None, root=str(tmp_path)) is None
     assert sentences == ["root %s is not readable or holds no etc/passwd; mount the old system there first." % tmp_path]
+
+
+class Recording(WithoutZstd):
+    """Records every tool looked up (and has no zstd)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tools = set()
+
+    def _find(self, tool):
+        self.tools.add(tool)
+        return super()._find(tool)
+
+
+@pytest.mark.skipif(not (shutil.which("sfdisk", path=SBIN) and shutil.which("mkfs.ext4", path=SBIN)
+                         and shutil.which("lsblk", path=SBIN)), reason="needs sfdisk, mkfs.ext4 and lsblk")
+def test_preflight_calls_only_tools_a_plain_debian_install_has(tmp_path, monkeypatch, old_system):
+    monkeypatch.setattr(_parted, "parted", None)
+    runner = Recording()
+    _check.inspect(runner)
+    _check.estimate_profiles(runner, ["auto"], [], None, root=str(old_system))
+    monkeypatch.setattr(_table, "_check_whole_disk", lambda path: None)
+    disk = str(tmp_path / "disk.img")
+    with open(disk, "wb") as handle:
+        handle.truncate(200 * MiB)
+    subprocess.run([shutil.which("sfdisk", path=SBIN), "--quiet", "--no-reread", "--no-tell-kernel", disk],
+                   input=b"label: dos\nstart=1MiB, size=99MiB, type=83\n", check=True, capture_output=True)
+    _check.plan_store(runner, disk, _inhibitors.store_need(0, 0, 0, 32 * MiB), "INPLACE-STORE", "auto")
+    assert {"lsblk", "findmnt", "mkfs.ext4", "dumpe2fs", "zstd"} <= runner.tools
+    assert runner.tools - {"zstd"} <= set(OLD_SYSTEM_TOOLS), "add the tool to tests/support/stock.py, or do without"
