@@ -292,3 +292,11 @@ def test_a_failed_inspection_is_a_sentence_too(probes, monkeypatch):
     result = run()
     assert result["inhibitors"] == ["lsblk failed with exit code 1: no output"]
     assert result["root"] == {} and result["plan"] is None and "plan_store" not in probes
+
+
+def test_a_tool_missing_on_the_pc_is_one_sentence_naming_its_package(monkeypatch):
+    runner = ProcessRunner()
+    monkeypatch.setattr(runner, "_find", lambda tool: None)
+    result = _check.preflight(runner)
+    assert result["inhibitors"] == ["findmnt is not installed on this host; install the util-linux package."]
+    assert result["plan"] is None
