@@ -76,9 +76,9 @@ def sha256_file(path):
     return digest
 
 
-def bootstrap(suite, destination, variant="apt", packages=PACKAGES):
+def bootstrap(suite, destination, variant="apt", packages=None):
     """A Debian root (with kernel, GRUB, sshd, python3) by mmdebstrap, as a directory or a .tar."""
-    command = ["mmdebstrap", "--variant=" + variant, "--include=" + ",".join(packages)]
+    command = ["mmdebstrap", "--variant=" + variant, "--include=" + ",".join(packages or PACKAGES)]
     command += ["--dpkgopt=path-exclude=" + pattern for pattern in DROPPED_DOCS]
     run(*command, suite, destination, stdout=subprocess.DEVNULL)
 
