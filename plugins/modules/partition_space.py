@@ -10,8 +10,8 @@ module: partition_space
 short_description: Make room for a migration store partition on a disk, or remove it again
 version_added: 0.1.0
 description:
-  - Reads the partition table of O(disk) with pyparted and plans the smallest change that gives a
-    partition labelled O(label) holding at least O(size) bytes of data.
+  - Reads the partition table of O(disk) (its own bytes, no library needed) and plans the smallest change that
+    gives a partition labelled O(label) holding at least O(size) bytes of data; pyparted writes the changes.
   - With O(state=present) it uses unallocated space when that suffices. Otherwise it shrinks one partition
     (O(shrink)) and its filesystem by what is missing, keeping O(min_free) headroom in that filesystem,
     creates the store in the space freed behind it, aligned to 1 MiB, and formats it.
@@ -27,7 +27,7 @@ description:
     checked; a filesystem is never left larger than its partition.
   - The module refuses, before changing anything, what it cannot do safely, with one sentence saying why.
 requirements:
-  - pyparted (C(python3-parted)) on the managed host
+  - pyparted (C(python3-parted)) on the managed host, to change the table (the maintenance environment has it)
   - parted, e2fsprogs, util-linux; btrfs-progs for btrfs; xfsprogs to grow xfs
 extends_documentation_fragment:
   - inplace.migration.attributes

@@ -209,8 +209,8 @@ image:
 profiles:
   description:
     - The estimate, V(null) without O(profiles) or when it failed. C(users) (each C(name), C(uid), C(files),
-      C(bytes), C(estimated_archive_bytes)), C(homes_not_archived), C(compression_ratio), C(estimated_archive_bytes)
-      and C(store_bytes_needed).
+      C(bytes), C(estimated_archive_bytes)), C(homes_not_archived), C(compression_ratio), C(compression_estimator)
+      (V(zstd), or V(zlib) on a PC without the zstd command), C(estimated_archive_bytes) and C(store_bytes_needed).
   returned: always
   type: dict
 store:

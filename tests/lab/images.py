@@ -23,10 +23,16 @@ SOURCES = [os.path.join(HERE, name) for name in ("images.py", "profiles.py", "ca
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 DISK_BYTES = 6 * GiB
+# The new OS image is ours to build: the tools the later phases use are in it.
 PACKAGES = [
     "linux-image-cloud-amd64", "grub-pc", "openssh-server", "python3", "python3-parted", "sudo", "acl", "attr",
     "cron", "systemd-sysv", "udev", "zstd", "e2fsprogs", "dbus", "passwd", "usr-is-merged", "kmod", "fdisk",
 ]
+# The old PC is what users have: a plain Debian 12 install, its required, important and standard
+# packages (mmdebstrap's "standard" variant, no recommends) with a kernel, GRUB, an SSH server, python3
+# for Ansible and sudo for its become. No zstd, no python3-parted: the collection must not need them there.
+OLD_PC_VARIANT = "standard"
+OLD_PC_PACKAGES = ["linux-image-amd64", "grub-pc", "openssh-server", "python3", "sudo"]
 DROPPED_DOCS = ["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/locale/*"]
 ADMIN = {"name": "labadmin", "uid": 900}
 LAYOUTS = {
@@ -74,18 +80,19 @@ def sha256_file(path):
     return digest
 
 
-def bootstrap(suite, destination):
+def bootstrap(suite, destination, variant="apt", packages=None):
     """A Debian root (with kernel, GRUB, sshd, python3) by mmdebstrap, as a directory or a .tar."""
-    command = ["mmdebstrap", "--variant=apt", "--include=" + ",".join(PACKAGES)]
+    command = ["mmdebstrap", "--variant=" + variant, "--include=" + ",".join(packages or PACKAGES)]
     command += ["--dpkgopt=path-exclude=" + pattern for pattern in DROPPED_DOCS]
     run(*command, suite, destination, stdout=subprocess.DEVNULL)
 
 
 def root_tarball(suite):
-    """The cached mmdebstrap root of ``suite`` as a tar (shared by the disk layouts)."""
-    inputs = {"suite": suite, "packages": PACKAGES, "drop": DROPPED_DOCS}
+    """The cached mmdebstrap root of the old PC's ``suite`` as a tar (shared by the disk layouts)."""
+    inputs = {"suite": suite, "variant": OLD_PC_VARIANT, "packages": OLD_PC_PACKAGES, "drop": DROPPED_DOCS}
     directory = cache.cached("root-" + suite, cache.key(inputs, [os.path.join(HERE, "images.py")]),
-                             lambda work: bootstrap(suite, os.path.join(work, "root.tar")))
+                             lambda work: bootstrap(suite, os.path.join(work, "root.tar"), OLD_PC_VARIANT,
+                                                    OLD_PC_PACKAGES))
     return os.path.join(directory, "root.tar")
 
 

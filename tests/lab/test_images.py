@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from tests.lab import images
+from tests.support import stock
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,34 @@ def test_the_raw_image_is_a_clean_ext4_with_room_to_spare(new_image, tmp_path):
     fields = dict(line.split(":", 1) for line in stats.splitlines() if ":" in line)
     free = int(fields["Free blocks"]) / int(fields["Block count"])
     assert 0.15 < free < 0.6
+
+
+def installed_packages(tarball):
+    """{package: priority} of what dpkg records as installed in a root tarball."""
+    status = run("tar", "-xOf", tarball, "./var/lib/dpkg/status").decode()
+    packages = {}
+    for stanza in status.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line[0].isspace())
+        if fields.get("Status") == "install ok installed":
+            packages[fields["Package"]] = fields.get("Priority")
+    return packages
+
+
+def test_the_old_pc_is_a_plain_debian_12_without_zstd_or_pyparted():
+    """What users have: the collection must not count on what the lab would add for its own convenience."""
+    tarball = images.root_tarball("bookworm")
+    packages = installed_packages(tarball)
+    assert "zstd" not in packages and "python3-parted" not in packages and "libparted2" not in packages
+    members = set(run("tar", "-tf", tarball).decode().splitlines())
+    assert "./usr/bin/zstd" not in members
+    assert not [m for m in members if "-packages/parted/" in m]
+    assert {"python3", "openssh-server", "grub-pc", "linux-image-amd64", "sudo"} <= set(packages)
+    # Every tool the old system's phases may call is there, from the package named for it.
+    for tool, package in stock.OLD_SYSTEM_TOOLS.items():
+        assert package in packages, tool
+        assert {"./%s/%s" % (directory, tool) for directory in ("usr/bin", "usr/sbin", "bin", "sbin")} & members, tool
+    # Some of the required, important and standard packages a plain install holds.
+    assert {"util-linux", "e2fsprogs", "fdisk", "udev", "cron", "less", "xz-utils"} <= set(packages)
 
 
 def test_old_pc_disks_are_6_gib_qcow2_and_builds_are_cached():

@@ -15,7 +15,9 @@ SYSTEM_DIRS = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
 PACKAGE_OF = {
     "e2fsck": "e2fsprogs", "resize2fs": "e2fsprogs", "dumpe2fs": "e2fsprogs", "mkfs.ext4": "e2fsprogs",
     "mkfs.ext3": "e2fsprogs", "mkfs.ext2": "e2fsprogs", "btrfs": "btrfs-progs", "xfs_growfs": "xfsprogs",
-    "blkid": "util-linux", "wipefs": "util-linux", "partx": "util-linux", "mount": "mount", "umount": "mount",
+    "blkid": "util-linux", "wipefs": "util-linux", "partx": "util-linux", "lsblk": "util-linux", "findmnt": "util-linux",
+    "blkdiscard": "util-linux", "sfdisk": "fdisk", "udevadm": "udev", "mount": "mount", "umount": "mount",
+    "zstd": "zstd", "grub-install": "grub-pc", "update-grub": "grub2-common", "grub-mkconfig": "grub-common",
     "xz": "xz-utils", "qemu-img": "qemu-utils", "visudo": "sudo", "mkfs.btrfs": "btrfs-progs", "mkfs.xfs": "xfsprogs",
 }
 

@@ -1,6 +1,6 @@
 # Copyright: inplace.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""pyparted backend: read a disk into the model, write partition-table steps back."""
+"""pyparted backend: write partition-table steps (disk/table.py reads a disk into the model)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ import os
 import time
 import traceback
 
-from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
-from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
-from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
 from ansible_collections.inplace.migration.plugins.module_utils.disk.model import (
-    CreatePartition, DeletePartition, Disk, Partition, ResizePartition,
+    CreatePartition, DeletePartition, ResizePartition,
 )
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 
@@ -25,25 +22,7 @@ else:
     HAS_PARTED = True
     PARTED_IMPORT_ERROR = None
 
-GPT_ENTRIES_BYTES = 128 * 128
 NODE_TIMEOUT = 10.0
-
-
-def _kind(part):
-    if part.type & parted.PARTITION_EXTENDED:
-        return "extended"
-    if part.type & parted.PARTITION_LOGICAL:
-        return "logical"
-    return "primary"
-
-
-def _check_whole_disk(path):
-    if not os.path.exists(path):
-        raise MigrationError("disk %s does not exist on this host; name the whole disk, such as /dev/sda." % path)
-    if not _devices.is_block_device(path):
-        raise MigrationError("%s is not a block device; name a whole disk such as /dev/sda." % path)
-    if _devices.is_partition(path):
-        raise MigrationError("%s is a partition; name the whole disk it is on." % path)
 
 
 def _open(path):
@@ -53,38 +32,6 @@ def _open(path):
     except parted.DiskException:
         raise MigrationError("%s has no partition table (or one libparted cannot read), and only msdos and gpt "
                              "disks can be changed; name the disk that holds the system." % path)
-
-
-def read_disk(runner, path, filesystems=True):
-    """The disk at ``path`` as a model, with each partition's filesystem when ``filesystems``."""
-    _check_whole_disk(path)
-    if runner.has("udevadm"):
-        # Right after boot udev may still be probing the partitions; blkid would then find nothing.
-        runner.run(["udevadm", "settle", "--timeout=30"], ok=None)
-    device, pdisk = _open(path)
-    sector = device.sectorSize
-    total = device.length * sector
-    if pdisk.type == "gpt":
-        entries = -(-GPT_ENTRIES_BYTES // sector)
-        first_usable, usable_end, max_partitions = (2 + entries) * sector, total - (1 + entries) * sector, \
-            pdisk.maxPrimaryPartitionCount
-    else:
-        first_usable, usable_end, max_partitions = sector, total, 4
-    mount_table = _mount.mounts()
-    partitions = []
-    for part in pdisk.partitions:
-        kind = _kind(part)
-        fs = None
-        if filesystems and kind != "extended":
-            fs = _fs.probe(runner, part.path, mount_table)
-        name = None
-        if pdisk.supportsFeature(parted.DISK_TYPE_PARTITION_NAME):
-            name = part.name or None
-        partitions.append(Partition(
-            number=part.number, start=part.geometry.start * sector, end=(part.geometry.end + 1) * sector,
-            kind=kind, name=name, fs=fs, path=part.path))
-    return Disk(path=path, size=total, sector_size=sector, label=pdisk.type, partitions=tuple(partitions),
-                first_usable=first_usable, usable_end=usable_end, max_partitions=max_partitions)
 
 
 def _geometry(device, start, end, sector):

@@ -19,6 +19,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.disk import mode
 from ansible_collections.inplace.migration.plugins.module_utils.disk import planner as _planner
 from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
 from ansible_collections.inplace.migration.plugins.module_utils.disk import parted as _parted
+from ansible_collections.inplace.migration.plugins.module_utils.disk import table as _table
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, align_up, human
 
@@ -74,7 +75,7 @@ class PartitionSpace:
             _devices.Scan(self.runner, []).check_disk(self.path, self.disk_identity, refused)
 
     def read(self):
-        return _parted.read_disk(self.runner, self.path)
+        return _table.read_disk(self.runner, self.path)
 
     def present(self, size, shrink, min_free, fstype, check_mode, plan_offline=False):
         disk = self.read()

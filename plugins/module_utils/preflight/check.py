@@ -15,7 +15,6 @@ from dataclasses import replace
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, parse_size
 from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
-from ansible_collections.inplace.migration.plugins.module_utils.disk.parted import HAS_PARTED
 from ansible_collections.inplace.migration.plugins.module_utils.disk.space import PartitionSpace, store_partition_bytes
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
 from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
@@ -48,6 +47,7 @@ def estimate_profiles(runner, users, exclude_users, exclude, root="/"):
         # Accounts whose homes the reimage keeps (a partition of their own) or that have none: not archived.
         "homes_not_archived": result.get("homes_not_archived", []),
         "compression_ratio": result["compression_ratio"],
+        "compression_estimator": result["compression_estimator"],
         "estimated_archive_bytes": result["estimated_archive_bytes"],
         "store_bytes_needed": result["store_bytes_needed"],
     }
@@ -63,12 +63,10 @@ def offline(disk):
 def plan_store(runner, disk_path, need, label, shrink):
     """partition_space's plan (check mode, plan_offline) for a store holding ``need['total']`` bytes.
 
-    When there is no room, the sentence says how much is missing: the largest store the
-    planner can make on this disk is found on the same model.
+    Reading the disk needs no pyparted (disk/table.py), which the old system may not have. When
+    there is no room, the sentence says how much is missing: the largest store the planner can
+    make on this disk is found on the same model.
     """
-    if not HAS_PARTED:
-        raise MigrationError("pyparted is not installed on this PC; install python3-parted, which partition_space "
-                             "needs to plan and make the store.")
     space = PartitionSpace(runner, disk_path, label)
     try:
         return space.present(need["total"], shrink, None, STORE_FSTYPE, check_mode=True, plan_offline=True)

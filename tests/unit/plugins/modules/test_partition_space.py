@@ -1,7 +1,7 @@
 """partition_space's main(): its refusals, and plans made from a real partition table in an image file.
 
 Only a block device is taken as a disk, and none can be made without root; so that check alone is
-stood in for, and pyparted reads the table sfdisk wrote into an image file in tmp_path. Nothing is
+stood in for, and disk/table.py reads the table sfdisk wrote into an image file in tmp_path. Nothing is
 written to it: plans are made in check mode (the steps themselves run in tests/integration).
 """
 
@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.disk import parted as _parted
+from ansible_collections.inplace.migration.plugins.module_utils.disk import table as _table
 from ansible_collections.inplace.migration.plugins.modules import partition_space
 
 MiB = 1024 * 1024
@@ -50,7 +51,7 @@ def image_as_disk(monkeypatch):
     def check(path):
         if not os.path.isfile(path):
             raise AssertionError("the test meant an image file, not %s" % path)
-    monkeypatch.setattr(_parted, "_check_whole_disk", check)
+    monkeypatch.setattr(_table, "_check_whole_disk", check)
 
 
 @pytest.fixture
