@@ -80,6 +80,26 @@ def parent_disk(path):
         else os.path.realpath(path)
 
 
+def partition_number(path):
+    """The partition's number as the kernel knows it (sysfs ``partition``, lsblk's PARTN)."""
+    return int(read_attribute(os.path.join(sysfs(path), "partition")))
+
+
+def partition_nodes(disk):
+    """{number: device node} of the partitions the kernel shows for ``disk`` now, read from sysfs.
+
+    Asked of the kernel rather than made from the disk's name: the name rule (``model.partition_name``)
+    only says what a partition will be called, and a name from an earlier boot may be another disk's now.
+    """
+    directory = sysfs(disk)
+    found = {}
+    for name in sorted(os.listdir(directory)):
+        number = read_attribute(os.path.join(directory, name, "partition"))
+        if number and number.isdigit():
+            found[int(number)] = _node(name)
+    return found
+
+
 def device_size(path):
     descriptor = os.open(path, os.O_RDONLY)
     try:

@@ -83,7 +83,9 @@ def read_disk(runner, path, filesystems=True):
         partitions.append(Partition(
             number=part.number, start=part.geometry.start * sector, end=(part.geometry.end + 1) * sector,
             kind=kind, name=name, fs=fs, path=part.path))
-    return Disk(path=path, size=total, sector_size=sector, label=pdisk.type, partitions=tuple(partitions),
+    # The real node: a partition planned on it is named from the kernel's name for the disk, not from
+    # a /dev/disk/by-id link's.
+    return Disk(path=os.path.realpath(path), size=total, sector_size=sector, label=pdisk.type, partitions=tuple(partitions),
                 first_usable=first_usable, usable_end=usable_end, max_partitions=max_partitions)
 
 
@@ -162,13 +164,14 @@ def wait_for_nodes(runner, model):
     deadline = time.time() + NODE_TIMEOUT
     asked_partx = False
     while True:
-        missing = [p for p in model.partitions if p.kind != "extended" and not os.path.exists(model.partition_path(p.number))]
+        nodes = _devices.partition_nodes(model.path)
+        missing = [p for p in model.partitions if p.kind != "extended" and not os.path.exists(nodes.get(p.number, ""))]
         if not missing:
             return
         if time.time() > deadline:
             if asked_partx:
                 raise MigrationError("the kernel shows no device node for %s after the partition table changed." % (
-                    ", ".join(model.partition_path(p.number) for p in missing)))
+                    ", ".join(p.path or model.partition_path(p.number) for p in missing)))
             # Without udev nobody else asks the kernel to add the nodes.
             runner.run(["partx", "-a", model.path], ok=None)
             asked_partx = True
