@@ -58,9 +58,13 @@ def fake_sysfs(monkeypatch, tmp_path):
             (sys_block / disk / name / "partition").write_text(number + "\n")
             (dev / name).write_text("")
     monkeypatch.setattr(_devices, "DEV", str(dev))
-    monkeypatch.setattr(_devices, "sysfs", lambda path: str(
-        sys_block / os.path.basename(path) if os.path.basename(path) in layout else
-        next(sys_block / d / os.path.basename(path) for d in layout if os.path.basename(path).startswith(d))))
+
+    def sysfs(path):  # as the real one, by the device the path is (a /dev/disk/by-id link too)
+        name = os.path.basename(os.path.realpath(path))
+        if name in layout:
+            return str(sys_block / name)
+        return str(next(sys_block / disk / name for disk in layout if name.startswith(disk)))
+    monkeypatch.setattr(_devices, "sysfs", sysfs)
     return dev
 
 
@@ -96,6 +100,17 @@ def test_the_wait_for_new_partitions_asks_the_kernel_for_their_nodes(fake_sysfs,
     with pytest.raises(MigrationError, match=r"no device node for .*nvme0n1p3 after"):
         _parted.wait_for_nodes(runner, missing)
     assert runner.calls == [["partx", "-a", str(dev / "nvme0n1")]]
+
+
+def test_the_wait_for_new_partitions_of_a_disk_named_by_a_link_finds_them(fake_sysfs, tmp_path):
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    (by_id / "nvme-QEMU_NVMe_Ctrl_INPLACE-SYS").symlink_to(fake_sysfs / "nvme0n1")
+    disk = Disk(path=str(by_id / "nvme-QEMU_NVMe_Ctrl_INPLACE-SYS"), size=1024 * MiB, sector_size=512, label="gpt",
+                partitions=(Partition(1, MiB, 512 * MiB), Partition(2, 512 * MiB, 1023 * MiB)))
+    runner = PartxRunner()
+    _parted.wait_for_nodes(runner, disk)
+    assert runner.calls == []
 
 
 class FindmntRunner:
