@@ -7,7 +7,6 @@ Labels are made up per test, so disks other tests attach meanwhile never carry t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys

@@ -179,6 +179,16 @@ def parse_pairs(text):
 
 # Specs -------------------------------------------------------------------------------------------------
 
+# Names the kernel gives disks, and their partitions, in the order it finds them: after a reboot with a
+# stick in, or a disk added, the same name can be another disk's (sda a stick, the system disk sdb).
+KERNEL_NAME = re.compile(r"/dev/(sd[a-z]+|vd[a-z]+|hd[a-z]+|xvd[a-z]+|nvme[0-9]+n[0-9]+|mmcblk[0-9]+)(p?[0-9]+)?$")
+
+
+def is_kernel_name(spec):
+    """Whether ``spec`` (an fstab spec, a path) is such a kernel name rather than a lasting name (UUID=, by-id)."""
+    return bool(KERNEL_NAME.match(spec))
+
+
 def parse_spec(spec):
     """(blkid field, value) for a UUID=, LABEL=, PARTUUID= or PARTLABEL= spec; (None, path) for a path."""
     for prefix, field in SPECS:
