@@ -12,15 +12,18 @@ stick's image file is the same afterwards. Loop devices take the ``p`` in their 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import time
 
 import pytest
 
-from tests.support import adhoc
+from tests.support import adhoc, images
 from tests.support.loopdisk import MiB, mounted, run
 
-LABEL = "INPLACE-STORE"
+# Per test run: other test runs on this host may attach stores of their own meanwhile.
+LABEL = "INPLACE-%06d" % (os.getpid() % 1000000)
 STICK_TABLE = "label: dos\nstart=2048, size=40960, type=83\nstart=43008, type=83\n"
 # The root, then a data partition that gives the store its room and takes it back offline (online growth
 # needs a resize this host's kernel denies on loop devices).
@@ -77,7 +80,7 @@ def test_the_stick_attached_first_is_never_read_as_the_store_mounted_or_written(
     root_partuuid = blkid(system.part(1), "PART_ENTRY_UUID")
 
     made = module("partition_space", {"disk": system.path, "size": "64M", "shrink": system.part(2),
-                                      "min_free": "16M"})
+                                      "min_free": "16M", "label": LABEL})
     assert made["rc"] == 0, made.get("msg")
     assert made["store"]["device"] == system.part(3)
     assert blkid(system.part(3), "LABEL") == LABEL
@@ -96,7 +99,7 @@ def test_the_stick_attached_first_is_never_read_as_the_store_mounted_or_written(
 
     # The new system's root, mounted as it is when cleanup runs; no identity of the store recorded.
     with mounted(system.part(1), readonly=False) as root:
-        done = module("store_cleanup", {"root": root})
+        done = module("store_cleanup", {"root": root, "label": LABEL})
         assert done["rc"] == 0, done.get("msg")
         assert done["state"] == "complete"
         assert done["store"] == system.part(3)
@@ -114,7 +117,7 @@ def test_with_the_store_gone_a_stick_carrying_its_label_is_not_taken_for_it(stic
     system_before = file_digest(system.image)
 
     with mounted(system.part(1), readonly=False) as root:
-        done = module("store_cleanup", {"root": root})
+        done = module("store_cleanup", {"root": root, "label": LABEL})
         assert done["rc"] == 0, done.get("msg")
         assert done["store"] is None
         assert done["ignored_stores"] == [stick.part(1)]
@@ -122,3 +125,31 @@ def test_with_the_store_gone_a_stick_carrying_its_label_is_not_taken_for_it(stic
     assert file_digest(stick.image) == before
     assert [p["node"] for p in system.table()["partitions"]] == [system.part(1), system.part(2)]
     assert system_before != file_digest(system.image)  # the root got its records: the run did write, elsewhere
+
+
+def test_image_deploy_with_the_stick_first_writes_the_system_disk_and_records_its_store(stick_then_system, tmp_path):
+    stick, system = stick_then_system
+    before = file_digest(stick.image)
+    # The system disk's second partition becomes the store, mounted as the deploy role mounts it.
+    run("mkfs.ext4", "-q", "-F", "-L", LABEL, system.part(2))
+    old, new = str(tmp_path / "old"), str(tmp_path / "new")
+    images.write_root(old, "labpc09", users=[("ansible", 1001, 1001, True)], files={
+        "etc/fstab": "UUID=11111111-2222-3333-4444-555555555555 / ext4 errors=remount-ro 0 1\n"})
+    run("mkfs.ext4", "-q", "-F", "-d", old, "-L", "oldsystem", system.part(1))
+    images.write_root(new, "debian", users=[("debian", 1000, 1000, False)], files={
+        "etc/fstab": "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n", "usr/bin/python3": ""})
+    src = images.tar_archive(new, str(tmp_path / "new.tar.zst"), "zst")
+    dest = "PARTUUID=" + blkid(system.part(1), "PART_ENTRY_UUID")
+
+    with mounted(system.part(2), readonly=False) as store:
+        done = module("image_deploy", {"store": store, "src": src, "checksum": "sha256:" + images.sha256(src),
+                                       "dest": dest, "store_label": LABEL, "bootloader": "none",
+                                       "carry_accounts": ["ansible"], "require_capture": False})
+        assert done["rc"] == 0, done.get("msg")
+        assert done["dest"]["device"] == system.part(1) and done["state"] == "complete"
+    with mounted(system.part(1)) as root:
+        with open(os.path.join(root, "etc", "inplace-migration", "firstboot.json")) as handle:
+            identity = json.load(handle)["store_identity"]
+    assert identity["partuuid"] == blkid(system.part(2), "PART_ENTRY_UUID")
+    assert identity["disk"]["ptuuid"] == blkid(system.path, "PTUUID")
+    assert file_digest(stick.image) == before
