@@ -221,8 +221,9 @@ class Lab:
     def add(self, count, layouts, guestfwd_port=None, devices=None):
         """Define ``count`` more PCs (pcN with the next numbers), each on an overlay of its layout's base.
 
-        ``devices`` ({"bus": one of SYSTEM_BUSES, "stick": bool, "stick_place": one of STICK_PLACES}) puts the
-        system disk on another bus and gives each PC a stick of its own (``disk_devices``, ``make_stick``).
+        ``devices`` ({"bus": one of SYSTEM_BUSES, "stick": bool, "stick_place": one of STICK_PLACES,
+        "stick_later": bool}) puts the system disk on another bus and gives each PC a stick of its own
+        (``disk_devices``, ``make_stick``), plugged in at start or, with ``stick_later``, by ``plug_stick``.
         """
         layouts = list(layouts) or ["msdos"]
         first = max([int(name[2:]) for name in self.pcs] + [0]) + 1
@@ -254,7 +255,7 @@ class Lab:
                                    guestfwd_port=pc.get("guestfwd_port"), hostname=name, host_keys=pc["host_keys"])
             if devices:
                 command += disk_devices(pc["overlay"], devices.get("bus", "virtio"), pc.get("stick"),
-                                        devices.get("stick_place", "usb"))
+                                        devices.get("stick_place", "usb"), stick_later=devices.get("stick_later", False))
             started[name] = time.monotonic()
             launch(command, name, self.directory)
         self.save()
@@ -303,6 +304,11 @@ class Lab:
         with open(self.known_hosts, "w", encoding="utf-8") as handle:
             handle.write("".join(line + "\n" for line in kept + lines))
         return directory
+
+    def plug_stick(self, name):
+        """Plug the PC's stick in now (a PC added with ``stick_later``): the next boot names its disks anew."""
+        pc = self.pcs[name]
+        return plug_stick(self.directory, name, pc["stick"], pc["devices"].get("stick_place", "usb"))
 
     def make_pc_stick(self, name):
         """The PC's own stick (``make_stick``), with files that are the PC's; its path and sha256 for the state."""
@@ -409,13 +415,19 @@ def _image_format(path):
     return "qcow2" if path.endswith(".qcow2") else "raw"
 
 
-def disk_devices(system, bus="virtio", stick=None, stick_place="usb", serial=SYSTEM_SERIAL):
+def disk_devices(system, bus="virtio", stick=None, stick_place="usb", serial=SYSTEM_SERIAL, stick_later=False):
     """QEMU arguments for the system disk ``system`` on ``bus`` and, with ``stick`` (a raw image), the stick.
 
     Pass them to ``qemu_command`` with ``disk=None``. ``stick_place`` is ``usb`` (usb-storage on an xHCI
     controller), or ``scsi-first``/``sata-first``: on the system disk's own SCSI host or AHCI controller
-    ahead of it, so the stick is sda and the system disk sdb.
+    ahead of it, so the stick is sda and the system disk sdb. With ``stick_later`` only the controller
+    is there at start, for ``plug_stick``.
     """
+    if stick_later:
+        if stick_place == "sata-first":
+            raise LabError("AHCI disks cannot be hot-plugged; plug a stick in later on usb or scsi-first")
+        args = disk_devices(system, bus, None, stick_place, serial)
+        return args + (["-device", "qemu-xhci,id=xhci"] if stick_place == "usb" else [])
     if bus not in SYSTEM_BUSES:
         raise LabError("system disk bus %r is none of %s" % (bus, ", ".join(SYSTEM_BUSES)))
     if stick and stick_place not in STICK_PLACES:

@@ -63,6 +63,16 @@ def test_an_unknown_bus_or_a_stick_ahead_on_another_controller_is_refused():
         machines.stick_hotplug_messages(STICK, "sata-first")
 
 
+def test_a_stick_plugged_in_later_leaves_only_its_controller_on_the_command_line():
+    assert devices(machines.disk_devices(SYSTEM, "scsi", STICK, "scsi-first", stick_later=True)) == [
+        SYS_DRIVE, ("-device", "virtio-scsi-pci,id=scsi0"),
+        ("-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=1,lun=0,drive=sys,serial=INPLACE-SYS-0001")]
+    assert devices(machines.disk_devices(SYSTEM, "nvme", STICK, "usb", stick_later=True)) == [
+        SYS_DRIVE, ("-device", "nvme,serial=INPLACE-SYS-0001,drive=sys"), ("-device", "qemu-xhci,id=xhci")]
+    with pytest.raises(machines.LabError, match="AHCI disks cannot be hot-plugged"):
+        machines.disk_devices(SYSTEM, "sata", STICK, "sata-first", stick_later=True)
+
+
 def test_plugging_the_stick_in_adds_its_image_then_the_same_device_as_at_boot():
     add, device = machines.stick_hotplug_messages(STICK, "scsi-first")
     assert add == {"execute": "blockdev-add", "arguments": {
