@@ -121,7 +121,7 @@ def test_the_stick_image_has_a_table_a_filled_ext4_and_one_labelled_as_the_store
                                       check=True).stdout)["partitiontable"]
     assert [(p["start"], p["size"]) for p in table["partitions"]] == [(2048, 61440), (63488, 67584)]
     labels = [subprocess.run(["blkid", "-p", "-O", str(offset), "-s", "LABEL", "-o", "value", image],
-                             capture_output=True, text=True).stdout.strip() for offset, unused, unused in
+                             capture_output=True, text=True, check=True).stdout.strip() for offset, unused, unused in
               machines.STICK_PARTITIONS]
     assert labels == ["LAB-STICK", "INPLACE-STORE"]
     note = subprocess.run(["debugfs", "-R", "cat /docs/note.txt", "%s?offset=%d" % (image, 2048 * 512)],
