@@ -15,7 +15,9 @@ description:
     cut off anywhere after this point is taken for the new system with cleanup to finish, never for the old one.
   - Finds the store by the identity M(inplace.migration.image_deploy) recorded for the first-boot hook (PARTUUID,
     filesystem UUID, label and its disk's identity), refusing a device that does not match it; without a recorded
-    identity, by its label, and two devices with that label are an error naming both.
+    identity, by its label on the system disk (the disk holding O(root)); a device with the label on another disk
+    (a USB stick) is never touched, only returned in RV(ignored_stores), and two on the system disk are an error
+    naming both.
   - Unmounts the store and overwrites every block of it with zeros (C(blkdiscard --zeroout); it holds password
     hashes and the profiles), synced before the record says so.
   - With O(mode=delete), deletes the store's partition and grows the partition before it, and its filesystem, over
@@ -99,6 +101,12 @@ record:
     C(grow), the filesystem UUID of the partition that takes its space).
   returned: always
   type: dict
+ignored_stores:
+  description: Devices on other disks than the system disk that carry the store's label, left alone (looked for only
+    when no identity of the store was recorded).
+  returned: always
+  type: list
+  elements: str
 layout_after:
   description: The disk after the store was deleted, as M(inplace.migration.partition_space) returns it.
   returned: when this run deleted the store

@@ -7,7 +7,6 @@ Labels are made up per test, so disks other tests attach meanwhile never carry t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -186,17 +185,32 @@ def test_the_first_boot_program_finds_the_store_by_identity_though_another_devic
         assert not os.path.exists(os.path.join(directory, "inplace"))
 
 
-def test_the_first_boot_program_by_label_alone_refuses_two_devices_with_it(twins, label, tmp_path):
+def _digest(device):
+    with open(device, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def test_the_first_boot_program_by_label_alone_looks_on_the_root_s_disk_only(twins, label, tmp_path):
     store, other = twins
+    before = _digest(other)
+    # A root on no partition of a disk: there is no system disk, so neither device is taken.
     proc = _first_boot(tmp_path, {"store_label": label})
     assert proc.returncode == 1
-    assert "LABEL=%s (the migration store) names 2 devices, %s and %s" % ((label,) + tuple(sorted([store, other]))) \
-        in proc.stdout
+    assert "root is on no partition of a disk, so there is no system disk to look for LABEL=%s on" % label in proc.stdout
     assert os.path.lexists(os.path.join(str(tmp_path), "root", _firstboot.WANTS))
     with mounted(store) as directory:
         assert not os.path.exists(os.path.join(directory, "inplace"))
-    with open(os.path.join(str(tmp_path), "root", _firstboot.CONFIG)) as handle:
-        assert "store_identity" not in json.load(handle)
+
+    # The new root on the store's disk: the store there is found, the other device with the label left alone.
+    with mounted(store[:-1] + "1", readonly=False) as root:
+        _firstboot.install(root, {"store_label": label})
+        proc = subprocess.run([sys.executable, "-I", os.path.join(root, _firstboot.PROGRAM), "--root", root,
+                               "--no-restore"], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert not os.path.lexists(os.path.join(root, _firstboot.WANTS))
+    with mounted(store) as directory:
+        assert Store(directory).journal.get("firstboot")["confirmed"]
+    assert _digest(other) == before
 
 
 def test_store_mount_in_check_mode_and_a_mount_point_something_else_holds(make_disk, tmp_path):

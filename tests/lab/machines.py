@@ -197,6 +197,9 @@ class Lab:
             hosts[name] = {"ansible_host": "127.0.0.1", "ansible_port": pc["port"], "lab_disk_layout": pc["layout"]}
             if pc.get("guestfwd_port"):
                 hosts[name]["lab_http_url"] = "http://%s" % GUEST_HTTP.replace(":80", "")
+            if pc.get("stick"):
+                # For a check from the controller that no phase wrote to the stick.
+                hosts[name].update(lab_stick_image=pc["stick"], lab_stick_sha256=pc["stick_sha256"])
         inventory = {"all": {"children": {GROUP: {"hosts": hosts, "vars": {
             "ansible_user": images.ADMIN["name"],
             "ansible_ssh_private_key_file": self.key,
@@ -215,8 +218,13 @@ class Lab:
     def running(self, name):
         return read_pid(self.directory, name)
 
-    def add(self, count, layouts, guestfwd_port=None):
-        """Define ``count`` more PCs (pcN with the next numbers), each on an overlay of its layout's base."""
+    def add(self, count, layouts, guestfwd_port=None, devices=None):
+        """Define ``count`` more PCs (pcN with the next numbers), each on an overlay of its layout's base.
+
+        ``devices`` ({"bus": one of SYSTEM_BUSES, "stick": bool, "stick_place": one of STICK_PLACES,
+        "stick_later": bool}) puts the system disk on another bus and gives each PC a stick of its own
+        (``disk_devices``, ``make_stick``), plugged in at start or, with ``stick_later``, by ``plug_stick``.
+        """
         layouts = list(layouts) or ["msdos"]
         first = max([int(name[2:]) for name in self.pcs] + [0]) + 1
         os.makedirs(self.directory, exist_ok=True)
@@ -229,6 +237,10 @@ class Lab:
             port = free_port()
             self.pcs[name] = {"layout": layout, "base": base, "overlay": overlay, "port": port,
                               "guestfwd_port": guestfwd_port, "host_keys": self.make_host_keys(name, port)}
+            if devices:
+                self.pcs[name]["devices"] = dict(devices)
+                if devices.get("stick"):
+                    self.pcs[name].update(self.make_pc_stick(name))
         self.save()
         return ["pc%d" % (first + index) for index in range(count)]
 
@@ -238,8 +250,12 @@ class Lab:
         started = {}
         for name in names:
             pc = self.pcs[name]
-            command = qemu_command(name, self.directory, pc["port"], disk=pc["overlay"],
+            devices = pc.get("devices")
+            command = qemu_command(name, self.directory, pc["port"], disk=None if devices else pc["overlay"],
                                    guestfwd_port=pc.get("guestfwd_port"), hostname=name, host_keys=pc["host_keys"])
+            if devices:
+                command += disk_devices(pc["overlay"], devices.get("bus", "virtio"), pc.get("stick"),
+                                        devices.get("stick_place", "usb"), stick_later=devices.get("stick_later", False))
             started[name] = time.monotonic()
             launch(command, name, self.directory)
         self.save()
@@ -288,6 +304,24 @@ class Lab:
         with open(self.known_hosts, "w", encoding="utf-8") as handle:
             handle.write("".join(line + "\n" for line in kept + lines))
         return directory
+
+    def plug_stick(self, name):
+        """Plug the PC's stick in now (a PC added with ``stick_later``): the next boot names its disks anew."""
+        pc = self.pcs[name]
+        return plug_stick(self.directory, name, pc["stick"], pc["devices"].get("stick_place", "usb"))
+
+    def make_pc_stick(self, name):
+        """The PC's own stick (``make_stick``), with files that are the PC's; its path and sha256 for the state."""
+        files = os.path.join(self.directory, name + ".stick-files")
+        os.makedirs(os.path.join(files, "photos"), exist_ok=True)
+        with open(os.path.join(files, "README.txt"), "w", encoding="utf-8") as handle:
+            handle.write("A USB stick left in %s; no phase of a migration may touch it.\n" % name)
+        with open(os.path.join(files, "photos", "holiday.jpg"), "wb") as handle:
+            handle.write(bytes(range(256)) * 4096)
+        path = os.path.join(self.directory, name + ".stick.img")
+        digest = make_stick(path, files)
+        shutil.rmtree(files)
+        return {"stick": path, "stick_sha256": digest}
 
     def wait_ssh(self, started, timeout):
         """Wait until every PC in ``started`` ({name: monotonic start}) accepts the admin's SSH login."""
@@ -342,7 +376,7 @@ class Lab:
         how = {name: self.wait_off(name, pid, timeout) if pid else "not running" for name, pid in pids.items()}
         for name, pc in self.pcs.items():
             for path in (pc["overlay"], os.path.join(self.directory, name + ".pid"),
-                         os.path.join(self.directory, name + ".qmp")):
+                         os.path.join(self.directory, name + ".qmp")) + ((pc["stick"],) if pc.get("stick") else ()):
                 if os.path.exists(path):
                     os.unlink(path)
             shutil.rmtree(pc["host_keys"], ignore_errors=True)
@@ -355,3 +389,136 @@ class Lab:
                 os.unlink(path)
         self.pcs = {}
         return how
+
+
+# A system disk on another bus, and a stick --------------------------------------------------------------
+#
+# How the kernel names them: an NVMe disk is nvme0n1 whatever else is there; virtio-blk disks are vdX; AHCI
+# (SATA), virtio-scsi and USB disks share the sdX names, given as each disk is found. One SCSI host scans its
+# targets in order (scsi-id 0 before 1; an AHCI port is a host, in port order), and usb-storage waits
+# ``delay_use`` (1 s) before scanning a stick, so a USB stick present at boot comes after the disks on AHCI or
+# virtio-scsi. A stick on the system disk's own SCSI host at a lower scsi-id is sda and the system disk sdb;
+# plugged in while a system runs (``plug_stick``), it takes the next name in that boot and sda from the next
+# boot on: the system disk's kernel name changes between boots.
+
+SYSTEM_BUSES = ("virtio", "nvme", "scsi", "sata")
+STICK_PLACES = ("usb", "scsi-first", "sata-first")
+SYSTEM_SERIAL = "INPLACE-SYS-0001"
+STICK_SERIAL = "INPLACE-STICK-01"
+STICK_BYTES = 64 * 1024 * 1024
+# The stick's table: a partition holding files, and one whose ext4 carries the store's label.
+STICK_TABLE = "label: dos\nstart=2048, size=61440, type=83\nstart=63488, type=83\n"
+STICK_PARTITIONS = ((2048 * 512, 61440 * 512, "LAB-STICK"), (63488 * 512, (131072 - 63488) * 512, "INPLACE-STORE"))
+
+
+def _image_format(path):
+    return "qcow2" if path.endswith(".qcow2") else "raw"
+
+
+def disk_devices(system, bus="virtio", stick=None, stick_place="usb", serial=SYSTEM_SERIAL, stick_later=False):
+    """QEMU arguments for the system disk ``system`` on ``bus`` and, with ``stick`` (a raw image), the stick.
+
+    Pass them to ``qemu_command`` with ``disk=None``. ``stick_place`` is ``usb`` (usb-storage on an xHCI
+    controller), or ``scsi-first``/``sata-first``: on the system disk's own SCSI host or AHCI controller
+    ahead of it, so the stick is sda and the system disk sdb. With ``stick_later`` only the controller
+    is there at start, for ``plug_stick``.
+    """
+    if stick_later:
+        if stick_place == "sata-first":
+            raise LabError("AHCI disks cannot be hot-plugged; plug a stick in later on usb or scsi-first")
+        args = disk_devices(system, bus, None, stick_place, serial)
+        return args + (["-device", "qemu-xhci,id=xhci"] if stick_place == "usb" else [])
+    if bus not in SYSTEM_BUSES:
+        raise LabError("system disk bus %r is none of %s" % (bus, ", ".join(SYSTEM_BUSES)))
+    if stick and stick_place not in STICK_PLACES:
+        raise LabError("stick place %r is none of %s" % (stick_place, ", ".join(STICK_PLACES)))
+    if stick and stick_place != "usb" and stick_place.split("-")[0] != bus:
+        raise LabError("a stick placed %s needs the system disk on %s, not %s" % (
+            stick_place, stick_place.split("-")[0], bus))
+    args = ["-drive", "if=none,id=sys,file=%s,format=%s" % (system, _image_format(system))]
+    if stick:
+        args += ["-drive", "if=none,id=stick,file=%s,format=raw" % stick]
+    if bus == "virtio":
+        args += ["-device", "virtio-blk-pci,drive=sys,serial=%s" % serial]
+    elif bus == "nvme":
+        args += ["-device", "nvme,serial=%s,drive=sys" % serial]
+    elif bus == "scsi":
+        args += ["-device", "virtio-scsi-pci,id=scsi0"]
+        if stick and stick_place == "scsi-first":
+            args += ["-device", _scsi_stick()]
+        args += ["-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=1,lun=0,drive=sys,serial=%s" % serial]
+    else:
+        args += ["-device", "ahci,id=ahci0"]
+        if stick and stick_place == "sata-first":
+            args += ["-device", "ide-hd,bus=ahci0.0,drive=stick,serial=%s" % STICK_SERIAL]
+        args += ["-device", "ide-hd,bus=ahci0.1,drive=sys,serial=%s" % serial]
+    if stick and stick_place == "usb":
+        args += ["-device", "qemu-xhci,id=xhci", "-device", _usb_stick()]
+    return args
+
+
+def _scsi_stick(drive="stick"):
+    return "scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun=0,drive=%s,removable=on,serial=%s" % (drive, STICK_SERIAL)
+
+
+def _usb_stick(drive="stick"):
+    return "usb-storage,bus=xhci.0,drive=%s,removable=on,serial=%s" % (drive, STICK_SERIAL)
+
+
+def make_stick(path, files):
+    """A raw stick image at ``path``: an msdos table, an ext4 partition filled from ``files`` (``mkfs.ext4 -d``,
+    nothing mounted) and an empty ext4 partition labelled as the store is. Returns the image's sha256."""
+    with open(path, "wb") as handle:
+        handle.truncate(STICK_BYTES)
+    subprocess.run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", path], input=STICK_TABLE, text=True,
+                   check=True, capture_output=True)
+    for index, (offset, size, label) in enumerate(STICK_PARTITIONS):
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, "-E", "offset=%d" % offset]
+                       + (["-d", files] if index == 0 else []) + [path, "%dk" % (size // 1024)],
+                       check=True, capture_output=True)
+    return file_sha256(path)
+
+
+def file_sha256(path):
+    import hashlib
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(4 * 1024 * 1024), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def stick_hotplug_messages(path, place="usb"):
+    """The QMP commands that plug the stick ``path`` into a running machine (``usb`` or ``scsi-first``)."""
+    if place not in ("usb", "scsi-first"):
+        raise LabError("a stick can be plugged in on usb or scsi-first (AHCI disks cannot be hot-plugged), not %r"
+                       % place)
+    node = {"node-name": "stick", "driver": "raw", "file": {"driver": "file", "filename": path}}
+    device = dict(item.split("=", 1) for item in (_usb_stick() if place == "usb" else _scsi_stick()).split(",")[1:])
+    device.update(driver="usb-storage" if place == "usb" else "scsi-hd", id="stick0")
+    for key in ("channel", "scsi-id", "lun"):
+        if key in device:
+            device[key] = int(device[key])
+    if "removable" in device:
+        device["removable"] = device["removable"] == "on"
+    return [{"execute": "blockdev-add", "arguments": node}, {"execute": "device_add", "arguments": device}]
+
+
+def plug_stick(directory, name, path, place="usb"):
+    """Plug the stick into the running machine ``name`` (QMP), as a person does; returns QMP's replies."""
+    replies = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(os.path.join(directory, name + ".qmp"))
+        reader = sock.makefile("r")
+        reader.readline()  # greeting
+        for message in [{"execute": "qmp_capabilities"}] + stick_hotplug_messages(path, place):
+            sock.sendall(json.dumps(message).encode() + b"\n")
+            while True:
+                reply = json.loads(reader.readline())
+                if "return" in reply or "error" in reply:
+                    break
+            if "error" in reply:
+                raise LabError("QEMU refused %s for %s: %s" % (message["execute"], name, reply["error"]))
+            replies.append(reply)
+    return replies

@@ -29,7 +29,7 @@ import time
 from ansible_collections.inplace.migration.plugins.module_utils.common.bundle import zipapp
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
-from ansible_collections.inplace.migration.plugins.module_utils.disk.mount import mountpoint_of, temporary_mount
+from ansible_collections.inplace.migration.plugins.module_utils.disk.mount import disk_holding, mountpoint_of, temporary_mount
 from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import boot_not_mounted, default_entry, update_grubenv
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
 from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, atomic_write_json, read_json
@@ -100,16 +100,25 @@ def recorded_store(config):
     return identity or None
 
 
-def find_store_device(runner, config, label=None):
+def find_store_device(runner, config, label=None, root="/"):
     """The store's device: by its recorded identity, or by ``label`` when asked to or nothing was recorded.
 
-    The label alone may name another device too (a disk added since, a copy of the store):
-    that is refused, naming both, rather than guessed.
+    By the label, only on the disk holding ``root``: a device elsewhere with it (a USB stick) is never
+    taken; two on that disk are refused, naming both, rather than guessed.
     """
     identity = None if label else recorded_store(config)
     if identity:
         return _devices.find_recorded(runner, identity, WHAT)
-    return _devices.find(runner, "LABEL=" + (label or config.get("store_label") or DEFAULT_LABEL), WHAT)
+    spec = "LABEL=" + (label or config.get("store_label") or DEFAULT_LABEL)
+    disk = disk_holding(runner, root)
+    if disk is None:
+        raise MigrationError("%s is on no partition of a disk, so there is no system disk to look for %s on; give "
+                             "the store's mount point (--store)." % (root, spec))
+    device, elsewhere = _devices.Scan(runner).on_disk(spec, disk, WHAT)
+    if device is None:
+        raise MigrationError("no device on %s (the disk holding %s) has %s%s; put the store's disk back." % (
+            disk, root, spec, ", only %s elsewhere, which is not taken" % ", ".join(elsewhere) if elsewhere else ""))
+    return device
 
 
 def read_config(root):
@@ -188,7 +197,7 @@ def main(argv=None):
         if args.store:
             report = confirm(runner, root, args.store, config, restore=not args.no_restore)
         else:
-            device = find_store_device(runner, config, args.label)
+            device = find_store_device(runner, config, args.label, root)
             mounted = mountpoint_of(device)
             if mounted:
                 report = confirm(runner, root, mounted, config, restore=not args.no_restore)

@@ -80,6 +80,26 @@ def parent_disk(path):
         else os.path.realpath(path)
 
 
+def partition_number(path):
+    """The partition's number as the kernel knows it (sysfs ``partition``, lsblk's PARTN)."""
+    return int(read_attribute(os.path.join(sysfs(path), "partition")))
+
+
+def partition_nodes(disk):
+    """{number: device node} of the partitions the kernel shows for ``disk`` now, read from sysfs.
+
+    Asked of the kernel rather than made from the disk's name: the name rule (``model.partition_name``)
+    only says what a partition will be called, and a name from an earlier boot may be another disk's now.
+    """
+    directory = sysfs(disk)
+    found = {}
+    for name in sorted(os.listdir(directory)):
+        number = read_attribute(os.path.join(directory, name, "partition"))
+        if number and number.isdigit():
+            found[int(number)] = _node(name)
+    return found
+
+
 def device_size(path):
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -158,6 +178,16 @@ def parse_pairs(text):
 
 
 # Specs -------------------------------------------------------------------------------------------------
+
+# Names the kernel gives disks, and their partitions, in the order it finds them: after a reboot with a
+# stick in, or a disk added, the same name can be another disk's (sda a stick, the system disk sdb).
+KERNEL_NAME = re.compile(r"/dev/(sd[a-z]+|vd[a-z]+|hd[a-z]+|xvd[a-z]+|nvme[0-9]+n[0-9]+|mmcblk[0-9]+)(p?[0-9]+)?$")
+
+
+def is_kernel_name(spec):
+    """Whether ``spec`` (an fstab spec, a path) is such a kernel name rather than a lasting name (UUID=, by-id)."""
+    return bool(KERNEL_NAME.match(spec))
+
 
 def parse_spec(spec):
     """(blkid field, value) for a UUID=, LABEL=, PARTUUID= or PARTLABEL= spec; (None, path) for a path."""

@@ -101,8 +101,7 @@ class Disk:
         return [p for p in self.partitions if p.kind != "extended"]
 
     def partition_path(self, number):
-        separator = "p" if self.path[-1:].isdigit() else ""
-        return "%s%s%d" % (self.path, separator, number)
+        return partition_name(self.path, number)
 
     def with_partitions(self, partitions):
         return replace(self, partitions=tuple(partitions))
@@ -114,6 +113,18 @@ class Disk:
             if spec in (str(part.number), part.path, self.partition_path(part.number)):
                 return part
         return None
+
+
+def partition_name(disk, number):
+    """The kernel's name for partition ``number`` of ``disk`` (a name or a /dev path), as the kernel makes it.
+
+    A ``p`` separates the number when the disk's name ends in a digit: nvme0n1 -> nvme0n1p2,
+    mmcblk0 -> mmcblk0p1, loop0 -> loop0p1, but sda -> sda2 (``add_partition`` in the kernel's block/partitions/core.c).
+    For a partition that does not exist yet only; an existing one is asked of the kernel
+    (``devices.partition_node``), and none is ever found again by a name recorded in another boot.
+    """
+    separator = "p" if disk[-1:].isdigit() else ""
+    return "%s%s%d" % (disk, separator, number)
 
 
 # Actions: each knows how it changes the model, so the planner's "after" layout is

@@ -84,6 +84,17 @@ def mounted_device(runner, path):
     return source
 
 
+def disk_holding(runner, path):
+    """The whole disk holding the partition that the filesystem ``path`` is on (findmnt's source for it), or None
+    when that filesystem is on no partition (a RAM root, tmpfs, a whole disk, device mapper)."""
+    rc, out, unused_err = runner.run(["findmnt", "--noheadings", "--first-only", "--output", "SOURCE", "--target",
+                                      path], ok=None)
+    source = out.strip().split("[")[0] if rc == 0 else ""
+    if not source.startswith("/dev/") or not _devices.is_block_device(source) or not _devices.is_partition(source):
+        return None
+    return _devices.parent_disk(source)
+
+
 def find_on_disk_of(runner, source, disk_of):
     """(the one device ``source`` names on the disk holding ``disk_of``, the devices it names elsewhere).
 

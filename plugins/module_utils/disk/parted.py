@@ -8,6 +8,7 @@ import os
 import time
 import traceback
 
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk.model import (
     CreatePartition, DeletePartition, ResizePartition,
 )
@@ -109,13 +110,14 @@ def wait_for_nodes(runner, model):
     deadline = time.time() + NODE_TIMEOUT
     asked_partx = False
     while True:
-        missing = [p for p in model.partitions if p.kind != "extended" and not os.path.exists(model.partition_path(p.number))]
+        nodes = _devices.partition_nodes(model.path)
+        missing = [p for p in model.partitions if p.kind != "extended" and not os.path.exists(nodes.get(p.number, ""))]
         if not missing:
             return
         if time.time() > deadline:
             if asked_partx:
                 raise MigrationError("the kernel shows no device node for %s after the partition table changed." % (
-                    ", ".join(model.partition_path(p.number) for p in missing)))
+                    ", ".join(p.path or model.partition_path(p.number) for p in missing)))
             # Without udev nobody else asks the kernel to add the nodes.
             runner.run(["partx", "-a", model.path], ok=None)
             asked_partx = True

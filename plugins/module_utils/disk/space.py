@@ -85,6 +85,8 @@ class PartitionSpace:
             disk = disk.with_partitions(
                 replace(p, fs=replace(p.fs, mountpoint=None)) if p.fs else p for p in disk.partitions)
         store_bytes = store_partition_bytes(self.runner, fstype, size)
+        if shrink.startswith("/"):
+            shrink = os.path.realpath(shrink)  # a /dev/disk/by-* link names the partition by its kernel name now
         plan = _planner.plan_present(disk, store_bytes, label=self.label, fstype=fstype, shrink=shrink,
                                      min_free=min_free)
         if check_mode or not plan.actions:

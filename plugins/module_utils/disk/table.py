@@ -190,7 +190,9 @@ def read_disk(runner, path, filesystems=True):
     if runner.has("udevadm"):
         # Right after boot udev may still be probing the partitions; blkid would then find nothing.
         runner.run(["udevadm", "settle", "--timeout=30"], ok=None)
-    disk = disk_model(path, read_table(path))
+    # The real node: a partition planned on it is named from the kernel's name for the disk, not from
+    # a /dev/disk/by-id link's.
+    disk = disk_model(os.path.realpath(path), read_table(path))
     if not filesystems:
         return disk
     mount_table = _mount.mounts()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, human
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk.planner import plan_present
 
 HTTP_OK = 200
@@ -51,6 +52,16 @@ def image_unreachable(src, why):
 def image_checksum_mismatch(path, sha256, wanted):
     return "the image %s has sha256 %s, not the %s asked for." % (
         path, sha256 or "none: it does not exist", wanted)
+
+
+def kernel_name_mounts(entries):
+    """One sentence for each fstab entry (``homes.read_fstab``) other than the root's that names its device by
+    a kernel name: the new system keeps the old system's mounts, and after a reboot with a stick in that name
+    can be the stick's, which would then be mounted and written."""
+    return ["the old system's fstab mounts %s by the kernel name %s, which can name another disk (a USB stick) "
+            "after a reboot; write UUID= with the UUID blkid shows for %s there instead." % (
+                entry["point"], entry["spec"], entry["spec"])
+            for entry in entries if entry["point"] != "/" and _devices.is_kernel_name(entry["spec"])]
 
 
 def store_need(profiles_bytes, image_bytes, maintenance_bytes, margin_bytes):

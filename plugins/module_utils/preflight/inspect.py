@@ -16,6 +16,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.boot import efi
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 from ansible_collections.inplace.migration.plugins.module_utils.disk.devices import read_attribute
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
+from ansible_collections.inplace.migration.plugins.module_utils.profiles.homes import read_fstab
 
 SUPPORTED_ROOT_FS = ("ext2", "ext3", "ext4", "btrfs")
 STACKED = {"lvm": "LVM", "crypt": "LUKS encryption", "raid0": "md RAID", "raid1": "md RAID", "raid4": "md RAID",
@@ -98,6 +99,7 @@ def inspect(runner, min_ram_mib=768, boot_bytes_needed=0):
         else:
             facts["disk"] = chain[-1]["path"]
             facts["disk_bytes"] = int(chain[-1]["size"])
+    inhibitors.extend(_inhibitors.kernel_name_mounts(read_fstab("/")))
     if facts["root"]["fstype"] not in SUPPORTED_ROOT_FS:
         inhibitors.append("the root filesystem is %s; only %s can be shrunk and reimaged here." % (
             facts["root"]["fstype"], ", ".join(SUPPORTED_ROOT_FS)))

@@ -76,10 +76,6 @@ def zero_and_remove(directory):
     return sorted(removed)
 
 
-def partition_number(device):
-    return int(_devices.read_attribute(os.path.join(_devices.sysfs(device), "partition")))
-
-
 class StoreCleanup:
     """One cleanup of the store, from the new system whose root is ``root``."""
 
@@ -93,7 +89,8 @@ class StoreCleanup:
         self.check_mode = check_mode
         self.record_path = inside(root, CLEANUP_RECORD)
         self.completion_path = inside(root, COMPLETION_RECORD)
-        self.result = {"changed": False, "done": [], "store": None, "grown": [], "maintenance_files_removed": []}
+        self.result = {"changed": False, "done": [], "store": None, "grown": [], "maintenance_files_removed": [],
+                       "ignored_stores": []}
 
     # The record ----------------------------------------------------------------------------------------
 
@@ -111,11 +108,17 @@ class StoreCleanup:
     # Finding the store -----------------------------------------------------------------------------------
 
     def recorded_identity(self, scan):
-        """The store's identity image_deploy recorded for the first-boot hook; else the one device with its label."""
+        """The store's identity image_deploy recorded for the first-boot hook; else the one device with its label on
+        the system disk (the disk holding the new root): one elsewhere, a stick, is set aside, never wiped."""
         identity = _firstboot.recorded_store(_firstboot.read_config(self.root) or {})
         if identity:
             return identity, scan.find_recorded(identity, WHAT)
-        device = scan.lookup("LABEL=" + self.label, WHAT)
+        disk = _mount.disk_holding(self.runner, self.root)
+        if disk is None:
+            raise MigrationError("no identity of the store was recorded (%s) and %s is on no partition of a disk, so "
+                                 "there is no system disk to look for the label %s on; run store_cleanup in the new "
+                                 "system with root=/." % (_firstboot.CONFIG, self.root, self.label))
+        device, self.result["ignored_stores"] = scan.on_disk("LABEL=" + self.label, disk, WHAT)
         return (scan.identity(device), device) if device else (None, None)
 
     def store_now(self, scan, record):
@@ -156,7 +159,7 @@ class StoreCleanup:
         self.result["store"] = device
         if self.mode == "delete":
             disk = PartitionSpace(self.runner, _devices.parent_disk(device), self.label).read()
-            plan = _planner.plan_absent(disk, number=partition_number(device))
+            plan = _planner.plan_absent(disk, number=_devices.partition_number(device))
             self.result["diff"] = {"before": _model.render(plan.before), "after": _model.render(plan.after),
                                    "before_header": disk.path, "after_header": disk.path}
             self.result["actions"] = plan.descriptions
@@ -195,13 +198,13 @@ class StoreCleanup:
             self.step("make an empty ext4 filesystem labelled %s on %s" % (self.data_label, device))
         elif device is not None:
             done = PartitionSpace(self.runner, _devices.parent_disk(device), self.label).absent(
-                False, number=partition_number(device))
+                False, number=_devices.partition_number(device))
             self.took(done)
         elif self.mode == "delete" and record.get("grow"):
             # Deleted already, by a run cut off before the partition in front took the space.
             before = scan.find("UUID=" + record["grow"], "the partition before the store")
             self.took(PartitionSpace(self.runner, _devices.parent_disk(before), self.label).grow(
-                partition_number(before)))
+                _devices.partition_number(before)))
         return self.save(record, state=RELEASED)
 
     def took(self, done):

@@ -360,3 +360,22 @@ def test_a_tool_missing_on_the_pc_is_one_sentence_naming_its_package(monkeypatch
     result = _check.preflight(runner)
     assert result["inhibitors"] == ["findmnt is not installed on this host; install the util-linux package."]
     assert result["plan"] is None
+
+
+def test_a_mount_by_a_kernel_name_other_than_the_root_s_stops_the_pc(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "fstab").write_text(
+        "/dev/sda1 / ext4 errors=remount-ro 0 1\n"
+        "UUID=0b4e1c2a-0000-4000-8000-000000000001 /home ext4 defaults 0 2\n"
+        "/dev/disk/by-id/ata-DISK-part3 /srv ext4 defaults 0 2\n"
+        "/dev/mapper/vg-data /var/lib/data ext4 defaults 0 2\n"
+        "/dev/sdb1 /media/data ext4 defaults 0 2\n"
+        "/dev/nvme0n1p3 /scratch ext4 defaults 0 2\n"
+        "/dev/mmcblk0p1 /mnt/card vfat defaults 0 0\n"
+        "proc /proc proc defaults 0 0\n")
+    from ansible_collections.inplace.migration.plugins.module_utils.profiles.homes import read_fstab
+    sentences = _inhibitors.kernel_name_mounts(read_fstab(str(tmp_path)))
+    assert sentences == [
+        "the old system's fstab mounts %s by the kernel name %s, which can name another disk (a USB stick) after a "
+        "reboot; write UUID= with the UUID blkid shows for %s there instead." % (point, spec, spec)
+        for point, spec in (("/media/data", "/dev/sdb1"), ("/scratch", "/dev/nvme0n1p3"), ("/mnt/card", "/dev/mmcblk0p1"))]
