@@ -120,6 +120,12 @@ class Deploy(HandOver):
 
     # -- the steps
 
+    def check_disk(self, device, refused):
+        """Refuse ``refused`` unless the disk holding ``device`` has the recorded identity (read afresh)."""
+        if self.params.get("disk_identity"):
+            scan = _devices.Scan(self.runner, [])
+            scan.check_disk(_devices.parent_disk(device), self.params["disk_identity"], refused)
+
     def verify(self, expected, compression):
         """The checksum gate of a local image, then its framing (a file cut before its checksum was taken)."""
         if self.source.is_url:
@@ -272,6 +278,7 @@ class Deploy(HandOver):
             raise MigrationError("the image needs %s but dest=%s (%s) holds %s." % (
                 human(needed), params["dest"], device, human(size)))
         disk = _target.bootloader_disk(scan, device, params["bootloader"])
+        self.check_disk(device, "writing the new system to %s" % device)
         if self.check_mode:
             self.verify(expected, compression)
             self.result.update(changed=True, state="planned", image_bytes=needed)

@@ -69,6 +69,8 @@ class HandOver:
                 if not store_values.get("UUID"):
                     raise MigrationError("the store %s has no filesystem UUID for GRUB to find it by." %
                                          self.store.root)
+                # dest was found by PARTUUID; its disk is held to the recorded one before GRUB goes there.
+                self.check_disk(device, "installing the new system's GRUB on it")
                 with self.timed("bootloader"):
                     self.result["bootloader"] = install_grub(
                         self.runner, root, disk, device, fs["uuid"], store_values["UUID"], params["maintenance_cmdline"],
