@@ -6,15 +6,16 @@ The step runs on the PC outside the controller's SSH session, so a dropped conne
 controller that dies does not stop it; this plugin only asks ``async_status`` how it is going,
 prints one line per step now and then (never Ansible's "FAILED - RETRYING" lines of
 ``until``/``retries``), and returns the module's own result, so ``register`` sees what a
-synchronous run of the module would have returned. When the controller dies, the rerun's module
-waits for the step under the PC's lock instead (module_utils/state/lock.py).
+synchronous run of the module would have returned. A connection that drops while it waits is
+asked again, with a backoff, until the step's own timeout. When the controller dies, the rerun's
+module waits for the step under the PC's lock instead (module_utils/state/lock.py).
 """
 
 from __future__ import annotations
 
 import time
 
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleAuthenticationFailure, AnsibleConnectionFailure, AnsibleError
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
@@ -23,6 +24,8 @@ display = Display()
 # What async_status adds to the module's result.
 STATUS_KEYS = ("ansible_job_id", "started", "finished", "results_file")
 OUTPUT_KEYS = ("stdout", "stderr", "stdout_lines", "stderr_lines")
+# The longest pause between two attempts to reach a PC that dropped the connection.
+LONGEST_BACKOFF = 30
 
 
 def duration(seconds):
@@ -33,6 +36,12 @@ def duration(seconds):
     if seconds < 3600:
         return "%d min %d s" % divmod(seconds, 60)
     return "%d h %d min" % (seconds // 3600, seconds % 3600 // 60)
+
+
+def _said(error, longest=300):
+    """What a connection error says, on one line (ssh puts its reason on the next), shortened."""
+    text = " ".join(str(error).split()).rstrip(".: ") or type(error).__name__
+    return text if len(text) <= longest else text[:longest - 3] + "..."
 
 
 class ActionModule(ActionBase):
@@ -48,6 +57,7 @@ class ActionModule(ActionBase):
             "step": {"type": "str", "required": True},
             "poll": {"type": "int", "default": 5},
             "report_every": {"type": "int", "default": 60},
+            "timeout": {"type": "int", "default": 43200},
         })
         job, step = args["job"], args["step"]
         host = (task_vars or {}).get("inventory_hostname", "")
@@ -59,9 +69,10 @@ class ActionModule(ActionBase):
         started = time.time()
         display.display("%s: %s started (async job %s)" % (host, step, jid))
         last_line = started
+        deadline = started + args["timeout"]
         try:
             while True:
-                status = self._status(jid, async_dir, "status", task_vars)
+                status = self._ask(jid, async_dir, "status", task_vars, host, step, args["poll"], deadline)
                 if status.get("msg") == "could not find job":
                     raise AnsibleActionFail(
                         "%s: the %s step's job %s is not in %s on the PC: the PC restarted since it began. Run the "
@@ -73,9 +84,12 @@ class ActionModule(ActionBase):
                     display.display("%s: %s running, %s" % (host, step, duration(now - started)))
                     last_line = now
                 time.sleep(args["poll"])
-            self._status(jid, async_dir, "cleanup", task_vars)
+            self._ask(jid, async_dir, "cleanup", task_vars, host, step, args["poll"], deadline)
         finally:
-            self._remove_tmp_path(self._connection._shell.tmpdir)
+            try:
+                self._remove_tmp_path(self._connection._shell.tmpdir)
+            except AnsibleConnectionFailure:
+                pass  # a PC that does not answer keeps a small temporary directory, not the step's outcome
         result = dict(status)
         for key in STATUS_KEYS:
             result.pop(key, None)
@@ -85,6 +99,42 @@ class ActionModule(ActionBase):
         outcome = "failed" if result.get("failed") else "done"
         display.display("%s: %s %s after %s" % (host, step, outcome, duration(time.time() - started)))
         return result
+
+    def _ask(self, jid, async_dir, mode, task_vars, host, step, poll, deadline):
+        """async_status's answer; a dropped connection is tried again, backing off, until ``deadline``."""
+        lost, backoff = None, poll
+        while True:
+            try:
+                answer = self._status(jid, async_dir, mode, task_vars)
+            except AnsibleAuthenticationFailure:
+                raise
+            except AnsibleConnectionFailure as error:
+                # The step runs on, detached: only the question is lost, so it is asked again.
+                now = time.time()
+                if lost is None:
+                    lost = now
+                    display.display("%s: %s: the connection to the PC dropped (%s); asking again until the step's "
+                                    "timeout" % (host, step, _said(error)))
+                if now + backoff > deadline:
+                    raise AnsibleActionFail(
+                        "%s: the connection to the PC dropped while the %s step ran and did not come back for %s, "
+                        "until the step's timeout (%s), so the step may still be running there; once the PC answers, "
+                        "run the playbook again and it takes the step's result." % (
+                            host, step, duration(now - lost), _said(error)))
+                self._reset_connection()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, LONGEST_BACKOFF)
+                continue
+            if lost is not None:
+                display.display("%s: %s: the PC answers again after %s" % (host, step, duration(time.time() - lost)))
+            return answer
+
+    def _reset_connection(self):
+        """Drop what is left of the lost connection (an SSH control master), so the next question opens a new one."""
+        try:
+            self._connection.reset()
+        except AnsibleError:
+            pass
 
     def _status(self, jid, async_dir, mode, task_vars):
         return self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,

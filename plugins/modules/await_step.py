@@ -18,6 +18,10 @@ description:
     line for the step when it starts, every O(report_every) seconds while it runs, and when it ends, then removes
     the job's file and returns the module's own result as its own, failing with the module's message when the
     module failed.
+  - When the connection to the PC drops while it waits (the PC unreachable, SSH failing), the step runs on and the
+    question is asked again, first after O(poll) seconds, then after twice as long each time up to 30 seconds,
+    until O(timeout) seconds after the wait began; then the task fails with one sentence saying so. An
+    authentication failure is not asked again.
   - When the controller dies while it waits, the step runs on; the next run of the playbook starts the module again,
     and its run waits for the earlier one under the PC's lock (the modules' C(lock_timeout)) and returns the result
     of the work it finds done.
@@ -55,6 +59,12 @@ options:
       - Seconds between two lines printed while the step runs.
     type: int
     default: 60
+  timeout:
+    description:
+      - Seconds the step may take, as the task that started it gave C(async). A connection that drops is tried again
+        until this long after the wait began.
+    type: int
+    default: 43200
 """
 
 EXAMPLES = r"""

@@ -179,6 +179,14 @@ options:
     type: str
     choices: [grub-bios, none]
     default: grub-bios
+  disk_identity:
+    description:
+      - The identity recorded for the disk holding O(dest) when the migration was planned (preflight's
+        C(disk_identity), with C(ptuuid), C(wwn), C(serial); the deploy role passes the host record's). When given,
+        that disk must have it, or the module refuses with one sentence naming what differs, before any byte is
+        written (in check mode too) and again right before the new system's GRUB is installed on it.
+      - A WWN or serial number that cannot be read now is not a difference; the partition table UUID must match.
+    type: dict
   store_label:
     description:
       - The label the first-boot hook looks for when the store's filesystem has none of its own and no identity
@@ -353,6 +361,7 @@ def main():
             machine_id=dict(type="str", choices=["keep", "regenerate"], default="keep"),
             firstboot=dict(type="bool", default=True),
             bootloader=dict(type="str", choices=["grub-bios", "none"], default="grub-bios"),
+            disk_identity=dict(type="dict"),
             store_label=dict(type="str", default="INPLACE-STORE"),
             maintenance_cmdline=dict(type="str", default=DEFAULT_CMDLINE),
             restore_options=dict(type="dict"),

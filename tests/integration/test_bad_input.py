@@ -486,19 +486,26 @@ def test_bad_input_is_refused_in_one_sentence_that_names_the_fix(name, make_disk
             assert restored == (["anna"] if "deleted from the store" in name else []), restored
 
 
-def test_a_truncated_image_with_its_own_checksum_says_so_and_a_complete_one_then_lands(make_disk, tmp_path, sources):
-    """A cut file whose checksum was taken after the cut passes the checksum; the unpacking notices."""
+@pytest.mark.parametrize("fmt", ["raw.zst", "raw.xz"])
+def test_a_truncated_image_with_its_own_checksum_is_refused_before_any_write_and_a_complete_one_then_lands(
+        make_disk, tmp_path, sources, fmt):
+    """A cut file whose checksum was taken after the cut passes the checksum; its framing does not."""
     with contextlib.ExitStack() as stack:
         c = Context(make_disk, tmp_path, stack, sources)
-        cut = c.path("cut.raw.zst")
-        with open(sources["image"], "rb") as source, open(cut, "wb") as handle:
-            handle.write(source.read(os.path.getsize(sources["image"]) * 2 // 3))
-        args, dest = c.deploy(src=cut, checksum="sha256:" + images.sha256(cut))
-        result = adhoc.module("image_deploy", args)
-        adhoc.assert_one_sentence_naming_the_fix(result, ["could not be unpacked", "premature end",
-                                                          "truncated or damaged", "fetch it again"])
-        complete = adhoc.module("image_deploy", dict(args, src=sources["image"],
-                                                     checksum="sha256:" + images.sha256(sources["image"])))
-        assert complete["rc"] == 0 and complete["state"] == "complete", complete.get("msg")
         raw = os.path.join(os.path.dirname(sources["image"]), "image.raw")
+        whole = sources["image"] if fmt == "raw.zst" else images.convert(raw, fmt, c.tmp)
+        cut = c.path("cut." + fmt)
+        with open(whole, "rb") as source, open(cut, "wb") as handle:
+            handle.write(source.read(os.path.getsize(whole) * 2 // 3))
+        args, dest = c.deploy(src=cut, checksum="sha256:" + images.sha256(cut))
+        before = images.sha256(dest)
+        result = adhoc.module("image_deploy", args)
+        adhoc.assert_one_sentence_naming_the_fix(result, [
+            "the image %s ends or breaks inside %s" % (cut, "a zstd frame" if fmt == "raw.zst" else "an xz stream"),
+            "of its %d (it is truncated or damaged), so nothing was written; download it again and give the "
+            "checksum published with it." % os.path.getsize(cut)])
+        assert not result.get("changed"), result
+        assert images.sha256(dest) == before, "dest was written"
+        complete = adhoc.module("image_deploy", dict(args, src=whole, checksum="sha256:" + images.sha256(whole)))
+        assert complete["rc"] == 0 and complete["state"] == "complete", complete.get("msg")
         assert images.sha256(dest, os.path.getsize(raw)) == images.sha256(raw)

@@ -1,8 +1,11 @@
 """Long steps run detached (async, poll 0) and await_step waits for them, through ansible-playbook on localhost.
 
-The last test kills the controller (ansible-playbook and everything in its session, as a dropped SSH
+One test kills the controller (ansible-playbook and everything in its session, as a dropped SSH
 connection does) while a capture runs: the capture finishes on its own, and a rerun started while it
-still runs waits for it under the PC's lock and returns its result.
+still runs waits for it under the PC's lock and returns its result. The last two run the playbook over
+a real SSH connection to a private sshd on 127.0.0.1 and kill that sshd (the listener and every
+session) while await_step waits: once it comes back, await_step takes the step's result; when it
+does not, the wait fails at the step's timeout, in one sentence.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -179,3 +185,193 @@ def test_a_step_outlives_its_controller_and_a_rerun_takes_its_result(rig):
     result = json.loads(rig["out"].read_text())
     assert result["changed"] is False and [user["name"] for user in result["users"]] == ["alice"]
     assert result["users"][0]["bytes"] == captured["bytes"]
+
+
+# A real SSH connection -------------------------------------------------------------------------------------
+
+SSHD = "/usr/sbin/sshd"
+
+
+class Sshd:
+    """A private sshd on 127.0.0.1 that lets root in with a key made for the test; ``down`` kills it with every
+    session it serves, ``up`` starts it again on the same port."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.key = os.path.join(directory, "client_key")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key], check=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(directory, "host_key")],
+                       check=True)
+        shutil.copyfile(self.key + ".pub", os.path.join(directory, "authorized_keys"))
+        self.config = os.path.join(directory, "sshd_config")
+        with open(self.config, "w") as handle:
+            handle.write("Port %d\nListenAddress 127.0.0.1\nHostKey %s/host_key\nPidFile %s/sshd.pid\n"
+                         "AuthorizedKeysFile %s/authorized_keys\nStrictModes no\nUsePAM no\n"
+                         "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+                         "Subsystem sftp internal-sftp\n" % ((self.port,) + (directory,) * 3))
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # its privilege separation directory
+        self.process = None
+
+    def up(self):
+        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", self.config], stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise AssertionError("sshd did not listen on port %d" % self.port)
+
+    def down(self):
+        """Kill the listener and every session's sshd, as a PC that drops off the network: the connections close
+        at once. What the sessions ran is left to end as it does when its connection goes (a SIGKILL would leave
+        the root login shell's start-up files half run, with their locks held)."""
+        if self.process is None:
+            return
+        for pid in [self.process.pid] + descendants(self.process.pid):
+            try:
+                with open("/proc/%d/comm" % pid) as handle:
+                    if handle.read().strip() == "sshd":
+                        os.kill(pid, signal.SIGKILL)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        self.process.wait()
+        self.process = None
+
+    def inventory(self, control_dir):
+        path = os.path.join(self.directory, "inventory")
+        with open(path, "w") as handle:
+            handle.write("pc ansible_host=127.0.0.1 ansible_port=%d ansible_user=root ansible_ssh_private_key_file=%s "
+                         "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR' "
+                         "ansible_control_path_dir=%s\n" % (self.port, self.key, control_dir))
+        return path
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    if not os.path.exists(SSHD):
+        pytest.fail("%s is missing: ./dev setup installs openssh-server" % SSHD)
+    server = Sshd(str(tmp_path))
+    # A short directory: the control socket's path must fit a socket address.
+    control_dir = tempfile.mkdtemp(prefix="cp", dir="/tmp")
+    server.up()
+    try:
+        yield server, control_dir
+    finally:
+        server.down()
+        shutil.rmtree(control_dir, ignore_errors=True)
+
+
+def _over_ssh(rig, server, control_dir, timeout):
+    """The capture playbook for the host ``pc`` over SSH, started; (controller, its output file)."""
+    book = rig["write"]()
+    with open(book) as handle:
+        text = handle.read()
+    text = text.replace("- hosts: localhost", "- hosts: pc").replace(
+        "        report_every: 1\n", "        report_every: 1\n        timeout: %d\n" % timeout)
+    with open(book, "w") as handle:
+        handle.write(text)
+    for index in range(3):  # incompressible, so the capture outlives the first questions
+        with open(rig["home"] / ("data%d.bin" % index), "wb") as handle:
+            handle.write(os.urandom(160 * MiB))
+    output = open(os.path.join(os.path.dirname(book), "controller.out"), "w+")
+    command = ["ansible-playbook", "-i", server.inventory(control_dir), book]
+    controller = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                  env=dict(adhoc.environment(), PYTHONUNBUFFERED="1"), start_new_session=True)
+    return controller, output
+
+
+def _capture_running(controller, seconds=120):
+    """The lock record of the capture once it holds the PC's lock."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        record = read_lock()
+        if record and record.get("step") == "capture" and alive(record["pid"]):
+            return record
+        assert controller.poll() is None, "the playbook ended before the capture took the PC's lock"
+        time.sleep(0.1)
+    pytest.fail("the capture never took the PC's lock")
+
+
+def _wait_for(output, pattern, controller, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        output.seek(0)
+        found = re.search(pattern, output.read(), re.M)
+        if found:
+            return found
+        assert controller.poll() is None, "the playbook ended: " + (output.seek(0) or output.read())
+        time.sleep(0.1)
+    pytest.fail("never printed %r" % pattern)
+
+
+def test_await_step_asks_again_through_a_dropped_ssh_connection_and_takes_the_step_s_result(rig, sshd):
+    server, control_dir = sshd
+    controller, output = _over_ssh(rig, server, control_dir, timeout=600)
+    record = None
+    try:
+        started = _wait_for(output, r"^pc: capture started \(async job (j\d+\.\d+)\)$", controller)
+        record = _capture_running(controller)
+        server.down()
+        # The step is detached from the sessions killed: it runs on.
+        assert alive(record["pid"]), "the capture died with the SSH connection"
+        _wait_for(output, r"^pc: capture: the connection to the PC dropped \(Failed to connect to the host via ssh.*\); asking "
+                          r"again until the step's timeout$", controller)
+        time.sleep(5)  # several questions lost, with the backoff
+        server.up()
+        assert controller.wait(timeout=300) == 0
+        output.seek(0)
+        printed = output.read()
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+            controller.wait()
+        output.close()
+    assert re.search(r"^pc: capture: the PC answers again after \d+ s$", printed, re.M), printed
+    assert re.search(r"^pc: capture done after \d+ s$", printed, re.M), printed
+    result = json.loads(rig["out"].read_text())
+    assert result["changed"] is True and not result.get("failed"), result
+    assert [user["name"] for user in result["users"]] == ["alice"]
+    manifest = json.loads((rig["store"] / "inplace" / "profiles" / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["verified"]
+    archive = rig["store"] / "inplace" / "profiles" / "alice.tar.zst"
+    assert result["users"][0]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert not os.path.exists(job_file(started.group(1))), "await_step leaves the job's file behind"
+
+
+def test_await_step_fails_in_one_sentence_when_the_connection_stays_down_past_the_step_s_timeout(rig, sshd):
+    server, control_dir = sshd
+    controller, output = _over_ssh(rig, server, control_dir, timeout=8)
+    record = None
+    try:
+        started = _wait_for(output, r"^pc: capture started \(async job (j\d+\.\d+)\)$", controller)
+        record = _capture_running(controller)
+        server.down()
+        controller.wait(timeout=120)
+        output.seek(0)
+        printed = output.read()
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+            controller.wait()
+        output.close()
+        # The step finishes on its own; its job file is left for the rerun that never comes here.
+        deadline = time.time() + 120
+        while record and alive(record["pid"]) and time.time() < deadline:
+            time.sleep(0.5)
+    failed = re.search(r'^fatal: \[pc\]: FAILED! => .*"msg": "([^"]*)"', printed, re.M)
+    assert failed, printed
+    message = failed.group(1)
+    assert re.fullmatch(r"pc: the connection to the PC dropped while the capture step ran and did not come back "
+                        r"for \d+ s, until the step's timeout \(Failed to connect to the host via ssh.*\), so the step may still be "
+                        r"running there; once the PC answers, run the playbook again and it takes the step's "
+                        r"result\.", message), message
+    adhoc.assert_one_sentence_naming_the_fix({"rc": 2, "msg": message}, ["run the playbook again"])
+    manifest = json.loads((rig["store"] / "inplace" / "profiles" / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["verified"], "the step did not run on"
+    if os.path.exists(job_file(started.group(1))):
+        os.unlink(job_file(started.group(1)))

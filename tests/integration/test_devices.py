@@ -220,5 +220,7 @@ def test_store_mount_in_check_mode_and_a_mount_point_something_else_holds(make_d
     planned = adhoc.module("store_mount", {"device": disk.part(1), "path": target}, check=True)
     assert planned["changed"] is True and planned["path"] == target and not os.path.exists(target)
     refused = adhoc.module("store_mount", {"device": disk.part(1), "path": "/proc"})
-    assert refused["rc"] != 0 and refused["msg"] == "something else (proc) is mounted at /proc."
+    adhoc.assert_one_sentence_naming_the_fix(refused, [])
+    assert refused["msg"] == "something else (proc) is mounted at /proc; unmount it, or give another path to mount " \
+        "the store on."
     assert not os.path.ismount(target)

@@ -13,6 +13,7 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -579,7 +580,8 @@ def test_grub_hands_the_boot_to_the_new_system_once_with_maintenance_as_fallback
     store_uuid = blkid(store_dev, "UUID")
     with mounted(store_dev, readonly=False) as store:
         result = deploy(store=store, src=debian_image, checksum=checksum_of(debian_image), dest=dest,
-                        maintenance_cmdline="console=ttyS0,115200 inplace.maintenance")
+                        maintenance_cmdline="console=ttyS0,115200 inplace.maintenance",
+                        disk_identity={"ptuuid": blkid(disk.path, "PTUUID"), "device": "/dev/sdz"})
         assert result["rc"] == 0, result.get("msg")
         boot = result["bootloader"]
         uuid = result["filesystem"]["uuid"]
@@ -669,6 +671,67 @@ def test_a_first_boot_that_never_confirmed_is_armed_again_a_few_times(make_disk,
             json.dump(journal, handle)
         done = deploy(store=store, **args)
         assert done["rc"] == 0 and done["changed"] is False and "first_boot_rearmed" not in done
+
+
+def test_a_disk_without_the_recorded_identity_is_refused_before_any_write(rig, data_image):
+    r = rig()
+    raw, unused = data_image
+    src = images.convert(raw, "raw.zst")
+    before = part_digest(r.disk.path)
+    result = deploy(store=r.store, src=src, checksum=checksum_of(src), dest=r.dest, disk_identity={
+        "ptuuid": "0badd15c", "serial": "WD-RECORDED"}, **OFF)
+    adhoc.assert_one_sentence_naming_the_fix(result, [
+        "%s is not the disk recorded when the migration was planned (it has partition table UUID %s where 0badd15c "
+        "was recorded), so writing the new system to %s is refused; put the recorded disk back, or run preflight "
+        "again on the old system to record this one." % (r.disk.path, blkid(r.disk.path, "PTUUID"), r.dest)])
+    assert part_digest(r.disk.path) == before and r.journal() == {}
+
+
+def test_the_new_system_s_grub_goes_only_onto_the_recorded_disk_checked_right_before_grub_install(
+        make_disk, debian_image):
+    """The disk passes the check before the write, then is given another partition table UUID while the new
+    system is written (as another disk would carry): GRUB does not go onto it, and a rerun on the disk recorded
+    finishes the hand-over."""
+    layout, number = GRUB_LAYOUTS["msdos"]
+    disk = make_disk(1100 * MiB, layout)
+    dest, store_dev = disk.part(number), disk.part(number + 1)
+    run("mkfs.ext4", "-q", "-F", "-L", LABEL, store_dev)
+    recorded = blkid(disk.path, "PTUUID")
+    args = dict(src=debian_image, checksum=checksum_of(debian_image), dest=dest,
+                disk_identity={"ptuuid": recorded})
+    with mounted(store_dev, readonly=False) as store:
+        journal = os.path.join(store, "inplace", "journal.json")
+        outcome = {}
+        runner = threading.Thread(target=lambda: outcome.update(deploy(store=store, **args)))
+        runner.start()
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and runner.is_alive():
+                try:
+                    with open(journal) as handle:
+                        if json.load(handle)["records"].get("image_deploy", {}).get("state") == "writing":
+                            break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.05)
+            assert runner.is_alive(), "the deploy ended before its write: %s" % outcome.get("msg")
+            run("sfdisk", "--disk-id", disk.path, "0x5eedf00d", check=False)
+            assert blkid(disk.path, "PTUUID") == "5eedf00d"
+        finally:
+            runner.join()
+        adhoc.assert_one_sentence_naming_the_fix(outcome, [
+            "%s is not the disk recorded when the migration was planned (it has partition table UUID 5eedf00d where "
+            "%s was recorded), so installing the new system's GRUB on it is refused; put the recorded disk back"
+            % (disk.path, recorded)])
+        with open(disk.path, "rb") as handle:
+            assert b"GRUB" not in handle.read(512), "GRUB boot code in the MBR"
+        with open(journal) as handle:
+            assert json.load(handle)["records"]["image_deploy"]["state"] == "bootloader"
+        run("sfdisk", "--disk-id", disk.path, "0x" + recorded, check=False)
+        again = deploy(store=store, **args)
+        assert again["rc"] == 0 and again["state"] == "complete", again.get("msg")
+        with open(disk.path, "rb") as handle:
+            assert b"GRUB" in handle.read(512), "no GRUB boot code in the MBR"
 
 
 def _grubenv(root):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -294,14 +295,21 @@ def test_refusals_change_nothing(make_disk, content):
         (dict(disk=disk.path, size="12 parsecs"), "is not a size"),
         (dict(disk="/dev/inplace-no-such-disk", size="1GiB"), "does not exist"),
         (dict(disk=disk.part(1), size="100MiB"), "is a partition; name the whole disk"),
-        (dict(disk=disk.path, size="100MiB", shrink=disk.path + "p9"), "names no partition"),
-        (dict(disk=disk.path, size="5GiB"), "Not enough reclaimable space"),
+        (dict(disk=disk.path, size="100MiB", shrink=disk.path + "p9"), re.escape(
+            "shrink=%sp9 names no partition on %s (it has %sp1); name one of its partitions, or use shrink=auto." % (
+                disk.path, disk.path, disk.path))),
+        # 5 GiB and the filesystem's overhead; what the half-full filesystem can give.
+        (dict(disk=disk.path, size="5GiB"), re.escape("Not enough reclaimable space on %s: " % disk.path) +
+            r"the store needs 5\.[0-9] GiB, and at most [0-9.]+ MiB can be had; free space by deleting files on the "
+            r"disk's filesystems, or ask for a smaller store\."),
         (dict(disk=disk.path, size="100MiB", shrink="none"), "Not enough unallocated space"),
     ]
     for args, expected in cases:
         result = partition_space(**args)
         assert result["rc"] != 0 and result["changed"] is False, args
-        assert expected in result["msg"], (args, result["msg"])
+        adhoc.assert_one_sentence_naming_the_fix(result, [])
+        assert re.fullmatch(expected, result["msg"]) or (len(expected) < 40 and expected in result["msg"]), (
+            args, result["msg"])
     assert disk.digest() == before
 
     with mounted(disk.part(1), readonly=False):
@@ -336,7 +344,11 @@ def test_not_enough_space_names_need_and_what_can_be_had(make_disk):
     make_fs(disk.part(1), "ext4")
     result = partition_space(disk=disk.path, size="1TiB")
     assert result["rc"] != 0
-    assert result["msg"].startswith("Not enough reclaimable space on %s: the store needs 1.0 TiB" % disk.path)
+    adhoc.assert_one_sentence_naming_the_fix(result, [])
+    assert re.fullmatch(re.escape("Not enough reclaimable space on %s: the store needs 1.0 TiB, and at most 0 B can be "
+                                  "had (%sp1 has no space to give: its filesystem needs " % (disk.path, disk.path)) +
+                        r"[0-9.]+ MiB plus 256\.0 MiB headroom\); free space by deleting files on the disk's "
+                        r"filesystems, or ask for a smaller store\.", result["msg"]), result["msg"]
 
 
 def test_half_full_filesystem_shrinks_below_resize2fs_estimate(make_disk, content):

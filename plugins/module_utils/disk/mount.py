@@ -132,7 +132,8 @@ def _mount(runner, device, path, readonly, check_mode):
     if current and not readonly:
         raise MigrationError("%s is already mounted at %s; unmount it first or use that path." % (device, current))
     if _mounted_at(path):
-        raise MigrationError("something else (%s) is mounted at %s." % (_mounted_at(path), path))
+        raise MigrationError("something else (%s) is mounted at %s; unmount it, or give another path to mount the "
+                             "store on." % (_mounted_at(path), path))
     if os.path.exists(path) and not os.path.isdir(path):
         raise MigrationError("path=%s exists and is not a directory; give a directory to mount the store on." % path)
     fstype = _devices.blkid(runner, device).get("TYPE")

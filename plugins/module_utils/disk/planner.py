@@ -198,8 +198,9 @@ def plan_present(disk, store_bytes, label="INPLACE-STORE", fstype="ext4", shrink
     else:
         named = disk.find(shrink)
         if named is None:
-            raise MigrationError("shrink=%s names no partition on %s (it has %s)." % (
-                shrink, disk.path, ", ".join(p.path for p in disk.partitions) or "none"))
+            raise MigrationError("shrink=%s names no partition on %s (it has %s); name one of its partitions, or "
+                                 "use shrink=auto." % (
+                                     shrink, disk.path, ", ".join(p.path for p in disk.partitions) or "none"))
         candidates = [named]
 
     options = [_shrink_option(disk, part, store_bytes, min_free) for part in candidates]
@@ -222,7 +223,8 @@ def plan_present(disk, store_bytes, label="INPLACE-STORE", fstype="ext4", shrink
     most = max([o.room for o in options] + [free])
     reasons = "; ".join(o.reason for o in options if o.reason)
     raise MigrationError(
-        "Not enough reclaimable space on %s: the store needs %s, and at most %s can be had%s." % (
+        "Not enough reclaimable space on %s: the store needs %s, and at most %s can be had%s; free space by "
+        "deleting files on the disk's filesystems, or ask for a smaller store." % (
             disk.path, human(store_bytes), human(most), " (%s)" % reasons if reasons else ""))
 
 

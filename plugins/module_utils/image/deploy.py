@@ -22,6 +22,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.disk import fs a
 from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
 from ansible_collections.inplace.migration.plugins.module_utils.image import checksums as _checksums
 from ansible_collections.inplace.migration.plugins.module_utils.image import formats as _formats
+from ansible_collections.inplace.migration.plugins.module_utils.image import framing as _framing
 from ansible_collections.inplace.migration.plugins.module_utils.image import pipeline as _pipeline
 from ansible_collections.inplace.migration.plugins.module_utils.image import sources as _sources
 from ansible_collections.inplace.migration.plugins.module_utils.image import target as _target
@@ -119,16 +120,24 @@ class Deploy(HandOver):
 
     # -- the steps
 
-    def verify(self, expected):
+    def check_disk(self, device, refused):
+        """Refuse ``refused`` unless the disk holding ``device`` has the recorded identity (read afresh)."""
+        if self.params.get("disk_identity"):
+            scan = _devices.Scan(self.runner, [])
+            scan.check_disk(_devices.parent_disk(device), self.params["disk_identity"], refused)
+
+    def verify(self, expected, compression):
+        """The checksum gate of a local image, then its framing (a file cut before its checksum was taken)."""
         if self.source.is_url:
             return None
         with self.timed("verify"):
             identity = self.source.identity()
             actual = _checksums.file_sha256(self.source.path)
-        if actual != expected:
-            raise MigrationError("the sha256 of %s is %s, not %s as checksum says, so nothing was written; fetch the "
-                                 "image again (a cut download is shorter) or correct checksum." % (
-                                     self.params["src"], actual, expected))
+            if actual != expected:
+                raise MigrationError("the sha256 of %s is %s, not %s as checksum says, so nothing was written; fetch "
+                                     "the image again (a cut download is shorter) or correct checksum." % (
+                                         self.params["src"], actual, expected))
+            _framing.check(self.source.path, compression, self.params["src"])
         return identity
 
     def carry(self, scan, device, pristine):
@@ -269,8 +278,9 @@ class Deploy(HandOver):
             raise MigrationError("the image needs %s but dest=%s (%s) holds %s." % (
                 human(needed), params["dest"], device, human(size)))
         disk = _target.bootloader_disk(scan, device, params["bootloader"])
+        self.check_disk(device, "writing the new system to %s" % device)
         if self.check_mode:
-            self.verify(expected)
+            self.verify(expected, compression)
             self.result.update(changed=True, state="planned", image_bytes=needed)
             return self.result
         return self._run_locked(scan, device, partuuid, disk, fmt, compression, expected, size)
@@ -285,7 +295,7 @@ class Deploy(HandOver):
             record.get("touched") or record.get("state") in WRITTEN_STATES))
         state = record.get("state") if same else None
         # A local image is verified before anything is recorded or written: a mismatch changes nothing.
-        identity = self.verify(expected)
+        identity = self.verify(expected, compression)
         if not same:
             # "verifying": the image is verified, the old system's data is being carried; dest is untouched.
             record = {"dest": params["dest"], "partuuid": partuuid, "device": device, "src": params["src"],

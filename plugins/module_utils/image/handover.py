@@ -86,6 +86,8 @@ class HandOver:
                 if not store_values.get("UUID"):
                     raise MigrationError("the store %s has no filesystem UUID for GRUB to find it by." %
                                          self.store.root)
+                # dest was found by PARTUUID; its disk is held to the recorded one before GRUB goes there.
+                self.check_disk(device, "installing the new system's GRUB on it")
                 with self.timed("bootloader"), self.boot_directory(scan, root, excluded) as (boot_dir, boot):
                     if boot:
                         report["boot"] = dict(_fixups.fill_boot(self.runner, os.path.join(root, "boot"), boot_dir),

@@ -265,8 +265,8 @@ def test_not_enough_space_says_what_is_needed_and_what_can_be_had():
     disk = simple_disk(size_mib=2048, used_mib=1500)
     with pytest.raises(MigrationError) as caught:
         plan_present(disk, 1024 * MiB)
-    text = str(caught.value)
-    assert "needs 1.0 GiB" in text and "at most" in text
+    assert str(caught.value) == "Not enough reclaimable space on /dev/sdx: the store needs 1.0 GiB, and at most " \
+        "274.0 MiB can be had; free space by deleting files on the disk's filesystems, or ask for a smaller store."
 
 
 def test_four_msdos_primaries_without_extended_are_refused():
@@ -294,8 +294,10 @@ def test_logical_store_goes_after_the_last_logical_and_grows_the_extended():
 
 
 def test_named_partition_that_does_not_exist_is_refused():
-    with pytest.raises(MigrationError, match="names no partition"):
+    with pytest.raises(MigrationError) as caught:
         plan_present(simple_disk(), 512 * MiB, shrink="/dev/sdx9")
+    assert str(caught.value) == "shrink=/dev/sdx9 names no partition on /dev/sdx (it has /dev/sdx1); name one of its " \
+        "partitions, or use shrink=auto."
 
 
 def test_store_that_exists_but_is_too_small_is_refused():
