@@ -421,7 +421,8 @@ def disk_devices(system, bus="virtio", stick=None, stick_place="usb", serial=SYS
     Pass them to ``qemu_command`` with ``disk=None``. ``stick_place`` is ``usb`` (usb-storage on an xHCI
     controller), or ``scsi-first``/``sata-first``: on the system disk's own SCSI host or AHCI controller
     ahead of it, so the stick is sda and the system disk sdb. With ``stick_later`` only the controller
-    is there at start, for ``plug_stick``.
+    is there at start, for ``plug_stick``. The system disk has ``bootindex=0``: without it SeaBIOS boots
+    the first hard disk it finds, which a stick ahead is, and would run the stick's empty boot code.
     """
     if stick_later:
         if stick_place == "sata-first":
@@ -439,19 +440,19 @@ def disk_devices(system, bus="virtio", stick=None, stick_place="usb", serial=SYS
     if stick:
         args += ["-drive", "if=none,id=stick,file=%s,format=raw" % stick]
     if bus == "virtio":
-        args += ["-device", "virtio-blk-pci,drive=sys,serial=%s" % serial]
+        args += ["-device", "virtio-blk-pci,drive=sys,serial=%s,bootindex=0" % serial]
     elif bus == "nvme":
-        args += ["-device", "nvme,serial=%s,drive=sys" % serial]
+        args += ["-device", "nvme,serial=%s,drive=sys,bootindex=0" % serial]
     elif bus == "scsi":
         args += ["-device", "virtio-scsi-pci,id=scsi0"]
         if stick and stick_place == "scsi-first":
             args += ["-device", _scsi_stick()]
-        args += ["-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=1,lun=0,drive=sys,serial=%s" % serial]
+        args += ["-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=1,lun=0,drive=sys,serial=%s,bootindex=0" % serial]
     else:
         args += ["-device", "ahci,id=ahci0"]
         if stick and stick_place == "sata-first":
             args += ["-device", "ide-hd,bus=ahci0.0,drive=stick,serial=%s" % STICK_SERIAL]
-        args += ["-device", "ide-hd,bus=ahci0.1,drive=sys,serial=%s" % serial]
+        args += ["-device", "ide-hd,bus=ahci0.1,drive=sys,serial=%s,bootindex=0" % serial]
     if stick and stick_place == "usb":
         args += ["-device", "qemu-xhci,id=xhci", "-device", _usb_stick()]
     return args

@@ -31,21 +31,21 @@ USB = [("-device", "qemu-xhci,id=xhci"),
 
 
 @pytest.mark.parametrize("bus, stick, place, expected", [
-    ("nvme", None, "usb", [SYS_DRIVE, ("-device", "nvme,serial=INPLACE-SYS-0001,drive=sys")]),
-    ("nvme", STICK, "usb", [SYS_DRIVE, STICK_DRIVE, ("-device", "nvme,serial=INPLACE-SYS-0001,drive=sys")] + USB),
-    ("virtio", STICK, "usb", [SYS_DRIVE, STICK_DRIVE, ("-device", "virtio-blk-pci,drive=sys,serial=INPLACE-SYS-0001")]
+    ("nvme", None, "usb", [SYS_DRIVE, ("-device", "nvme,serial=INPLACE-SYS-0001,drive=sys,bootindex=0")]),
+    ("nvme", STICK, "usb", [SYS_DRIVE, STICK_DRIVE, ("-device", "nvme,serial=INPLACE-SYS-0001,drive=sys,bootindex=0")] + USB),
+    ("virtio", STICK, "usb", [SYS_DRIVE, STICK_DRIVE, ("-device", "virtio-blk-pci,drive=sys,serial=INPLACE-SYS-0001,bootindex=0")]
      + USB),
     ("scsi", STICK, "usb", [SYS_DRIVE, STICK_DRIVE, ("-device", "virtio-scsi-pci,id=scsi0"),
-                            ("-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=1,lun=0,drive=sys,serial=INPLACE-SYS-0001")]
+                            ("-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=1,lun=0,drive=sys,serial=INPLACE-SYS-0001,bootindex=0")]
      + USB),
     ("scsi", STICK, "scsi-first", [
         SYS_DRIVE, STICK_DRIVE, ("-device", "virtio-scsi-pci,id=scsi0"),
         ("-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun=0,drive=stick,removable=on,serial=INPLACE-STICK-01"),
-        ("-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=1,lun=0,drive=sys,serial=INPLACE-SYS-0001")]),
+        ("-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=1,lun=0,drive=sys,serial=INPLACE-SYS-0001,bootindex=0")]),
     ("sata", STICK, "sata-first", [
         SYS_DRIVE, STICK_DRIVE, ("-device", "ahci,id=ahci0"),
         ("-device", "ide-hd,bus=ahci0.0,drive=stick,serial=INPLACE-STICK-01"),
-        ("-device", "ide-hd,bus=ahci0.1,drive=sys,serial=INPLACE-SYS-0001")]),
+        ("-device", "ide-hd,bus=ahci0.1,drive=sys,serial=INPLACE-SYS-0001,bootindex=0")]),
 ], ids=["nvme", "nvme and a usb stick", "virtio and a usb stick", "scsi and a usb stick",
         "scsi with the stick ahead", "sata with the stick ahead"])
 def test_the_command_line_holds_exactly_the_disks_and_controllers_asked_for(bus, stick, place, expected):
@@ -66,9 +66,9 @@ def test_an_unknown_bus_or_a_stick_ahead_on_another_controller_is_refused():
 def test_a_stick_plugged_in_later_leaves_only_its_controller_on_the_command_line():
     assert devices(machines.disk_devices(SYSTEM, "scsi", STICK, "scsi-first", stick_later=True)) == [
         SYS_DRIVE, ("-device", "virtio-scsi-pci,id=scsi0"),
-        ("-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=1,lun=0,drive=sys,serial=INPLACE-SYS-0001")]
+        ("-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=1,lun=0,drive=sys,serial=INPLACE-SYS-0001,bootindex=0")]
     assert devices(machines.disk_devices(SYSTEM, "nvme", STICK, "usb", stick_later=True)) == [
-        SYS_DRIVE, ("-device", "nvme,serial=INPLACE-SYS-0001,drive=sys"), ("-device", "qemu-xhci,id=xhci")]
+        SYS_DRIVE, ("-device", "nvme,serial=INPLACE-SYS-0001,drive=sys,bootindex=0"), ("-device", "qemu-xhci,id=xhci")]
     with pytest.raises(machines.LabError, match="AHCI disks cannot be hot-plugged"):
         machines.disk_devices(SYSTEM, "sata", STICK, "sata-first", stick_later=True)
 
@@ -103,7 +103,7 @@ def test_a_lab_pc_with_devices_starts_with_them_and_its_inventory_names_its_stic
     assert devices(launched[0])[1:] == [
         ("-drive", "if=none,id=sys,file=%s,format=qcow2" % overlay),
         ("-drive", "if=none,id=stick,file=%s,format=raw" % (tmp_path / "pc1.stick.img")),
-        ("-device", "nvme,serial=INPLACE-SYS-0001,drive=sys")] + USB
+        ("-device", "nvme,serial=INPLACE-SYS-0001,drive=sys,bootindex=0")] + USB
     with open(lab.inventory, encoding="utf-8") as handle:
         text = handle.read()
     host = json.loads(text[text.index("{"):])["all"]["children"]["lab-pcs"]["hosts"]["pc1"]
