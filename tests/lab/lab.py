@@ -1,7 +1,9 @@
 """The VM lab: build the images, start and stop lab PCs, reach them.
 
     python tests/lab/lab.py build [old-msdos old-gpt new maintenance]   (default: all)
-    python tests/lab/lab.py start --lab DIR [--count N] [--layout msdos --layout gpt] [--serve-images | --guestfwd-port P]
+    python tests/lab/lab.py start --lab DIR [--count N] [--layout msdos --layout gpt]
+                               [--devices bus=virtio,stick=usb --devices bus=scsi,stick=scsi-first]
+                               [--serve-images | --guestfwd-port P]
     python tests/lab/lab.py inventory --lab DIR
     python tests/lab/lab.py ssh --lab DIR pc1 [command ...]
     python tests/lab/lab.py power-cut --lab DIR pc1        (kill QEMU; start brings it back)
@@ -57,6 +59,40 @@ def served_images(directory):
     return offered
 
 
+# What --devices takes: each key once, comma-separated (bus=scsi,stick=scsi-first); stick=none is no stick.
+DEVICE_CHOICES = {"bus": machines.SYSTEM_BUSES, "stick": ("none",) + machines.STICK_PLACES}
+
+
+def devices_spec(text):
+    """One --devices value as ``Lab.add``'s ``devices``: {"bus": ..., "stick": True, "stick_place": ...}."""
+    given = {}
+    for item in text.split(","):
+        key, equals, value = item.partition("=")
+        if not equals or key not in DEVICE_CHOICES or key in given:
+            raise argparse.ArgumentTypeError("%r is not bus=BUS,stick=PLACE (each key once), such as "
+                                             "bus=scsi,stick=scsi-first" % text)
+        if value not in DEVICE_CHOICES[key]:
+            raise argparse.ArgumentTypeError("%s=%s: %s is one of %s" % (key, value, key, ", ".join(DEVICE_CHOICES[key])))
+        given[key] = value
+    devices = {"bus": given.get("bus", "virtio")}
+    if given.get("stick", "none") != "none":
+        devices.update(stick=True, stick_place=given["stick"])
+    try:  # a stick ahead on another controller than the system disk's is refused here, before any PC is made
+        machines.disk_devices("system", devices["bus"], "stick" if devices.get("stick") else None,
+                              devices.get("stick_place", "usb"))
+    except machines.LabError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return devices
+
+
+def new_pcs(count, layouts, devices):
+    """(layout, devices or None) for each of ``count`` new PCs: --layout and --devices each in turn, from the
+    first again when there are more PCs than values."""
+    layouts = layouts or ["msdos"]
+    return [(layouts[index % len(layouts)], devices[index % len(devices)] if devices else None)
+            for index in range(count)]
+
+
 def start(args):
     lab = machines.Lab(args.lab)
     port = args.guestfwd_port
@@ -66,10 +102,13 @@ def start(args):
         port = lab.serve(directory)
         offered = served_images(directory)
     if args.count or not lab.pcs:
-        lab.add(args.count or len(args.layout or []) or 1, args.layout or ["msdos"], port)
+        count = args.count or max(len(args.layout or []), len(args.devices or [])) or 1
+        for layout, devices in new_pcs(count, args.layout, args.devices):
+            lab.add(1, [layout], port, devices=devices)
     seconds = lab.start(timeout=args.timeout)
     print(json.dumps({"inventory": lab.inventory, "seconds_to_ssh": seconds, "images": offered,
-                      "pcs": {name: {"port": pc["port"], "layout": pc["layout"]} for name, pc in lab.pcs.items()}},
+                      "pcs": {name: {"port": pc["port"], "layout": pc["layout"], "devices": pc.get("devices")}
+                              for name, pc in lab.pcs.items()}},
                      indent=2, sort_keys=True))
 
 
@@ -115,6 +154,10 @@ def parser():
             step.add_argument("--count", type=int, default=0, help="how many new PCs (default: 1 for a new lab)")
             step.add_argument("--layout", action="append", choices=sorted(images.LAYOUTS),
                               help="disk layout of the new PCs, in turn (repeatable; default msdos)")
+            step.add_argument("--devices", action="append", type=devices_spec, metavar="bus=BUS,stick=PLACE",
+                              help="system disk bus (%s) and stick (none, %s) of the new PCs, in turn (repeatable; "
+                                   "default: the plain virtio system disk, no stick)" % (
+                                       ", ".join(machines.SYSTEM_BUSES), ", ".join(machines.STICK_PLACES)))
             step.add_argument("--guestfwd-port", type=int,
                               help="a 127.0.0.1 port the PCs reach as http://%s" % machines.GUEST_HTTP)
             step.add_argument("--serve-images", action="store_true",
