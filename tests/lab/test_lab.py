@@ -72,15 +72,20 @@ def test_a_changed_host_key_is_noticed(lab, tmp_path):
     assert "Host key verification failed" in probe.stderr
 
 
+def root_disk(lab, name):
+    """The disk holding the PC's root, by the name the kernel gave it in this boot."""
+    return "/dev/" + sh(lab, name, "lsblk --nodeps --noheadings --output PKNAME \"$(findmnt -n -o SOURCE /)\"").decode().strip()
+
+
 def test_disk_layouts_are_as_built(lab):
-    msdos = json.loads(sh(lab, "pc1", "sudo sfdisk --json /dev/vda"))["partitiontable"]
-    gpt = json.loads(sh(lab, "pc2", "sudo sfdisk --json /dev/vda"))["partitiontable"]
+    msdos = json.loads(sh(lab, "pc1", "sudo sfdisk --json %s" % root_disk(lab, "pc1")))["partitiontable"]
+    gpt = json.loads(sh(lab, "pc2", "sudo sfdisk --json %s" % root_disk(lab, "pc2")))["partitiontable"]
     assert msdos["label"] == "dos" and [p["type"] for p in msdos["partitions"]] == ["83"]
     assert msdos["partitions"][0]["start"] + msdos["partitions"][0]["size"] == images.DISK_BYTES // 512
     assert gpt["label"] == "gpt"
     assert [p["type"] for p in gpt["partitions"]] == ["21686148-6449-6E6F-744E-656564454649",
                                                       "0FC63DAF-8483-4772-8E79-3D69D8477DE4"]
-    assert sh(lab, "pc2", "findmnt -n -o SOURCE /").decode().strip() == "/dev/vda2"
+    assert sh(lab, "pc2", "findmnt -n -o SOURCE /").decode().strip() == root_disk(lab, "pc2") + "2"
     for name in ("pc1", "pc2"):
         assert sh(lab, name, "cut -d. -f1 /etc/debian_version").decode().strip() == "12"
         assert sh(lab, name, "grep -o 'root=UUID=[^ ]*' /proc/cmdline").startswith(b"root=UUID=")

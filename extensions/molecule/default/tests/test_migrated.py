@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import subprocess
+
+import pytest
+import yaml
 
 EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 TREES = os.path.join(REPO, "tests", "support", "trees.py")
 PROFILE_USERS = {"alice": 1000, "bob": 1001}
 MiB = 1024 * 1024
+# The kernel's names for a disk on each bus the lab offers (tests/lab/machines.py SYSTEM_BUSES).
+BUS_NAMES = {"virtio": "/dev/vd", "scsi": "/dev/sd", "sata": "/dev/sd", "nvme": "/dev/nvme"}
+STICK_LABEL = "LAB-STICK"
 
 
 def name_of(host):
@@ -21,11 +30,36 @@ def lab():
         return json.load(handle)
 
 
+def lab_host(name):
+    """The PC's variables in the lab's inventory (lab_stick_image, lab_stick_sha256 for a PC with a stick)."""
+    with open(os.path.join(EPHEMERAL, "lab", "inventory.yml"), encoding="utf-8") as handle:
+        return yaml.safe_load(handle)["all"]["children"]["lab-pcs"]["hosts"][name]
+
+
+def devices_of(host):
+    return lab()["pcs"][name_of(host)].get("devices") or {}
+
+
+def disk_of(host, device):
+    """The whole disk ``device`` is on, by the name the kernel gave it in this boot."""
+    return "/dev/" + host.check_output("lsblk --nodeps --noheadings --output PKNAME %s" % device)
+
+
+def root_disk(host):
+    return disk_of(host, host.check_output("findmnt --noheadings --output SOURCE /"))
+
+
+def partition(disk, number):
+    return "%s%s%d" % (disk, "p" if disk[-1].isdigit() else "", number)
+
+
 def test_debian_13_runs_from_the_disk(host):
     release = host.file("/etc/os-release").content_string
     assert 'VERSION_ID="13"' in release
     assert not host.file("/etc/inplace-maintenance").exists
-    assert host.check_output("findmnt --noheadings --output SOURCE /").startswith("/dev/vda")
+    root = host.check_output("findmnt --noheadings --output SOURCE /")
+    assert host.check_output("lsblk --nodeps --noheadings --output TYPE %s" % root) == "part"
+    assert root.startswith(BUS_NAMES[devices_of(host).get("bus", "virtio")])
 
 
 def test_same_hostname_and_ssh_host_keys(host):
@@ -76,8 +110,9 @@ def test_crontab_came_along(host):
 def test_store_gone_and_root_spans_the_disk_again(host):
     with host.sudo():
         assert host.run("blkid --label INPLACE-STORE").rc != 0
-        table = json.loads(host.check_output("sfdisk --json /dev/vda"))["partitiontable"]
-        disk_sectors = int(host.check_output("blockdev --getsz /dev/vda"))
+        disk = root_disk(host)
+        table = json.loads(host.check_output("sfdisk --json %s" % disk))["partitiontable"]
+        disk_sectors = int(host.check_output("blockdev --getsz %s" % disk))
         root = host.check_output("findmnt --noheadings --output SOURCE /")
         block_count = int(host.check_output("dumpe2fs -h %s 2>/dev/null | sed -n 's/^Block count: *//p'" % root))
         block_size = int(host.check_output("dumpe2fs -h %s 2>/dev/null | sed -n 's/^Block size: *//p'" % root))
@@ -111,8 +146,79 @@ def test_grub_boots_the_new_system_from_where_it_reads_its_files(host):
         assert not host.file("/boot/inplace").exists
     if layout == "msdos-boot":
         fstab = host.check_output("findmnt --fstab --evaluate --noheadings --output SOURCE /boot")
-        assert boot == "/dev/vda1" and fstab == "/dev/vda1"
+        first = partition(root_disk(host), 1)
+        assert boot == first and fstab == first
     else:
         assert boot == ""
     assert "inplace-maintenance" not in env and "next_entry=" not in env
     assert "inplace-maintenance" not in menu
+
+
+def stick_of(host):
+    """The PC's stick image on the controller and the sha256 the lab made it with; skip on a PC without one."""
+    pc = lab_host(name_of(host))
+    if "lab_stick_image" not in pc:
+        pytest.skip("this lab PC has no stick")
+    return pc["lab_stick_image"], pc["lab_stick_sha256"]
+
+
+def test_the_stick_is_byte_for_byte_as_the_lab_made_it(host):
+    image, made = stick_of(host)
+    sha = hashlib.sha256()
+    with open(image, "rb") as handle:
+        for block in iter(lambda: handle.read(4 * MiB), b""):
+            sha.update(block)
+    assert sha.hexdigest() == made, "a phase wrote to the stick %s" % image
+
+
+def test_a_stick_ahead_of_the_system_disk_has_the_first_kernel_name(host):
+    """What the scenario is for: the kernel names the stick sda and the system disk sdb (the stick is there from
+    the first boot on, so in every boot)."""
+    image, unused_made = stick_of(host)
+    if devices_of(host).get("stick_place") not in ("scsi-first", "sata-first"):
+        pytest.skip("this PC's stick is not placed ahead of its system disk")
+    with host.sudo():
+        stick = disk_of(host, host.check_output("blkid --label %s" % STICK_LABEL))
+    assert (stick, root_disk(host)) == ("/dev/sda", "/dev/sdb"), image
+
+
+def reported_strings(value, key=""):
+    """Every string in a report, keys too, but those under a key naming what a phase left alone (``ignored*``)."""
+    if key.startswith("ignored"):
+        return
+    if isinstance(value, dict):
+        for inner, item in value.items():
+            yield inner
+            yield from reported_strings(item, inner)
+    elif isinstance(value, list):
+        for item in value:
+            yield from reported_strings(item, key)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_the_report_names_the_system_disk_only(host):
+    """Every device in the PC's report is the system disk or one of its partitions, and nothing of the stick's
+    (its filesystems' UUIDs, its label) is there, but as something left alone; the lab's disks keep their kernel
+    names from boot to boot."""
+    with open(os.path.join(EPHEMERAL, "reports", name_of(host) + ".json"), encoding="utf-8") as handle:
+        strings = list(reported_strings(json.load(handle)))
+    disk = root_disk(host)
+    named = {path.rstrip(".") for text in strings for path in re.findall(r"/dev/[^\s,;:'\"()]+", text)}
+    assert disk in named, "the report names no system disk"
+    assert sorted(path for path in named if not re.fullmatch(re.escape(disk) + r"(p?[0-9]+)?", path)) == []
+    pc = lab_host(name_of(host))
+    if "lab_stick_image" in pc:
+        marks = stick_marks(pc["lab_stick_image"])
+        assert len(marks) == 3
+        assert [mark for mark in marks if any(mark.lower() in text.lower() for text in strings)] == []
+
+
+def stick_marks(image):
+    """The stick's filesystem UUIDs and its files' label, read from its image on the controller."""
+    table = json.loads(subprocess.run(["sfdisk", "--json", image], capture_output=True, text=True,
+                                      check=True).stdout)["partitiontable"]
+    uuids = [subprocess.run(["blkid", "--probe", "--offset", str(part["start"] * 512), "--match-tag", "UUID",
+                             "--output", "value", image], capture_output=True, text=True, check=True).stdout.strip()
+             for part in table["partitions"]]
+    return [uuid for uuid in uuids if uuid] + [STICK_LABEL]
