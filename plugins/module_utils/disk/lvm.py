@@ -12,6 +12,7 @@ store is by its PARTUUID.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -74,6 +75,25 @@ def parse_layout(vgs, lvs, pvs):
         lvs=tuple(LogicalVolume(name=lv["lv_name"], uuid=lv["lv_uuid"], path=lv["lv_path"], size=int(lv["lv_size"]),
                                 segtype=lv.get("segtype", "linear")) for lv in _rows(lvs, "lv")),
         pvs=tuple(pv["pv_name"] for pv in _rows(pvs, "pv")))
+
+
+def root_volume(runner, device, resolve=None):
+    """(volume group, logical volume) names of the logical volume whose device is ``device`` (a real path:
+    /dev/dm-N, which LVM's own names lead to)."""
+    resolve = resolve or os.path.realpath
+    rows = _rows(runner.output(["lvs"] + REPORT + ["-o", "vg_name,lv_name,lv_path,lv_dm_path"]), "lv")
+    found = [row for row in rows if device in (resolve(row["lv_path"]), resolve(row["lv_dm_path"]))]
+    if len(found) != 1:
+        raise MigrationError("LVM lists %d logical volumes for the root's device %s, not one." % (len(found), device))
+    return found[0]["vg_name"], found[0]["lv_name"]
+
+
+def facts(vg, lv_name, disk_of):
+    """What preflight reports of a root on the logical volume ``lv_name``; ``disk_of`` maps a PV to its disk."""
+    root = _root_lv(vg, lv_name)
+    return {"vg": vg.name, "vg_uuid": vg.uuid, "lv": root.name, "lv_uuid": root.uuid, "lv_bytes": root.size,
+            "extent_bytes": vg.extent, "free_extents": vg.free_extents, "free_bytes": vg.free, "pvs": list(vg.pvs),
+            "disks": sorted({disk_of(pv) for pv in vg.pvs})}
 
 
 class Lvm:

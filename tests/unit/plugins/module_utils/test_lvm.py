@@ -10,42 +10,9 @@ from ansible_collections.inplace.migration.plugins.module_utils.common.errors im
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import GiB, MiB
 from ansible_collections.inplace.migration.plugins.module_utils.disk import lvm as _lvm
 from ansible_collections.inplace.migration.plugins.module_utils.disk.model import Filesystem
+from tests.support.lvm_reports import LVS, PVS, VGS
 
 EXTENT = 4 * MiB
-
-# As lvm2 2.03.16 prints them (vgs/lvs/pvs with lvm.REPORT), for a 200 MiB PV with a 100 MiB LV.
-VGS = """  {
-      "report": [
-          {
-              "vg": [
-                  {"vg_name":"vg0", "vg_uuid":"rE3DhD-sOZp-zMpc-LTSg-ST4r-DIDo-6ihePH", "vg_size":"205520896",
-                   "vg_free":"100663296", "vg_extent_size":"4194304", "vg_extent_count":"49", "vg_free_count":"24"}
-              ]
-          }
-      ]
-  }
-"""
-LVS = """  {
-      "report": [
-          {
-              "lv": [
-                  {"lv_name":"root", "lv_uuid":"D4QVHD-yeGf-dAgC-49Ts-HMmb-bONZ-EowUmN", "lv_path":"/dev/vg0/root",
-                   "lv_size":"104857600", "segtype":"linear"}
-              ]
-          }
-      ]
-  }
-"""
-PVS = """  {
-      "report": [
-          {
-              "pv": [
-                  {"pv_name":"/dev/sda2", "pv_uuid":"UDRqCK-utR7-DoPn-Iz95-BnoS-8yMi-KdCYSU", "pv_size":"205520896"}
-              ]
-          }
-      ]
-  }
-"""
 
 
 def group(free_extents, root_bytes, others=(), extents=None, segtype="linear"):
@@ -219,3 +186,25 @@ def test_growing_back_needs_the_extents_it_gave():
     runner = Recorder(group(0, 8 * GiB), 8 * GiB)
     with pytest.raises(MigrationError, match="has 0 free extents and the root /dev/vg0/root needs 1 to grow back"):
         _lvm.remove_store(_lvm.Lvm(runner, "vg0"), "root", 2049)
+
+
+def test_the_root_s_volume_is_found_by_its_device_whichever_name_lvm_gives():
+    class Lvs:
+        def output(self, args, ok=(0,)):
+            assert args[0] == "lvs" and "--reportformat" in args
+            return json.dumps({"report": [{"lv": [
+                {"vg_name": "vg0", "lv_name": "swap", "lv_path": "/dev/vg0/swap", "lv_dm_path": "/dev/mapper/vg0-swap"},
+                {"vg_name": "vg0", "lv_name": "root", "lv_path": "/dev/vg0/root", "lv_dm_path": "/dev/mapper/vg0-root"},
+            ]}]})
+    nodes = {"/dev/mapper/vg0-root": "/dev/dm-1", "/dev/vg0/root": "/dev/dm-1", "/dev/mapper/vg0-swap": "/dev/dm-0"}
+    assert _lvm.root_volume(Lvs(), "/dev/dm-1", resolve=lambda path: nodes.get(path, path)) == ("vg0", "root")
+    with pytest.raises(MigrationError, match="LVM lists 0 logical volumes for the root's device /dev/dm-7, not one"):
+        _lvm.root_volume(Lvs(), "/dev/dm-7", resolve=lambda path: nodes.get(path, path))
+
+
+def test_preflight_s_facts_name_the_group_the_volume_the_free_extents_and_the_disks():
+    vg = _lvm.parse_layout(VGS, LVS, PVS)
+    assert _lvm.facts(vg, "root", {"/dev/sda2": "/dev/sda"}.get) == {
+        "vg": "vg0", "vg_uuid": "rE3DhD-sOZp-zMpc-LTSg-ST4r-DIDo-6ihePH", "lv": "root",
+        "lv_uuid": "D4QVHD-yeGf-dAgC-49Ts-HMmb-bONZ-EowUmN", "lv_bytes": 100 * MiB, "extent_bytes": EXTENT,
+        "free_extents": 24, "free_bytes": 96 * MiB, "pvs": ["/dev/sda2"], "disks": ["/dev/sda"]}
