@@ -182,6 +182,13 @@ disk_bytes:
   description: Size of that disk.
   returned: when found
   type: int
+lvm:
+  description:
+    - When the root is a logical volume, its volume group (C(vg), C(vg_uuid)), the volume (C(lv), C(lv_uuid),
+      C(lv_bytes)), the group's C(extent_bytes), C(free_extents) and C(free_bytes), its physical volumes (C(pvs))
+      and the C(disks) they are on. Migrating such a PC is not built yet; it is refused.
+  returned: when the root is on LVM
+  type: dict
 boot:
   description: Whether C(/boot) is C(separate), its filesystem C(uuid) and C(free_bytes); when separate also its
     C(device), C(fstype) and C(disk).

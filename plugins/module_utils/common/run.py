@@ -19,6 +19,8 @@ PACKAGE_OF = {
     "blkdiscard": "util-linux", "sfdisk": "fdisk", "udevadm": "udev", "mount": "mount", "umount": "mount",
     "zstd": "zstd", "grub-install": "grub-pc", "update-grub": "grub2-common", "grub-mkconfig": "grub-common",
     "xz": "xz-utils", "qemu-img": "qemu-utils", "visudo": "sudo", "mkfs.btrfs": "btrfs-progs", "mkfs.xfs": "xfsprogs",
+    "lvs": "lvm2", "vgs": "lvm2", "pvs": "lvm2", "lvcreate": "lvm2", "lvreduce": "lvm2", "lvextend": "lvm2",
+    "lvremove": "lvm2",
 }
 
 

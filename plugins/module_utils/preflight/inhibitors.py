@@ -123,6 +123,36 @@ def uefi_not_built(uefi):
             "through BIOS with GRUB can be migrated so far." % (esp, secure))
 
 
+LVM_NOT_BUILT = "the root filesystem is on LVM, which an in-place migration does not support yet."
+LUKS = ("the root filesystem is inside LUKS encryption, which an in-place migration refuses: the unattended "
+        "maintenance environment has no passphrase to open it, and the image would be written over it unencrypted.")
+MD_RAID = ("the root filesystem is on md RAID, which an in-place migration refuses: the image is written to one "
+           "device and the store made on one disk, which would leave the array's other members out of step.")
+
+
+def stacked_root_findings(kinds, lvm=None):
+    """The inhibitors for a root on stacked block devices.
+
+    ``kinds`` names what lies between the root's filesystem and its disk (``inspect.STACKED``'s
+    values, outermost first); ``lvm`` is ``disk.lvm.facts`` when the root is a logical volume. What
+    is refused for good (LUKS, md RAID, a volume group over several disks) is said instead of what is
+    only not built yet.
+    """
+    if not kinds:
+        return []
+    if "LUKS encryption" in kinds:
+        return [LUKS]
+    if "md RAID" in kinds:
+        return [MD_RAID]
+    if "LVM" in kinds:
+        if lvm and len(lvm["disks"]) > 1:
+            return ["the root's volume group %s spans the disks %s; the store and the new system are kept on one "
+                    "disk, so the volume group must lie on the system disk alone." % (
+                        lvm["vg"], ", ".join(lvm["disks"]))]
+        return [LVM_NOT_BUILT]
+    return ["the root filesystem is on %s, which an in-place migration does not support yet." % kinds[0]]
+
+
 def separate_boot_findings(boot, root_disk):
     """The inhibitors for a /boot of its own (``boot``: inspect's facts), on a PC whose root is on ``root_disk``.
 

@@ -13,7 +13,9 @@ import json
 import os
 
 from ansible_collections.inplace.migration.plugins.module_utils.boot import efi
+from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
+from ansible_collections.inplace.migration.plugins.module_utils.disk import lvm as _lvm
 from ansible_collections.inplace.migration.plugins.module_utils.disk.devices import read_attribute
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
 from ansible_collections.inplace.migration.plugins.module_utils.profiles.homes import read_fstab
@@ -60,9 +62,25 @@ def _lsblk(runner):
         for node in nodes:
             node["parent"] = parent
             devices.setdefault(node["path"], node)
+            # lsblk names a device-mapper device /dev/mapper/NAME; findmnt's source resolves to /dev/dm-N.
+            devices.setdefault(os.path.realpath(node["path"]), node)
             index(node.get("children", []), node["path"])
     index(json.loads(out).get("blockdevices", []), None)
     return devices
+
+
+def disk_under(devices, path):
+    """The disk ``path`` (in lsblk's ``devices``) is on: itself, or the disk its chain of parents ends in."""
+    node = devices.get(path)
+    while node is not None and node["type"] != "disk" and node.get("parent"):
+        node = devices.get(node["parent"])
+    return node["path"] if node is not None and node["type"] == "disk" else path
+
+
+def lvm_facts(runner, devices, device):
+    """The volume group and logical volume the root (``device``) is on, and the disks under it."""
+    vg_name, lv_name = _lvm.root_volume(runner, device)
+    return _lvm.facts(_lvm.Lvm(runner, vg_name).read(), lv_name, lambda pv: disk_under(devices, pv))
 
 
 def _findmnt(runner, target):
@@ -90,9 +108,13 @@ def inspect(runner, min_ram_mib=768, boot_bytes_needed=0):
             chain.append(current)
             current = devices.get(current["parent"]) if current.get("parent") else None
         stacked = [STACKED[d["type"]] for d in chain if d["type"] in STACKED]
+        if node["type"] == "lvm":
+            try:
+                facts["lvm"] = lvm_facts(runner, devices, source)
+            except MigrationError as error:
+                inhibitors.append(str(error))
         if stacked:
-            inhibitors.append("the root filesystem is on %s, which an in-place migration does not support yet." %
-                              stacked[0])
+            inhibitors.extend(_inhibitors.stacked_root_findings(stacked, facts.get("lvm")))
         elif node["type"] != "part" or chain[-1]["type"] != "disk":
             inhibitors.append("the root filesystem is not on a partition of a disk (%s is a %s)." % (
                 source, node["type"]))

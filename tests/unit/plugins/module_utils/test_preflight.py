@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import on_battery
+from tests.support.lvm_reports import LVS, PVS, VGS
 
 
 def supply(root, name, **files):
@@ -45,3 +48,76 @@ def test_uefi_facts_name_the_system_disk_s_esp_secure_boot_and_the_boot_order(tm
     assert uefi_facts(devices, "/dev/nvme0n1", str(tmp_path)) == {
         "esp": ["/dev/nvme0n1p1"], "secure_boot": True, "boot_current": "0004", "boot_order": ["0004", "0001"]}
     assert uefi_facts(devices, None, str(tmp_path))["esp"] == []
+
+
+def test_the_disk_under_a_logical_volume_s_physical_volume_is_its_partition_s_disk():
+    from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import disk_under
+    devices = {"/dev/sda": {"path": "/dev/sda", "type": "disk", "parent": None},
+               "/dev/sda2": {"path": "/dev/sda2", "type": "part", "parent": "/dev/sda"},
+               "/dev/sdb": {"path": "/dev/sdb", "type": "disk", "parent": None}}
+    assert disk_under(devices, "/dev/sda2") == "/dev/sda"
+    assert disk_under(devices, "/dev/sdb") == "/dev/sdb", "a PV on a whole disk"
+    assert disk_under(devices, "/dev/md0") == "/dev/md0", "a device lsblk did not list stays as named"
+
+
+class LvmRoot:
+    """findmnt, lsblk and LVM's reports of a PC whose root is vg0/root on /dev/sda2 (and, with
+    ``second_pv``, on /dev/sdb1 too)."""
+
+    def __init__(self, second_pv=False, crypt=False):
+        self.second_pv = second_pv
+        self.crypt = crypt
+
+    def run(self, args, ok=(0,), data=None):
+        command = args[0]
+        if command == "findmnt":
+            if args[-1] != "/":
+                return 1, "", ""
+            return 0, json.dumps({"filesystems": [{"source": "/dev/mapper/vg0-root", "uuid": "r-uuid",
+                                                   "fstype": "ext4", "target": "/"}]}), ""
+        if command == "lsblk":
+            lv = {"name": "vg0-root", "path": "/dev/mapper/vg0-root", "type": "lvm", "size": 104857600}
+            pv = {"name": "sda2", "path": "/dev/sda2", "type": "part", "size": 205520896, "children": [lv]}
+            if self.crypt:
+                pv["children"] = [{"name": "sda2_crypt", "path": "/dev/mapper/sda2_crypt", "type": "crypt",
+                                   "children": [lv]}]
+            disks = [{"name": "sda", "path": "/dev/sda", "type": "disk", "size": 10 ** 10, "children": [pv]}]
+            if self.second_pv:
+                disks.append({"name": "sdb", "path": "/dev/sdb", "type": "disk", "size": 10 ** 10, "children": [
+                    {"name": "sdb1", "path": "/dev/sdb1", "type": "part", "children": [lv]}]})
+            return 0, json.dumps({"blockdevices": disks}), ""
+        if command == "lvs" and "vg_name,lv_name,lv_path,lv_dm_path" in args:
+            return 0, json.dumps({"report": [{"lv": [{"vg_name": "vg0", "lv_name": "root", "lv_path": "/dev/vg0/root",
+                                                      "lv_dm_path": "/dev/mapper/vg0-root"}]}]}), ""
+        if command == "pvs" and self.second_pv:
+            rows = json.loads(PVS)["report"][0]["pv"] + [{"pv_name": "/dev/sdb1", "pv_uuid": "u2", "pv_size": "1"}]
+            return 0, json.dumps({"report": [{"pv": rows}]}), ""
+        return 0, {"vgs": VGS, "lvs": LVS, "pvs": PVS}[command], ""
+
+    def output(self, args, ok=(0,)):
+        return self.run(args, ok)[1]
+
+
+def test_a_root_on_lvm_is_refused_with_the_group_s_facts():
+    from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
+    facts = inspect(LvmRoot())
+    assert facts["lvm"]["vg"] == "vg0" and facts["lvm"]["lv"] == "root"
+    assert facts["lvm"]["free_bytes"] == 96 * 1024 * 1024 and facts["lvm"]["disks"] == ["/dev/sda"]
+    assert "the root filesystem is on LVM, which an in-place migration does not support yet." in facts["inhibitors"]
+    assert "disk" not in facts, "no store partition is planned on a disk under LVM"
+
+
+def test_a_volume_group_over_two_disks_is_refused_for_that():
+    from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
+    facts = inspect(LvmRoot(second_pv=True))
+    assert facts["lvm"]["disks"] == ["/dev/sda", "/dev/sdb"]
+    assert [s for s in facts["inhibitors"] if "volume group" in s or "LVM" in s] == [
+        "the root's volume group vg0 spans the disks /dev/sda, /dev/sdb; the store and the new system are kept on "
+        "one disk, so the volume group must lie on the system disk alone."]
+
+
+def test_lvm_on_luks_is_refused_as_luks():
+    from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors
+    from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
+    facts = inspect(LvmRoot(crypt=True))
+    assert inhibitors.LUKS in facts["inhibitors"] and inhibitors.LVM_NOT_BUILT not in facts["inhibitors"]

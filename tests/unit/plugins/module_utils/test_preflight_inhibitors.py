@@ -379,3 +379,32 @@ def test_a_mount_by_a_kernel_name_other_than_the_root_s_stops_the_pc(tmp_path):
         "the old system's fstab mounts %s by the kernel name %s, which can name another disk (a USB stick) after a "
         "reboot; write UUID= with the UUID blkid shows for %s there instead." % (point, spec, spec)
         for point, spec in (("/media/data", "/dev/sdb1"), ("/scratch", "/dev/nvme0n1p3"), ("/mnt/card", "/dev/mmcblk0p1"))]
+
+
+LVM_ONE_DISK = {"vg": "vg0", "disks": ["/dev/nvme0n1"]}
+
+
+@pytest.mark.parametrize("kinds,lvm,sentence", [
+    (["LVM"], LVM_ONE_DISK, "the root filesystem is on LVM, which an in-place migration does not support yet."),
+    (["LVM"], None, "the root filesystem is on LVM, which an in-place migration does not support yet."),
+    (["LVM"], {"vg": "vg0", "disks": ["/dev/sda", "/dev/sdb"]},
+     "the root's volume group vg0 spans the disks /dev/sda, /dev/sdb; the store and the new system are kept on one "
+     "disk, so the volume group must lie on the system disk alone."),
+    (["LUKS encryption"], None, _inhibitors.LUKS),
+    (["LVM", "LUKS encryption"], LVM_ONE_DISK, _inhibitors.LUKS),
+    (["md RAID"], None, _inhibitors.MD_RAID),
+    (["LVM", "md RAID"], LVM_ONE_DISK, _inhibitors.MD_RAID),
+    (["device mapper"], None, "the root filesystem is on device mapper, which an in-place migration does not "
+                              "support yet."),
+])
+def test_a_stacked_root_is_one_sentence_and_what_is_refused_for_good_comes_first(kinds, lvm, sentence):
+    assert _inhibitors.stacked_root_findings(kinds, lvm) == [sentence]
+
+
+def test_luks_and_md_raid_say_why():
+    assert "no passphrase" in _inhibitors.LUKS and "unencrypted" in _inhibitors.LUKS
+    assert "other members out of step" in _inhibitors.MD_RAID
+
+
+def test_a_plain_root_has_no_stacked_findings():
+    assert _inhibitors.stacked_root_findings([]) == []
