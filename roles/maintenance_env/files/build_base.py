@@ -38,7 +38,7 @@ SETUP_PROGRAM = "usr/lib/inplace-maintenance/setup.pyz"
 SUITE = "bookworm"
 KERNEL_PACKAGE = "linux-image-amd64"
 PACKAGES = [
-    "python3", "python3-parted", "parted", "e2fsprogs", "btrfs-progs", "zstd", "openssh-server", "sudo",
+    "python3", "python3-parted", "parted", "e2fsprogs", "btrfs-progs", "xfsprogs", "zstd", "openssh-server", "sudo",
     "qemu-utils", "grub-pc-bin", "grub2-common", "util-linux", "fdisk", "acl", "attr", "tar", "iproute2",
     "procps", "kmod", "udev", "systemd-sysv", "passwd",
     # Stands in for usrmerge (and its perl), which the essential set brings and customize() purges.
@@ -66,7 +66,7 @@ KEPT_MODULES = [
     "drivers/net/ethernet/intel/igb/", "drivers/net/ethernet/intel/igc/", "drivers/net/ethernet/realtek/",
     "drivers/net/ethernet/broadcom/tg3.ko", "drivers/net/ethernet/atheros/",
     "drivers/net/usb/r8152.ko", "drivers/net/usb/cdc_ether.ko", "drivers/net/usb/ax88179_178a.ko",
-    "fs/ext4/", "fs/btrfs/", "fs/fat/", "fs/nls/nls_cp437.ko", "fs/nls/nls_ascii.ko", "fs/nls/nls_utf8.ko",
+    "fs/ext4/", "fs/btrfs/", "fs/xfs/", "fs/fat/", "fs/nls/nls_cp437.ko", "fs/nls/nls_ascii.ko", "fs/nls/nls_utf8.ko",
     "fs/efivarfs/", "fs/isofs/",
     "crypto/crc32c_generic.ko", "crypto/xxhash_generic.ko", "crypto/sha256_generic.ko",
     "crypto/blake2b_generic.ko", "arch/x86/crypto/crc32c-intel.ko",
