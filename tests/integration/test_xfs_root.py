@@ -2,7 +2,8 @@
 
 xfs cannot shrink, so preflight's plan must take the store from unallocated space or from
 another partition (an ext4 /home), and refuse in one sentence when there is neither. The
-maintenance environment then mounts the xfs root read-only for the capture.
+old system's GRUB boots the maintenance environment from the xfs root's /boot, and the
+maintenance environment mounts that root read-only for the capture.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import os
 import pytest
 
 from tests.support import adhoc
+from tests.support import images
 from tests.support.loopdisk import GiB, MiB, mounted, run, tree_digests, write_tree
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
+from ansible_collections.inplace.migration.plugins.module_utils.boot import grub as _grub
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import check as _check
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
@@ -119,3 +122,70 @@ def test_the_capture_reads_an_xfs_root_left_with_a_dirty_log_as_last_written(mak
         if unmounted["rc"] != 0:
             run("umount", target)
         assert unmounted["rc"] == 0, unmounted.get("msg")
+
+
+GRUB_FSTEST = "usr/bin/grub-fstest"
+
+
+@pytest.fixture(scope="module")
+def grub_fstest(tmp_path_factory):
+    """Debian 12's grub-fstest: the xfs driver of the GRUB (2.06) an old system boots with, run here."""
+    directory = tmp_path_factory.mktemp("grub")
+    run("tar", "-xf", images.debian_root(), "-C", str(directory), "./" + GRUB_FSTEST)
+    return str(directory / GRUB_FSTEST)
+
+
+def test_grub_reads_the_maintenance_files_from_an_xfs_root_and_can_clear_its_one_shot_in_place(
+        make_disk, tmp_path, grub_fstest):
+    disk = make_disk(ROOT_MIB * MiB + 2 * MiB, "label: dos\nstart=2048, type=83\n")
+    device = disk.part(1)
+    xfs_root(device, tmp_path)
+    staged = {"vmlinuz": os.urandom(6 * MiB), "initrd.img": os.urandom(24 * MiB)}
+    with mounted(device, readonly=False) as root:
+        os.makedirs(os.path.join(root, "boot", "inplace"))
+        os.makedirs(os.path.join(root, "boot", "grub"))
+        for name, data in staged.items():
+            with open(os.path.join(root, "boot", "inplace", name), "wb") as handle:
+                handle.write(data)
+        _grub.write_grubenv(os.path.join(root, "boot", "grub", "grubenv"), {"next_entry": "inplace-maintenance"})
+    for name, data in staged.items():
+        local = tmp_path / name
+        local.write_bytes(data)
+        assert run(grub_fstest, device, "cmp", "/boot/inplace/" + name, str(local), check=False).returncode == 0, \
+            "GRUB reads %s from xfs otherwise" % name
+    # save_env rewrites grubenv's sectors where the blocklist says they are, through no filesystem
+    # driver: one extent of two sectors, written here as GRUB would, must be what Linux reads back.
+    blocklist = run(grub_fstest, device, "blocklist", "/boot/grub/grubenv").stdout.strip()
+    start, count = (int(n) for n in blocklist.split("+"))
+    assert count == 2, blocklist
+    scratch = tmp_path / "grubenv"
+    _grub.write_grubenv(str(scratch), {"saved_entry": "0"})
+    cleared = scratch.read_bytes()
+    with open(device, "r+b") as handle:
+        handle.seek(start * 512)
+        handle.write(cleared)
+    with mounted(device) as root:
+        assert _grub.read_grubenv(os.path.join(root, "boot", "grub", "grubenv")) == {"saved_entry": "0"}
+
+
+def test_the_maintenance_environment_keeps_the_xfs_module_and_what_it_needs_from_a_debian_kernel(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "build_base", os.path.join(adhoc.REPO, "roles", "maintenance_env", "files", "build_base.py"))
+    build_base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_base)
+    names = run("tar", "-tf", images.debian_root()).stdout.split()
+    texts = []
+    for name in ("modules.dep", "modules.softdep", "modules.builtin"):
+        member = [n for n in names if n.endswith("/" + name)][0]
+        texts.append(run("tar", "-xOf", images.debian_root(), member).stdout)
+    kept, unused_every = build_base.kept_modules(*texts[:2])
+    builtin = set(texts[2].split())
+    dependencies = {line.partition(":")[0]: line.partition(":")[2].split() for line in texts[0].splitlines()}
+    assert "kernel/fs/xfs/xfs.ko" in kept and "kernel/fs/xfs/xfs.ko" not in builtin
+    for fstype in ("xfs", "btrfs", "ext4"):
+        module = "kernel/fs/%s/%s.ko" % (fstype, fstype)
+        if module in builtin:
+            continue
+        assert module in kept, "%s is pruned" % module
+        assert set(dependencies[module]) <= kept, "%s needs %s" % (module, set(dependencies[module]) - kept)
