@@ -87,6 +87,8 @@ def _no_room_sentence(runner, space, disk_path, need, label, shrink, error, root
         disk = offline(space.read())
         wanted = store_partition_bytes(runner, STORE_FSTYPE, need["total"])
         _planner.refuse_full_msdos(disk)  # a layout no store fits in is the problem, whatever the root
+        if shrink not in ("auto", "none") and disk.find(shrink) is None:
+            return None  # a shrink= that names nothing: the planner's sentence says so
         if not unshrinkable_root and not _inhibitors.store_fits(disk, MiB, label, shrink):
             return None  # not even the smallest store: the layout is the problem, and the planner says which
         largest = _inhibitors.largest_store(disk, label, shrink)

@@ -444,3 +444,10 @@ def test_an_xfs_root_on_a_full_msdos_table_keeps_the_planners_sentence(model_dis
     with pytest.raises(MigrationError, match="four primary partitions and no extended partition"):
         _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, 2 * GiB), "INPLACE-STORE", "auto",
                           XFS_ROOT)
+
+
+def test_an_xfs_root_with_a_shrink_naming_no_partition_keeps_the_planners_sentence(model_disk):
+    model_disk.disk = xfs_root_disk(8 * GiB)
+    with pytest.raises(MigrationError, match="shrink=/dev/vda9 names no partition on /dev/vda"):
+        _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, GiB), "INPLACE-STORE", "/dev/vda9",
+                          XFS_ROOT)
