@@ -16,10 +16,12 @@ description:
     does in check mode with C(plan_offline) (O(store)); and judges what the controller found about the image
     (O(image)).
   - Inhibitors are a root on LVM, LUKS or md RAID (or anything but a plain partition), a root filesystem that
-    is not ext2/3/4 or btrfs, UEFI booting (not built yet) or no GRUB for BIOS, a separate C(/boot) on another
+    is not ext2/3/4, btrfs or xfs, UEFI booting (not built yet) or no GRUB for BIOS, a separate C(/boot) on another
     disk than the root or not ext2/3/4, too little free space in C(/boot) for the maintenance environment, less
     RAM than the RAM-only maintenance environment needs, running on battery, an image this PC cannot reach or
-    whose checksum is wrong, and no room for the store (saying how much is missing).
+    whose checksum is wrong, and no room for the store (saying how much is missing). An xfs root cannot shrink,
+    so its store comes from unallocated space or another partition (such as an ext4 C(/home)), and without either
+    the sentence says so.
     A probe that fails becomes one more inhibitor sentence.
   - The module itself does not fail on inhibitors; the preflight role fails the PC with all of them. When there are
     none, RV(plan) holds what the later phases need.

@@ -505,6 +505,34 @@ def test_fixups_carry_identity_access_and_fstab_into_the_new_system(rig, tmp_pat
     assert again["rc"] == 0 and again["changed"] is False, again.get("msg")
 
 
+def test_an_xfs_old_root_is_carried_from_then_replaced_by_the_image_s_ext4(rig, tmp_path):
+    # mkfs.xfs makes nothing smaller than 300 MB.
+    r = rig("label: dos\nstart=2048, size=320MiB, type=83\nsize=16MiB, type=82\nsize=160MiB, type=83\n", 512 * MiB)
+    run("mkfs.xfs", "-q", "-f", "-L", "oldsystem", r.dest)
+    with mounted(r.dest, readonly=False) as old:
+        _old_system(old, blkid(r.swap, "UUID"))
+        with open(os.path.join(old, "etc", "fstab"), "w") as handle:
+            handle.write("LABEL=oldsystem / xfs defaults 0 0\nUUID=%s none swap sw 0 0\n" % blkid(r.swap, "UUID"))
+    new = str(tmp_path / "new")
+    _new_image(new)
+    raw = images.ext4_image(str(tmp_path / "new.img"), new)
+    result = deploy(store=r.store, src=raw, checksum=checksum_of(raw), dest=r.dest, bootloader="none",
+                    carry_accounts=["ansible"])
+    assert result["rc"] == 0, result.get("msg")
+    assert result["carry"]["source"] == "the old system on " + r.dest
+    assert result["filesystem"]["type"] == "ext4" and blkid(r.dest, "TYPE") == "ext4"
+    assert result["grow"]["size"] == 320 * MiB
+    assert run("e2fsck", "-f", "-n", r.dest, check=False).returncode == 0
+    with mounted(r.dest) as root:
+        with open(os.path.join(root, "etc", "fstab")) as handle:
+            fstab = [line.split() for line in handle if line.strip() and not line.startswith("#")]
+        with open(os.path.join(root, "etc", "hostname")) as handle:
+            assert handle.read() == "labpc07\n"
+        assert os.path.exists(os.path.join(root, "home", "ansible", ".ssh", "authorized_keys"))
+    assert fstab[0] == ["UUID=" + result["filesystem"]["uuid"], "/", "ext4", "errors=remount-ro", "0", "1"]
+    assert not any("xfs" in line for line in fstab), fstab
+
+
 def test_a_run_stopped_after_the_write_continues_with_the_fixups_from_the_store_s_copy(rig, tmp_path):
     r = rig()
     old = str(tmp_path / "old")

@@ -51,7 +51,7 @@ def test_maintenance_boots_with_the_overlays_identity_and_mounts_no_disk(booted)
     mounted = remote(ssh, "findmnt -rn -o SOURCE").split()
     assert not [source for source in mounted if source.startswith(("/dev/vd", "/dev/sd", "/dev/nvme"))], mounted
     assert remote(ssh, "sudo systemctl is-system-running --wait") == "running"
-    tools = "mkfs.ext4 resize2fs e2fsck btrfs zstd qemu-img grub-install sfdisk setfacl setfattr tar parted"
+    tools = "mkfs.ext4 resize2fs e2fsck btrfs xfs_growfs zstd qemu-img grub-install sfdisk setfacl setfattr tar parted"
     assert remote(ssh, "sudo sh -c 'for tool in %s; do command -v $tool >/dev/null || echo $tool; done'" % tools) == ""
 
 

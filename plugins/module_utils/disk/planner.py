@@ -150,7 +150,7 @@ def _no_region_reason(disk, part):
     return "space freed at the end of %s could not hold a new partition: all four msdos primary slots are taken" % part.path
 
 
-def _refuse_full_msdos(disk):
+def refuse_full_msdos(disk):
     if disk.label == "msdos" and len(disk.top_level) >= MSDOS_PRIMARY_SLOTS and disk.extended is None:
         raise MigrationError(
             "%s has an msdos label with four primary partitions and no extended partition, so no store "
@@ -185,7 +185,7 @@ def plan_present(disk, store_bytes, label="INPLACE-STORE", fstype="ext4", shrink
             plan.notes.append("unallocated space suffices; no partition is shrunk")
             return plan
 
-    _refuse_full_msdos(disk)
+    refuse_full_msdos(disk)
     free = max([align_down(r.end, ALIGNMENT) - _placement_start(r, disk.sector_size) for r in _regions(disk)] + [0])
     if shrink == "none":
         raise MigrationError(

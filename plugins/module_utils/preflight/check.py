@@ -15,6 +15,8 @@ from dataclasses import replace
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, parse_size
 from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
+from ansible_collections.inplace.migration.plugins.module_utils.disk import planner as _planner
+from ansible_collections.inplace.migration.plugins.module_utils.disk.model import SHRINKABLE
 from ansible_collections.inplace.migration.plugins.module_utils.disk.space import PartitionSpace, store_partition_bytes
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
 from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
@@ -60,35 +62,43 @@ def offline(disk):
                                 for p in disk.partitions)
 
 
-def plan_store(runner, disk_path, need, label, shrink):
+def plan_store(runner, disk_path, need, label, shrink, root=None):
     """partition_space's plan (check mode, plan_offline) for a store holding ``need['total']`` bytes.
 
     Reading the disk needs no pyparted (disk/table.py), which the old system may not have. When
     there is no room, the sentence says how much is missing: the largest store the planner can
-    make on this disk is found on the same model.
+    make on this disk is found on the same model. ``root`` (inspect's facts["root"]) names the
+    root's filesystem, so a root that cannot shrink (xfs) is named as the reason.
     """
     space = PartitionSpace(runner, disk_path, label)
     try:
         return space.present(need["total"], shrink, None, STORE_FSTYPE, check_mode=True, plan_offline=True)
     except MigrationError as error:
-        sentence = _no_room_sentence(runner, space, disk_path, need, label, shrink, error)
+        sentence = _no_room_sentence(runner, space, disk_path, need, label, shrink, error, root or {})
         if sentence is None:
             raise
         raise MigrationError(sentence)
 
 
-def _no_room_sentence(runner, space, disk_path, need, label, shrink, error):
+def _no_room_sentence(runner, space, disk_path, need, label, shrink, error, root):
     """The no-room sentence when room is what is lacking; None when the planner refused for another reason."""
+    unshrinkable_root = root.get("fstype") is not None and root.get("fstype") not in SHRINKABLE
     try:
         disk = offline(space.read())
         wanted = store_partition_bytes(runner, STORE_FSTYPE, need["total"])
-        if not _inhibitors.store_fits(disk, MiB, label, shrink):
+        _planner.refuse_full_msdos(disk)  # a layout no store fits in is the problem, whatever the root
+        if shrink not in ("auto", "none") and disk.find(shrink) is None:
+            return None  # a shrink= that names nothing: the planner's sentence says so
+        if not unshrinkable_root and not _inhibitors.store_fits(disk, MiB, label, shrink):
             return None  # not even the smallest store: the layout is the problem, and the planner says which
         largest = _inhibitors.largest_store(disk, label, shrink)
     except MigrationError:
         return None  # the planner's own sentence says it better than a second failure would
     if largest >= wanted:
         return None
+    if unshrinkable_root:
+        # The planner's advice (delete files) cannot help an xfs root: only room beside it can.
+        return _inhibitors.unshrinkable_root_no_room(root, disk_path, wanted, largest)
     return _inhibitors.no_room(disk_path, need, wanted, largest, error)
 
 
@@ -134,7 +144,7 @@ def preflight(runner, maintenance_bytes=0, min_ram_mib=768, profiles=None, store
         if facts.get("disk"):
             identity = _attempt("reading the disk's identity", sentences, disk_identity, runner, facts["disk"])
             planned = _attempt("planning the store", sentences, plan_store, runner, facts["disk"], need,
-                               store.get("label") or "INPLACE-STORE", store.get("shrink") or "auto")
+                               store.get("label") or "INPLACE-STORE", store.get("shrink") or "auto", facts["root"])
             if planned is not None:
                 result["store"].update(partition=planned["store"], actions=planned["actions"],
                                        notes=planned["notes"], layout_before=planned["layout_before"],

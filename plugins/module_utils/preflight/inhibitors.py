@@ -108,6 +108,16 @@ def no_room(disk_path, need, partition_bytes, largest, reason):
                 human(partition_bytes - largest), str(reason).rstrip(".")))
 
 
+def unshrinkable_root_no_room(root, disk_path, partition_bytes, largest):
+    """The sentence for a root whose filesystem cannot shrink (xfs) on a disk with no other room for the store."""
+    missing = partition_bytes - largest
+    return ("the root filesystem on %s is %s, which cannot be shrunk, and the rest of %s has room for a store of "
+            "at most %s where %s is needed; leave %s more of unallocated space on %s, or give it a /home (ext4 or "
+            "btrfs) on a partition of its own with %s free to shrink." % (
+                root["device"], root["fstype"], disk_path, human(largest), human(partition_bytes), human(missing),
+                disk_path, human(missing)))
+
+
 def probe_failed(what, error):
     """One sentence for a probe that failed: our own refusals as they are, anything else named."""
     if isinstance(error, MigrationError):

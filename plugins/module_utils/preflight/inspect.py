@@ -20,7 +20,8 @@ from ansible_collections.inplace.migration.plugins.module_utils.disk.devices imp
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
 from ansible_collections.inplace.migration.plugins.module_utils.profiles.homes import read_fstab
 
-SUPPORTED_ROOT_FS = ("ext2", "ext3", "ext4", "btrfs")
+# xfs cannot shrink: its store comes from unallocated space or another partition (preflight's plan says which).
+SUPPORTED_ROOT_FS = ("ext2", "ext3", "ext4", "btrfs", "xfs")
 STACKED = {"lvm": "LVM", "crypt": "LUKS encryption", "raid0": "md RAID", "raid1": "md RAID", "raid4": "md RAID",
            "raid5": "md RAID", "raid6": "md RAID", "raid10": "md RAID", "md": "md RAID", "dm": "device mapper"}
 
@@ -123,8 +124,9 @@ def inspect(runner, min_ram_mib=768, boot_bytes_needed=0):
             facts["disk_bytes"] = int(chain[-1]["size"])
     inhibitors.extend(_inhibitors.kernel_name_mounts(read_fstab("/")))
     if facts["root"]["fstype"] not in SUPPORTED_ROOT_FS:
-        inhibitors.append("the root filesystem is %s; only %s can be shrunk and reimaged here." % (
-            facts["root"]["fstype"], ", ".join(SUPPORTED_ROOT_FS)))
+        inhibitors.append("the root filesystem is %s, and only a root on %s or %s can be migrated in place; "
+                          "install this PC afresh instead." % (
+                              facts["root"]["fstype"], ", ".join(SUPPORTED_ROOT_FS[:-1]), SUPPORTED_ROOT_FS[-1]))
     if efi.booted_with_uefi():
         facts["uefi"] = uefi_facts(devices.values(), facts.get("disk"))
         inhibitors.append(_inhibitors.uefi_not_built(facts["uefi"]))

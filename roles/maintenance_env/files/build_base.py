@@ -38,7 +38,7 @@ SETUP_PROGRAM = "usr/lib/inplace-maintenance/setup.pyz"
 SUITE = "bookworm"
 KERNEL_PACKAGE = "linux-image-amd64"
 PACKAGES = [
-    "python3", "python3-parted", "parted", "e2fsprogs", "btrfs-progs", "zstd", "openssh-server", "sudo",
+    "python3", "python3-parted", "parted", "e2fsprogs", "btrfs-progs", "xfsprogs", "zstd", "openssh-server", "sudo",
     "qemu-utils", "grub-pc-bin", "grub2-common", "util-linux", "fdisk", "acl", "attr", "tar", "iproute2",
     "procps", "kmod", "udev", "systemd-sysv", "passwd",
     # Stands in for usrmerge (and its perl), which the essential set brings and customize() purges.
@@ -66,7 +66,7 @@ KEPT_MODULES = [
     "drivers/net/ethernet/intel/igb/", "drivers/net/ethernet/intel/igc/", "drivers/net/ethernet/realtek/",
     "drivers/net/ethernet/broadcom/tg3.ko", "drivers/net/ethernet/atheros/",
     "drivers/net/usb/r8152.ko", "drivers/net/usb/cdc_ether.ko", "drivers/net/usb/ax88179_178a.ko",
-    "fs/ext4/", "fs/btrfs/", "fs/fat/", "fs/nls/nls_cp437.ko", "fs/nls/nls_ascii.ko", "fs/nls/nls_utf8.ko",
+    "fs/ext4/", "fs/btrfs/", "fs/xfs/", "fs/fat/", "fs/nls/nls_cp437.ko", "fs/nls/nls_ascii.ko", "fs/nls/nls_utf8.ko",
     "fs/efivarfs/", "fs/isofs/",
     "crypto/crc32c_generic.ko", "crypto/xxhash_generic.ko", "crypto/sha256_generic.ko",
     "crypto/blake2b_generic.ko", "arch/x86/crypto/crc32c-intel.ko",
@@ -187,22 +187,19 @@ def kernel_version(root):
     return versions[0]
 
 
-def prune_modules(root, version):
-    """Keep KEPT_MODULES and everything they need (symbol and soft dependencies); rebuild modules.dep."""
-    moddir = os.path.join(root, "lib", "modules", version)
+def kept_modules(modules_dep, modules_softdep):
+    """The modules (paths as modules.dep names them) KEPT_MODULES and their symbol and soft dependencies make."""
     dependencies = {}
-    with open(os.path.join(moddir, "modules.dep"), encoding="utf-8") as handle:
-        for line in handle:
-            module, _colon, needs = line.partition(":")
-            dependencies[module] = needs.split()
+    for line in modules_dep.splitlines():
+        module, _colon, needs = line.partition(":")
+        dependencies[module] = needs.split()
     by_name = {os.path.basename(path).split(".ko")[0].replace("-", "_"): path for path in dependencies}
-    with open(os.path.join(moddir, "modules.softdep"), encoding="utf-8") as handle:
-        for line in handle:
-            words = line.split()
-            if len(words) > 2 and words[0] == "softdep" and words[1].replace("-", "_") in by_name:
-                wanted = [by_name[word.replace("-", "_")] for word in words[2:]
-                          if word.replace("-", "_") in by_name]
-                dependencies[by_name[words[1].replace("-", "_")]] += wanted
+    for line in modules_softdep.splitlines():
+        words = line.split()
+        if len(words) > 2 and words[0] == "softdep" and words[1].replace("-", "_") in by_name:
+            wanted = [by_name[word.replace("-", "_")] for word in words[2:]
+                      if word.replace("-", "_") in by_name]
+            dependencies[by_name[words[1].replace("-", "_")]] += wanted
     wanted = [path for path in dependencies
               if any(path.startswith("kernel/" + prefix) for prefix in KEPT_MODULES)]
     kept = set()
@@ -211,7 +208,18 @@ def prune_modules(root, version):
         if path not in kept:
             kept.add(path)
             wanted.extend(dependencies.get(path, []))
-    for path in dependencies:
+    return kept, list(dependencies)
+
+
+def prune_modules(root, version):
+    """Keep KEPT_MODULES and everything they need (symbol and soft dependencies); rebuild modules.dep."""
+    moddir = os.path.join(root, "lib", "modules", version)
+    texts = []
+    for name in ("modules.dep", "modules.softdep"):
+        with open(os.path.join(moddir, name), encoding="utf-8") as handle:
+            texts.append(handle.read())
+    kept, every = kept_modules(*texts)
+    for path in every:
         if path not in kept:
             os.unlink(os.path.join(moddir, path))
     subprocess.run(["find", os.path.join(moddir, "kernel"), "-type", "d", "-empty", "-delete"], check=True)

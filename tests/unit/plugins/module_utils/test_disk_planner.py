@@ -261,6 +261,26 @@ def test_xfs_is_refused():
         plan_present(disk, 512 * MiB)
 
 
+def xfs_root_and_ext4_home(home_used):
+    return make_disk("gpt", 4096 * MiB, [
+        Partition(number=1, start=MiB, end=2048 * MiB, fs=Filesystem(type="xfs", size=2047 * MiB, used=MiB)),
+        Partition(number=2, start=2048 * MiB, end=4095 * MiB, fs=ext4(2047 * MiB, home_used))])
+
+
+def test_an_xfs_root_is_passed_over_for_a_home_that_can_shrink():
+    plan = plan_present(xfs_root_and_ext4_home(200 * MiB), 512 * MiB)
+    assert [type(step).__name__ for step, unused in plan.actions][:2] == ["ShrinkFilesystem", "ResizePartition"]
+    assert {step.number for step, unused in plan.actions if hasattr(step, "number")} == {2, 3}
+    assert plan.after.partition(1) == plan.before.partition(1)
+    assert plan.store.start == plan.after.partition(2).end
+
+
+def test_an_xfs_root_named_to_shrink_is_refused_and_another_partition_is_suggested():
+    with pytest.raises(MigrationError, match="holds xfs, which cannot be shrunk; .*name another partition"):
+        plan_present(xfs_root_and_ext4_home(200 * MiB), 512 * MiB, shrink="/dev/sdx1")
+    assert plan_present(xfs_root_and_ext4_home(200 * MiB), 512 * MiB, shrink="/dev/sdx2").store.number == 3
+
+
 def test_not_enough_space_says_what_is_needed_and_what_can_be_had():
     disk = simple_disk(size_mib=2048, used_mib=1500)
     with pytest.raises(MigrationError) as caught:

@@ -53,6 +53,14 @@ def test_fstab_root_by_uuid_old_survivors_kept_store_and_vanished_dropped():
     assert "UNCONFIGURED" not in text
 
 
+def test_fstab_root_carries_the_new_filesystem_s_type_not_the_old_root_s():
+    text, report = merge("", "UUID=old-root / xfs defaults 0 0\nUUID=home-uuid /home ext4 defaults 0 2\n")
+    entries = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+    assert entries[0] == ["UUID=" + ROOT_UUID, "/", "ext4", "errors=remount-ro", "0", "1"]
+    assert not any("xfs" in entry for entry in entries), entries
+    assert report["carried"] == ["UUID=home-uuid /home"]
+
+
 def test_fstab_of_the_image_wins_over_the_old_one_for_the_same_mount_point():
     text, report = merge("UUID=home-uuid /home ext4 noatime 0 2\n", "UUID=home-uuid /home ext4 defaults 0 2\n")
     assert "noatime" in text and "defaults 0 2" not in text

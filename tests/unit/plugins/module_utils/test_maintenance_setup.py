@@ -8,6 +8,7 @@ import os
 import subprocess
 import zipfile
 
+from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import SUPPORTED_ROOT_FS
 from tests.support.adhoc import REPO
 
 PACKAGE = "ansible_collections/inplace/migration/plugins/module_utils/"
@@ -71,3 +72,17 @@ def test_setup_program_makes_the_admin_with_the_collection_s_accounts_code(tmp_p
     assert oct(os.stat(sudoers).st_mode & 0o777) == "0o440"
     again = run()
     assert again["accounts_kept"] == ["opsadmin"] and again["accounts_created"] == again["groups_created"] == []
+
+
+# What the maintenance environment needs to mount, check and resize each filesystem a root may be on.
+FILESYSTEM_NEEDS = {"ext2": ("fs/ext4/", "e2fsprogs"), "ext3": ("fs/ext4/", "e2fsprogs"),
+                    "ext4": ("fs/ext4/", "e2fsprogs"), "btrfs": ("fs/btrfs/", "btrfs-progs"),
+                    "xfs": ("fs/xfs/", "xfsprogs")}
+
+
+def test_the_maintenance_environment_carries_the_module_and_tools_of_every_supported_root_filesystem():
+    base = build_base()
+    for fstype in SUPPORTED_ROOT_FS:
+        module, package = FILESYSTEM_NEEDS[fstype]
+        assert module in base.KEPT_MODULES, "%s: the kernel module %s is pruned" % (fstype, module)
+        assert package in base.PACKAGES, "%s: %s is not installed" % (fstype, package)

@@ -1,4 +1,4 @@
-"""Power supply reading, on a made-up sysfs tree."""
+"""Preflight's inspection: power supply reading on a made-up sysfs tree, the root filesystems accepted."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ansible_collections.inplace.migration.plugins.module_utils.preflight import inspect as _inspect
 from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import on_battery
 from tests.support.lvm_reports import LVS, PVS, VGS
 
@@ -121,3 +122,33 @@ def test_lvm_on_luks_is_refused_as_luks():
     from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
     facts = inspect(LvmRoot(crypt=True))
     assert inhibitors.LUKS in facts["inhibitors"] and inhibitors.LVM_NOT_BUILT not in facts["inhibitors"]
+
+
+class SystemRunner:
+    """findmnt and lsblk as they answer on a PC whose root filesystem, of ``fstype``, is /dev/vda1."""
+
+    def __init__(self, fstype):
+        self.fstype = fstype
+
+    def run(self, command, ok=None):
+        if command[-1] != "/":
+            return 1, "", ""
+        return 0, json.dumps({"filesystems": [{"source": "/dev/vda1", "uuid": "r-uuid", "fstype": self.fstype,
+                                               "target": "/"}]}), ""
+
+    def output(self, command):
+        part = {"name": "vda1", "path": "/dev/vda1", "type": "part", "fstype": self.fstype, "size": 8 << 30,
+                "partuuid": "p-uuid"}
+        return json.dumps({"blockdevices": [{"name": "vda", "path": "/dev/vda", "type": "disk", "size": 8 << 30,
+                                             "children": [part]}]})
+
+
+@pytest.mark.parametrize("fstype, refused", [("ext4", False), ("btrfs", False), ("xfs", False), ("f2fs", True),
+                                             ("zfs", True)])
+def test_the_root_filesystems_preflight_accepts(monkeypatch, fstype, refused):
+    monkeypatch.setattr(_inspect.os.path, "realpath", lambda path: path)
+    sentences = _inspect.inspect(SystemRunner(fstype))["inhibitors"]
+    sentence = ("the root filesystem is %s, and only a root on ext2, ext3, ext4, btrfs or xfs can be migrated in "
+                "place; install this PC afresh instead." % fstype)
+    assert (sentence in sentences) is refused, sentences
+    assert not [s for s in sentences if fstype in s and s != sentence], sentences

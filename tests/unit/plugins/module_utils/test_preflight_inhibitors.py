@@ -127,8 +127,9 @@ def probes(monkeypatch):
     """Every probe succeeding; a test replaces the one it breaks."""
     calls = {}
 
-    def plan_store(runner, disk, need, label, shrink):
+    def plan_store(runner, disk, need, label, shrink, root):
         calls["plan_store"] = need
+        calls["root"] = root
         return PLANNED
 
     monkeypatch.setattr(_check, "inspect", lambda runner, ram, boot: dict(FACTS, inhibitors=[]))
@@ -151,6 +152,7 @@ def test_a_pc_with_nothing_in_the_way_gets_its_plan_with_the_store_sized_once(pr
     total = 200 * MiB + 300 * MiB + 128 * MiB + 256 * MiB
     assert result["inhibitors"] == []
     assert probes["plan_store"]["total"] == total
+    assert probes["root"] == FACTS["root"]  # the planner's refusal can name the root's filesystem
     assert result["plan"] == {"disk": "/dev/vda", "disk_identity": dict(DISK_IDENTITY, device="/dev/vda"),
                               "root_partuuid": "p-uuid", "root_uuid": "r-uuid",
                               "store_bytes": 700 * MiB, "store_usable_bytes": total, "image_bytes": 300 * MiB,
@@ -408,3 +410,73 @@ def test_luks_and_md_raid_say_why():
 
 def test_a_plain_root_has_no_stacked_findings():
     assert _inhibitors.stacked_root_findings([]) == []
+
+
+XFS_ROOT = {"device": "/dev/vda1", "fstype": "xfs"}
+
+
+def xfs_root_disk(root_end, home_used=None):
+    """An 8 GiB msdos disk: an xfs root up to ``root_end``, then (with ``home_used``) an ext4 /home to the end."""
+    parts = [Partition(number=1, start=MiB, end=root_end, path="/dev/vda1",
+                       fs=Filesystem(type="xfs", size=root_end - MiB, used=GiB, mountpoint="/"))]
+    if home_used is not None:
+        parts.append(Partition(number=2, start=root_end, end=8 * GiB, path="/dev/vda2",
+                               fs=Filesystem(type="ext4", size=8 * GiB - root_end, used=home_used,
+                                             min_size=home_used + 16 * MiB, mountpoint="/home")))
+    return Disk(path="/dev/vda", size=8 * GiB, sector_size=512, label="msdos", partitions=tuple(parts),
+                first_usable=512, usable_end=8 * GiB, max_partitions=4)
+
+
+def test_an_xfs_root_s_store_comes_from_a_shrinkable_home(model_disk):
+    model_disk.disk = xfs_root_disk(4 * GiB, home_used=GiB)
+    planned = _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, GiB), "INPLACE-STORE", "auto",
+                                XFS_ROOT)
+    assert planned["store"]["size"] == GiB
+    assert [a for a in planned["actions"] if "shrink" in a] == [
+        "shrink the ext4 filesystem on /dev/vda2 from 4.0 GiB to 3.0 GiB",
+        "shrink partition /dev/vda2 (primary) from 4.0 GiB to 3.0 GiB"]
+
+
+def test_an_xfs_root_s_store_comes_from_unallocated_space(model_disk):
+    model_disk.disk = xfs_root_disk(6 * GiB)
+    planned = _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, GiB), "INPLACE-STORE", "auto",
+                                XFS_ROOT)
+    assert planned["store"]["size"] == GiB
+    assert planned["notes"] == ["unallocated space suffices; no partition is shrunk"]
+    assert not [a for a in planned["actions"] if "shrink" in a]
+
+
+NO_ROOM_BESIDE_AN_XFS_ROOT = [(8 * GiB, None, 0), (7 * GiB, None, GiB), (4 * GiB, 3 * GiB, None)]
+
+
+@pytest.mark.parametrize("root_end,home_used,largest", NO_ROOM_BESIDE_AN_XFS_ROOT)
+def test_an_xfs_root_without_room_elsewhere_is_one_sentence(model_disk, root_end, home_used, largest):
+    model_disk.disk = xfs_root_disk(root_end, home_used)
+    need = _inhibitors.store_need(0, 0, 0, 2 * GiB)
+    with pytest.raises(MigrationError) as refused:
+        _check.plan_store(None, "/dev/vda", need, "INPLACE-STORE", "auto", XFS_ROOT)
+    found = _inhibitors.largest_store(_check.offline(model_disk.disk), "INPLACE-STORE", "auto")
+    assert largest is None or found == largest
+    wanted = with_overhead(need["total"])
+    assert str(refused.value) == (
+        "the root filesystem on /dev/vda1 is xfs, which cannot be shrunk, and the rest of /dev/vda has room for a "
+        "store of at most %s where %s is needed; leave %s more of unallocated space on /dev/vda, or give it a /home "
+        "(ext4 or btrfs) on a partition of its own with %s free to shrink." % (
+            human(found), human(wanted), human(wanted - found), human(wanted - found)))
+
+
+def test_an_xfs_root_on_a_full_msdos_table_keeps_the_planners_sentence(model_disk):
+    parts = tuple(Partition(number=n, start=n * GiB, end=(n + 1) * GiB, path="/dev/vda%d" % n,
+                            fs=Filesystem(type="xfs", size=GiB)) for n in range(1, 5))
+    model_disk.disk = Disk(path="/dev/vda", size=6 * GiB, sector_size=512, label="msdos", partitions=parts,
+                           first_usable=512, usable_end=6 * GiB, max_partitions=4)
+    with pytest.raises(MigrationError, match="four primary partitions and no extended partition"):
+        _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, 2 * GiB), "INPLACE-STORE", "auto",
+                          XFS_ROOT)
+
+
+def test_an_xfs_root_with_a_shrink_naming_no_partition_keeps_the_planners_sentence(model_disk):
+    model_disk.disk = xfs_root_disk(8 * GiB)
+    with pytest.raises(MigrationError, match="shrink=/dev/vda9 names no partition on /dev/vda"):
+        _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, GiB), "INPLACE-STORE", "/dev/vda9",
+                          XFS_ROOT)
