@@ -12,6 +12,7 @@ import zipfile
 from ansible_collections.inplace.migration.plugins.module_utils.boot import firstboot as _firstboot
 from ansible_collections.inplace.migration.plugins.module_utils.boot import grub as _grub
 from ansible_collections.inplace.migration.plugins.module_utils.state.store import Store
+from ansible_collections.inplace.migration.plugins.module_utils.state.lock import LOCKED_BY_ENV
 from tests.support.grub_samples import GRUB_CFG
 
 
@@ -44,11 +45,16 @@ def install(tmp_path, restore=None):
     return root, store
 
 
+# The program runs in a process of its own, where the unit tests' private lock directory does not
+# reach; told that its lock is held, it leaves the PC's real one under /run alone.
+PROGRAM_ENV = dict(os.environ, **{LOCKED_BY_ENV: "the unit tests"})
+
+
 def run(root, store, *extra):
     program = os.path.join(root, _firstboot.PROGRAM)
     # -I: the collection is not importable; the program must stand alone.
     return subprocess.run([sys.executable, "-I", program, "--root", root, "--store", store] + list(extra),
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env=PROGRAM_ENV)
 
 
 def wanted(root):
@@ -122,7 +128,7 @@ def test_a_completed_migration_disables_the_hook_without_looking_for_the_store(t
         handle.write('{"completed": "2026-11-30T00:00:00+00:00"}\n')
     # No --store: a hook still looking for the store would fail here, as cleanup removed it.
     proc = subprocess.run([sys.executable, "-I", os.path.join(root, _firstboot.PROGRAM), "--root", root],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env=PROGRAM_ENV)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "the migration is complete" in proc.stdout
     assert not wanted(root)
