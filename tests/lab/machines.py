@@ -267,7 +267,10 @@ class Lab:
         The PCs reach it through their guestfwd rule, as the controller's image server.
         """
         if self.http and _alive(self.http["pid"]):
-            return self.http["port"]
+            if self.http.get("directory") == directory:
+                return self.http["port"]
+            # A server left from an earlier run serves another image: the PCs would fetch the wrong one.
+            self.stop_serving()
         port = free_port()
         os.makedirs(self.directory, exist_ok=True)
         log = open(os.path.join(self.directory, "http.log"), "ab")  # pylint: disable=consider-using-with
@@ -283,6 +286,15 @@ class Lab:
         self.http = {"pid": server.pid, "port": port, "directory": directory}
         self.save()
         return port
+
+    def stop_serving(self):
+        if self.http and _alive(self.http["pid"]):
+            os.kill(self.http["pid"], signal.SIGTERM)
+            try:
+                os.waitpid(self.http["pid"], 0)  # started by this process: reaped, not left a zombie
+            except ChildProcessError:
+                wait_gone(self.http["pid"], 10)
+        self.http = None
 
     def make_host_keys(self, name, port):
         """The PC's SSH host keys, made here and handed to its first boot: known_hosts is right from the start."""
@@ -380,10 +392,7 @@ class Lab:
                 if os.path.exists(path):
                     os.unlink(path)
             shutil.rmtree(pc["host_keys"], ignore_errors=True)
-        if self.http and _alive(self.http["pid"]):
-            os.kill(self.http["pid"], signal.SIGTERM)
-            wait_gone(self.http["pid"], 10)
-        self.http = None
+        self.stop_serving()
         for path in (self.state_file, self.inventory, self.known_hosts):
             if os.path.exists(path):
                 os.unlink(path)

@@ -127,3 +127,24 @@ def test_the_stick_image_has_a_table_a_filled_ext4_and_one_labelled_as_the_store
     note = subprocess.run(["debugfs", "-R", "cat /docs/note.txt", "%s?offset=%d" % (image, 2048 * 512)],
                           capture_output=True, text=True, check=True).stdout
     assert note == "mine\n"
+
+
+def test_a_server_left_serving_another_directory_is_replaced_not_reused(tmp_path):
+    import urllib.request
+    lab = machines.Lab(str(tmp_path / "lab"))
+    served = {}
+    for name in ("old", "new"):
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "image").write_text(name)
+        served[name] = str(directory)
+    try:
+        first = lab.serve(served["old"])
+        old_pid = lab.http["pid"]
+        assert lab.serve(served["old"]) == first, "the same directory keeps its server"
+        port = lab.serve(served["new"])
+        with urllib.request.urlopen("http://127.0.0.1:%d/image" % port, timeout=10) as answer:
+            assert answer.read() == b"new"
+        assert machines.wait_gone(old_pid, 10), "the server of the other directory is stopped"
+    finally:
+        lab.stop_serving()
