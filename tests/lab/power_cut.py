@@ -6,7 +6,7 @@ Runs the given migration command, watches the PC's store journal over SSH, and a
 soon as image_deploy records that it is writing and has made at least one
 checkpoint durable (or has been writing for --patience seconds), kills the PC's
 QEMU: no clean shutdown, no cache flush beyond what the guest already made
-durable. Then it waits for the migration command to give up, starts the PC again
+durable. Then it waits a minute for the migration command to give up (stopping it after that), starts the PC again
 from its disk and checks that it came back into the maintenance environment (the
 store's GRUB). Prints a JSON summary; the caller reruns the playbook to finish.
 """
@@ -101,7 +101,9 @@ def main(argv=None):
         lab.power_cut(args.pc)
         cut_at = time.monotonic() - started
         try:
-            migration.wait(timeout=900)
+            # await_step asks a lost PC again until the step's own timeout (hours), so the controller does not
+            # give up soon by itself: as an operator would, stop it once the PC is dark, then rerun.
+            migration.wait(timeout=60)
         except subprocess.TimeoutExpired:
             migration.kill()
             migration.wait()
