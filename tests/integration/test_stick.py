@@ -11,7 +11,6 @@ stick's image file is the same afterwards. Loop devices take the ``p`` in their 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,14 +28,6 @@ STICK_TABLE = "label: dos\nstart=2048, size=40960, type=83\nstart=43008, type=83
 # needs a resize this host's kernel denies on loop devices).
 SYSTEM_TABLE = ("label: gpt\nstart=2048, size=131072, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=system\n"
                 "start=133120, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data\n")
-
-
-def file_digest(path):
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(4 * MiB), b""):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 def module(name, args):
@@ -76,7 +67,7 @@ def stick_then_system(make_disk, tmp_path):
 
 def test_the_stick_attached_first_is_never_read_as_the_store_mounted_or_written(stick_then_system, tmp_path):
     stick, system = stick_then_system
-    before = file_digest(stick.image)
+    before = images.sha256(stick.image)
     root_partuuid = blkid(system.part(1), "PART_ENTRY_UUID")
 
     made = module("partition_space", {"disk": system.path, "size": "64M", "shrink": system.part(2),
@@ -107,14 +98,14 @@ def test_the_stick_attached_first_is_never_read_as_the_store_mounted_or_written(
         assert all(stick.path not in line for line in done["done"]), done["done"]
 
     assert [p["node"] for p in system.table()["partitions"]] == [system.part(1), system.part(2)]
-    assert file_digest(stick.image) == before
+    assert images.sha256(stick.image) == before
     assert blkid(stick.part(1), "LABEL") == LABEL and blkid(stick.part(2), "LABEL") == "MYSTICK"
 
 
 def test_with_the_store_gone_a_stick_carrying_its_label_is_not_taken_for_it(stick_then_system):
     stick, system = stick_then_system
-    before = file_digest(stick.image)
-    system_before = file_digest(system.image)
+    before = images.sha256(stick.image)
+    system_before = images.sha256(system.image)
 
     with mounted(system.part(1), readonly=False) as root:
         done = module("store_cleanup", {"root": root, "label": LABEL})
@@ -122,14 +113,14 @@ def test_with_the_store_gone_a_stick_carrying_its_label_is_not_taken_for_it(stic
         assert done["store"] is None
         assert done["ignored_stores"] == [stick.part(1)]
 
-    assert file_digest(stick.image) == before
+    assert images.sha256(stick.image) == before
     assert [p["node"] for p in system.table()["partitions"]] == [system.part(1), system.part(2)]
-    assert system_before != file_digest(system.image)  # the root got its records: the run did write, elsewhere
+    assert system_before != images.sha256(system.image)  # the root got its records: the run did write, elsewhere
 
 
 def test_image_deploy_with_the_stick_first_writes_the_system_disk_and_records_its_store(stick_then_system, tmp_path):
     stick, system = stick_then_system
-    before = file_digest(stick.image)
+    before = images.sha256(stick.image)
     # The system disk's second partition becomes the store, mounted as the deploy role mounts it.
     run("mkfs.ext4", "-q", "-F", "-L", LABEL, system.part(2))
     old, new = str(tmp_path / "old"), str(tmp_path / "new")
@@ -152,4 +143,4 @@ def test_image_deploy_with_the_stick_first_writes_the_system_disk_and_records_it
             identity = json.load(handle)["store_identity"]
     assert identity["partuuid"] == blkid(system.part(2), "PART_ENTRY_UUID")
     assert identity["disk"]["ptuuid"] == blkid(system.path, "PTUUID")
-    assert file_digest(stick.image) == before
+    assert images.sha256(stick.image) == before

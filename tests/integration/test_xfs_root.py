@@ -8,7 +8,6 @@ maintenance environment mounts that root read-only for the capture.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import pytest
@@ -25,14 +24,6 @@ from ansible_collections.inplace.migration.plugins.module_utils.preflight import
 LABEL = "INPLACE-%06d" % (os.getpid() % 1000000)
 # mkfs.xfs makes nothing smaller than 300 MB.
 ROOT_MIB = 320
-
-
-def part_digest(device):
-    digest = hashlib.sha256()
-    with open(device, "rb") as handle:
-        for block in iter(lambda: handle.read(4 * MiB), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def xfs_root(device, tmp_path):
@@ -55,7 +46,7 @@ def test_an_xfs_root_s_store_is_made_by_shrinking_home_and_the_root_s_bytes_stay
     home_tree = str(tmp_path / "home")
     home_files = write_tree(home_tree, files=20, big=8 * MiB, seed=4)
     run("mkfs.ext4", "-q", "-F", "-d", home_tree, disk.part(2))
-    root_bytes = part_digest(disk.part(1))
+    root_bytes = images.sha256(disk.part(1))
 
     planned = plan(disk, 200 * MiB)
     shrinks = [a for a in planned["actions"] if a.startswith("shrink")]
@@ -65,7 +56,7 @@ def test_an_xfs_root_s_store_is_made_by_shrinking_home_and_the_root_s_bytes_stay
     assert made["rc"] == 0 and made["changed"] is True, made.get("msg")
     assert made["actions"] == planned["actions"], "partition_space did not do what preflight planned"
     assert made["store"]["number"] == 3 and made["store"]["usable_bytes"] >= 200 * MiB
-    assert part_digest(disk.part(1)) == root_bytes, "the xfs root changed"
+    assert images.sha256(disk.part(1)) == root_bytes, "the xfs root changed"
     with mounted(disk.part(1)) as root:
         assert tree_digests(root) == root_files
     with mounted(disk.part(2)) as home:
