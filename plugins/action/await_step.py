@@ -7,8 +7,10 @@ controller that dies does not stop it; this plugin only asks ``async_status`` ho
 prints one line per step now and then (never Ansible's "FAILED - RETRYING" lines of
 ``until``/``retries``), and returns the module's own result, so ``register`` sees what a
 synchronous run of the module would have returned. A connection that drops while it waits is
-asked again, with a backoff, until the step's own timeout. When the controller dies, the rerun's
-module waits for the step under the PC's lock instead (module_utils/state/lock.py).
+asked again, with a backoff, for ``reconnect_timeout`` seconds (never past the step's own timeout);
+a PC that stays away longer fails, so that under the linear strategy it does not hold the other
+PCs of its batch for the step's hours. When the controller dies, the rerun's module waits for the
+step under the PC's lock instead (module_utils/state/lock.py).
 """
 
 from __future__ import annotations
@@ -58,7 +60,12 @@ class ActionModule(ActionBase):
             "poll": {"type": "int", "default": 5},
             "report_every": {"type": "int", "default": 60},
             "timeout": {"type": "int", "default": 43200},
+            "reconnect_timeout": {"type": "int", "default": 600},
         })
+        for option in ("poll", "report_every", "timeout", "reconnect_timeout"):
+            if args[option] < 1:
+                raise AnsibleActionFail("await_step: %s must be a positive number of seconds, not %d." % (
+                    option, args[option]))
         job, step = args["job"], args["step"]
         host = (task_vars or {}).get("inventory_hostname", "")
         jid = job.get("ansible_job_id")
@@ -72,7 +79,7 @@ class ActionModule(ActionBase):
         deadline = started + args["timeout"]
         try:
             while True:
-                status = self._ask(jid, async_dir, "status", task_vars, host, step, args["poll"], deadline)
+                status = self._ask(jid, async_dir, "status", task_vars, host, step, args, deadline)
                 if status.get("msg") == "could not find job":
                     raise AnsibleActionFail(
                         "%s: the %s step's job %s is not in %s on the PC: the PC restarted since it began. Run the "
@@ -84,7 +91,7 @@ class ActionModule(ActionBase):
                     display.display("%s: %s running, %s" % (host, step, duration(now - started)))
                     last_line = now
                 time.sleep(args["poll"])
-            self._ask(jid, async_dir, "cleanup", task_vars, host, step, args["poll"], deadline)
+            self._ask(jid, async_dir, "cleanup", task_vars, host, step, args, deadline)
         finally:
             try:
                 self._remove_tmp_path(self._connection._shell.tmpdir)
@@ -100,9 +107,10 @@ class ActionModule(ActionBase):
         display.display("%s: %s %s after %s" % (host, step, outcome, duration(time.time() - started)))
         return result
 
-    def _ask(self, jid, async_dir, mode, task_vars, host, step, poll, deadline):
-        """async_status's answer; a dropped connection is tried again, backing off, until ``deadline``."""
-        lost, backoff = None, poll
+    def _ask(self, jid, async_dir, mode, task_vars, host, step, args, deadline):
+        """async_status's answer; a dropped connection is tried again, backing off, for ``reconnect_timeout``
+        seconds but not past ``deadline`` (the step's timeout)."""
+        lost, backoff, give_up, by_step = None, args["poll"], None, False
         while True:
             try:
                 answer = self._status(jid, async_dir, mode, task_vars)
@@ -113,14 +121,13 @@ class ActionModule(ActionBase):
                 now = time.time()
                 if lost is None:
                     lost = now
-                    display.display("%s: %s: the connection to the PC dropped (%s); asking again until the step's "
-                                    "timeout" % (host, step, _said(error)))
-                if now + backoff > deadline:
-                    raise AnsibleActionFail(
-                        "%s: the connection to the PC dropped while the %s step ran and did not come back for %s, "
-                        "until the step's timeout (%s), so the step may still be running there; once the PC answers, "
-                        "run the playbook again and it takes the step's result." % (
-                            host, step, duration(now - lost), _said(error)))
+                    give_up = min(deadline, now + args["reconnect_timeout"])
+                    by_step = give_up == deadline
+                    display.display("%s: %s: the connection to the PC dropped (%s); asking again %s" % (
+                        host, step, _said(error),
+                        "until the step's timeout" if by_step else "for up to %s" % duration(give_up - now)))
+                if now + backoff > give_up:
+                    raise AnsibleActionFail(self._gave_up(host, step, now - lost, error, by_step))
                 self._reset_connection()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, LONGEST_BACKOFF)
@@ -128,6 +135,14 @@ class ActionModule(ActionBase):
             if lost is not None:
                 display.display("%s: %s: the PC answers again after %s" % (host, step, duration(time.time() - lost)))
             return answer
+
+    @staticmethod
+    def _gave_up(host, step, away, error, by_step):
+        limit = "until the step's timeout" if by_step else "the longest this wait asks again (reconnect_timeout)"
+        return ("%s: the connection to the PC dropped while the %s step ran and did not come back for %s (%s), %s, "
+                "so this PC stops here while the others go on and the step may still be running there; once the "
+                "PC answers, run the playbook again and it takes the step's result." % (
+                    host, step, duration(away), _said(error), limit))
 
     def _reset_connection(self):
         """Drop what is left of the lost connection (an SSH control master), so the next question opens a new one."""

@@ -20,8 +20,10 @@ description:
     module failed.
   - When the connection to the PC drops while it waits (the PC unreachable, SSH failing), the step runs on and the
     question is asked again, first after O(poll) seconds, then after twice as long each time up to 30 seconds,
-    until O(timeout) seconds after the wait began; then the task fails with one sentence saying so. An
-    authentication failure is not asked again.
+    for O(reconnect_timeout) seconds, and never later than O(timeout) seconds after the wait began; then this PC
+    fails with one sentence saying so, and the other PCs of the run go on (under the linear strategy a PC that was
+    switched off would otherwise hold its whole batch for the step's hours). An authentication failure is not asked
+    again.
   - When the controller dies while it waits, the step runs on; the next run of the playbook starts the module again,
     and its run waits for the earlier one under the PC's lock (the modules' C(lock_timeout)) and returns the result
     of the work it finds done.
@@ -61,10 +63,16 @@ options:
     default: 60
   timeout:
     description:
-      - Seconds the step may take, as the task that started it gave C(async). A connection that drops is tried again
-        until this long after the wait began.
+      - Seconds the step may take, as the task that started it gave C(async). A connection that drops is never tried
+        again past this long after the wait began.
     type: int
     default: 43200
+  reconnect_timeout:
+    description:
+      - Seconds a dropped connection is tried again before this PC fails. The step runs on; a later run of the
+        playbook takes its result.
+    type: int
+    default: 600
 """
 
 EXAMPLES = r"""

@@ -5,11 +5,13 @@ connection does) while a capture runs: the capture finishes on its own, and a re
 still runs waits for it under the PC's lock and returns its result. The last two run the playbook over
 a real SSH connection to a private sshd on 127.0.0.1 and kill that sshd (the listener and every
 session) while await_step waits: once it comes back, await_step takes the step's result; when it
-does not, the wait fails at the step's timeout, in one sentence.
+does not, the wait fails the PC at its reconnect timeout or the step's timeout, whichever comes first, in
+one sentence.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -266,13 +268,17 @@ def sshd(tmp_path):
         shutil.rmtree(control_dir, ignore_errors=True)
 
 
-def _over_ssh(rig, server, control_dir, timeout):
-    """The capture playbook for the host ``pc`` over SSH, started; (controller, its output file)."""
+@contextlib.contextmanager
+def capture_over_ssh(rig, server, control_dir, timeout, reconnect_timeout=600):
+    """The capture playbook for the host ``pc`` started over SSH; yields (controller, its output file, the job's id,
+    the capture's lock record) once the capture holds the PC's lock. On the way out the controller is killed if it
+    still runs, the capture is waited for (it runs on, detached) and the job's file is removed."""
     book = rig["write"]()
     with open(book) as handle:
         text = handle.read()
     text = text.replace("- hosts: localhost", "- hosts: pc").replace(
-        "        report_every: 1\n", "        report_every: 1\n        timeout: %d\n" % timeout)
+        "        report_every: 1\n",
+        "        report_every: 1\n        timeout: %d\n        reconnect_timeout: %d\n" % (timeout, reconnect_timeout))
     with open(book, "w") as handle:
         handle.write(text)
     for index in range(3):  # incompressible, so the capture outlives the first questions
@@ -282,7 +288,26 @@ def _over_ssh(rig, server, control_dir, timeout):
     command = ["ansible-playbook", "-i", server.inventory(control_dir), book]
     controller = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
                                   env=dict(adhoc.environment(), PYTHONUNBUFFERED="1"), start_new_session=True)
-    return controller, output
+    record, jid = None, None
+    try:
+        jid = _wait_for(output, r"^pc: capture started \(async job (j\d+\.\d+)\)$", controller).group(1)
+        record = _capture_running(controller)
+        yield controller, output, jid, record
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+            controller.wait()
+        output.close()
+        deadline = time.time() + 120
+        while record and alive(record["pid"]) and time.time() < deadline:
+            time.sleep(0.5)
+        if jid and os.path.exists(job_file(jid)):
+            os.unlink(job_file(jid))
+
+
+def _printed(output):
+    output.seek(0)
+    return output.read()
 
 
 def _capture_running(controller, seconds=120):
@@ -300,37 +325,28 @@ def _capture_running(controller, seconds=120):
 def _wait_for(output, pattern, controller, seconds=120):
     deadline = time.time() + seconds
     while time.time() < deadline:
-        output.seek(0)
-        found = re.search(pattern, output.read(), re.M)
+        found = re.search(pattern, _printed(output), re.M)
         if found:
             return found
-        assert controller.poll() is None, "the playbook ended: " + (output.seek(0) or output.read())
+        assert controller.poll() is None, "the playbook ended: " + _printed(output)
         time.sleep(0.1)
     pytest.fail("never printed %r" % pattern)
 
 
 def test_await_step_asks_again_through_a_dropped_ssh_connection_and_takes_the_step_s_result(rig, sshd):
     server, control_dir = sshd
-    controller, output = _over_ssh(rig, server, control_dir, timeout=600)
-    record = None
-    try:
-        started = _wait_for(output, r"^pc: capture started \(async job (j\d+\.\d+)\)$", controller)
-        record = _capture_running(controller)
+    running = capture_over_ssh(rig, server, control_dir, timeout=600, reconnect_timeout=300)
+    with running as (controller, output, jid, record):
         server.down()
         # The step is detached from the sessions killed: it runs on.
         assert alive(record["pid"]), "the capture died with the SSH connection"
-        _wait_for(output, r"^pc: capture: the connection to the PC dropped \(Failed to connect to the host via ssh.*\); asking "
-                          r"again until the step's timeout$", controller)
+        _wait_for(output, r"^pc: capture: the connection to the PC dropped \(Failed to connect to the host via ssh.*\); "
+                          r"asking again for up to 5 min 0 s$", controller)
         time.sleep(5)  # several questions lost, with the backoff
         server.up()
         assert controller.wait(timeout=300) == 0
-        output.seek(0)
-        printed = output.read()
-    finally:
-        if controller.poll() is None:
-            os.killpg(controller.pid, signal.SIGKILL)
-            controller.wait()
-        output.close()
+        printed = _printed(output)
+        assert not os.path.exists(job_file(jid)), "await_step leaves the job's file behind"
     assert re.search(r"^pc: capture: the PC answers again after \d+ s$", printed, re.M), printed
     assert re.search(r"^pc: capture done after \d+ s$", printed, re.M), printed
     result = json.loads(rig["out"].read_text())
@@ -340,38 +356,37 @@ def test_await_step_asks_again_through_a_dropped_ssh_connection_and_takes_the_st
     assert manifest["complete"] and manifest["verified"]
     archive = rig["store"] / "inplace" / "profiles" / "alice.tar.zst"
     assert result["users"][0]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert not os.path.exists(job_file(started.group(1))), "await_step leaves the job's file behind"
 
 
-def test_await_step_fails_in_one_sentence_when_the_connection_stays_down_past_the_step_s_timeout(rig, sshd):
+# The step's timeout ends the wait when it comes first; otherwise reconnect_timeout does, so that a PC switched off
+# does not hold the others of its batch for the step's hours.
+@pytest.mark.parametrize("timeout, reconnect_timeout, dropped_line, limit", [
+    (8, 600, r"asking again until the step's timeout", r"until the step's timeout"),
+    (600, 8, r"asking again for up to 8 s", r"the longest this wait asks again \(reconnect_timeout\)"),
+], ids=["step-timeout-first", "reconnect-timeout-first"])
+def test_await_step_fails_the_pc_in_one_sentence_when_the_connection_stays_down(
+        rig, sshd, timeout, reconnect_timeout, dropped_line, limit):
     server, control_dir = sshd
-    controller, output = _over_ssh(rig, server, control_dir, timeout=8)
-    record = None
-    try:
-        started = _wait_for(output, r"^pc: capture started \(async job (j\d+\.\d+)\)$", controller)
-        record = _capture_running(controller)
+    with capture_over_ssh(rig, server, control_dir, timeout, reconnect_timeout) as (controller, output, _jid, record):
         server.down()
+        went_down = time.time()
         controller.wait(timeout=120)
-        output.seek(0)
-        printed = output.read()
-    finally:
-        if controller.poll() is None:
-            os.killpg(controller.pid, signal.SIGKILL)
-            controller.wait()
-        output.close()
+        waited = time.time() - went_down
+        printed = _printed(output)
         # The step finishes on its own; its job file is left for the rerun that never comes here.
         deadline = time.time() + 120
-        while record and alive(record["pid"]) and time.time() < deadline:
+        while alive(record["pid"]) and time.time() < deadline:
             time.sleep(0.5)
+    assert waited < 60, "the wait went on for %d s after the connection dropped" % waited
+    assert re.search(r"^pc: capture: the connection to the PC dropped \(Failed to connect to the host via ssh.*\); "
+                     + dropped_line + "$", printed, re.M), printed
     failed = re.search(r'^fatal: \[pc\]: FAILED! => .*"msg": "([^"]*)"', printed, re.M)
     assert failed, printed
     message = failed.group(1)
     assert re.fullmatch(r"pc: the connection to the PC dropped while the capture step ran and did not come back "
-                        r"for \d+ s, until the step's timeout \(Failed to connect to the host via ssh.*\), so the step may still be "
-                        r"running there; once the PC answers, run the playbook again and it takes the step's "
-                        r"result\.", message), message
+                        r"for \d+ s \(Failed to connect to the host via ssh.*\), " + limit + r", so this PC stops "
+                        r"here while the others go on and the step may still be running there; once the PC answers, "
+                        r"run the playbook again and it takes the step's result\.", message), message
     adhoc.assert_one_sentence_naming_the_fix({"rc": 2, "msg": message}, ["run the playbook again"])
     manifest = json.loads((rig["store"] / "inplace" / "profiles" / "manifest.json").read_text())
     assert manifest["complete"] and manifest["verified"], "the step did not run on"
-    if os.path.exists(job_file(started.group(1))):
-        os.unlink(job_file(started.group(1)))
