@@ -227,7 +227,8 @@ def authenticode_signed(path):
     return offset != 0 and size != 0
 
 
-def _found(root, paths):
+def find_file(root, paths):
+    """The first of ``paths`` that is a file in the image root ``root``, None when none is."""
     for path in paths:
         if os.path.isfile(os.path.join(root, path.lstrip("/"))):
             return path
@@ -253,8 +254,8 @@ def signed_boot_chain(root):
     Returns a dict: ``shim``, ``grub`` (the paths found, or None), ``kernels`` (the signed ones),
     ``unsigned_kernels`` and ``missing`` (sentences' subjects, empty when the chain is whole).
     """
-    shim = _found(root, SHIM_PATHS)
-    grub = _found(root, GRUB_SIGNED_PATHS)
+    shim = find_file(root, SHIM_PATHS)
+    grub = find_file(root, GRUB_SIGNED_PATHS)
     found = kernels(root)
     signed = [path for path in found if authenticode_signed(os.path.join(root, path.lstrip("/")))]
     missing = []
