@@ -13,9 +13,9 @@ description:
   - Writes the image O(src) onto the partition O(dest), then fixes up the new system so that it keeps the old
     one's identity and access, and hands booting over to it with GRUB as the very last step.
   - Refuses, before writing anything and with one sentence saying why, a O(dest) that is mounted or in use, a whole
-    disk, the partition holding O(store), a partition named in O(protect), a partition smaller than the image's
-    filesystem, an image of unknown format, a missing source, (for a local file) a checksum that does not match,
-    and (with O(require_capture)) a store without a complete, verified profile capture.
+    disk, the EFI system partition, the partition holding O(store), a partition named in O(protect), a partition
+    smaller than the image's filesystem, an image of unknown format, a missing source, (for a local file) a checksum
+    that does not match, and (with O(require_capture)) a store without a complete, verified profile capture.
   - Raw images are streamed through the system's own decompressor with bounded memory, in large aligned writes
     (C(O_DIRECT) where the device takes it), with runs of zeros turned into C(BLKZEROOUT) requests instead of
     writes, and C(fsync) at the end. qcow2 images are written by C(qemu-img convert). Root-filesystem archives get a

@@ -16,6 +16,7 @@ import re
 import struct
 
 ESP_TYPE = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
+ESP_MSDOS_TYPE = "0xef"
 GLOBAL_VARIABLE_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 EFIVARS = "/sys/firmware/efi/efivars"
 # The label of every NVRAM entry this collection makes: cleanup removes exactly these.
@@ -182,11 +183,16 @@ def booted_with_uefi(root="/"):
     return os.path.isdir(os.path.join(root, "sys/firmware/efi"))
 
 
+def is_esp_type(parttype):
+    """Whether a partition type (a GPT type GUID, or an msdos type as lsblk and blkid give it) is an ESP's."""
+    return (parttype or "").lower() in (ESP_TYPE, ESP_MSDOS_TYPE)
+
+
 def esp_partitions(devices, disk):
     """The EFI system partitions of ``disk`` among ``devices`` (dicts with ``path``, ``parent``, ``parttype``,
     as preflight reads lsblk), in table order."""
     return [device["path"] for device in devices
-            if device.get("parent") == disk and (device.get("parttype") or "").lower() == ESP_TYPE]
+            if device.get("parent") == disk and is_esp_type(device.get("parttype"))]
 
 
 def authenticode_signed(path):
@@ -221,7 +227,8 @@ def authenticode_signed(path):
     return offset != 0 and size != 0
 
 
-def _found(root, paths):
+def find_file(root, paths):
+    """The first of ``paths`` that is a file in the image root ``root``, None when none is."""
     for path in paths:
         if os.path.isfile(os.path.join(root, path.lstrip("/"))):
             return path
@@ -247,8 +254,8 @@ def signed_boot_chain(root):
     Returns a dict: ``shim``, ``grub`` (the paths found, or None), ``kernels`` (the signed ones),
     ``unsigned_kernels`` and ``missing`` (sentences' subjects, empty when the chain is whole).
     """
-    shim = _found(root, SHIM_PATHS)
-    grub = _found(root, GRUB_SIGNED_PATHS)
+    shim = find_file(root, SHIM_PATHS)
+    grub = find_file(root, GRUB_SIGNED_PATHS)
     found = kernels(root)
     signed = [path for path in found if authenticode_signed(os.path.join(root, path.lstrip("/")))]
     missing = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.inplace.migration.plugins.module_utils.boot import efi as _efi
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
@@ -41,8 +42,22 @@ def find_dest(scan, spec, record):
     return device, partuuid
 
 
+def esp_refusal(spec, device, values):
+    """The sentence refusing a dest that is an EFI system partition (by its partition type in blkid's
+    ``values``), else None: the image never writes the ESP, whose boot loaders the deploy's last step
+    replaces one file at a time."""
+    parttype = values.get("PART_ENTRY_TYPE")
+    if not _efi.is_esp_type(parttype):
+        return None
+    return ("dest=%s (%s) is the EFI system partition (type %s), which the image never overwrites; name the system "
+            "partition instead." % (spec, device, parttype.lower()))
+
+
 def refuse(scan, device, spec, store_root, protect):
-    """Refuse a dest that holds the store, is mounted or held, or is (on) a device named in ``protect``."""
+    """Refuse a dest that is the ESP, holds the store, is mounted or held, or is (on) a device named in ``protect``."""
+    esp = esp_refusal(spec, device, scan.values(device))
+    if esp:
+        raise MigrationError(esp)
     if _devices.device_number(device) == _devices.number_text(os.stat(store_root).st_dev):
         raise MigrationError("dest=%s (%s) holds the store %s; it is never written." % (spec, device, store_root))
     mounted = _mount.mountpoint_of(device)

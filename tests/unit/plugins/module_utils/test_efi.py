@@ -109,15 +109,18 @@ def test_boot_order_and_current_from_efivars(tmp_path):
     assert _efi.boot_current(root) == "0004"
 
 
-def test_esp_of_a_disk_by_its_type_guid():
+def test_esp_of_a_disk_by_its_partition_type():
     devices = [
         {"path": "/dev/sda1", "parent": "/dev/sda", "parttype": _efi.ESP_TYPE},
         {"path": "/dev/nvme0n1p1", "parent": "/dev/nvme0n1", "parttype": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"},
         {"path": "/dev/nvme0n1p2", "parent": "/dev/nvme0n1", "parttype": "0fc63daf-8483-4772-8e79-3d69d8477de4"},
         {"path": "/dev/nvme0n1", "parent": None, "parttype": None},
+        {"path": "/dev/sdb1", "parent": "/dev/sdb", "parttype": "0x83"},
+        {"path": "/dev/sdb2", "parent": "/dev/sdb", "parttype": "0xEF"},
     ]
     assert _efi.esp_partitions(devices, "/dev/nvme0n1") == ["/dev/nvme0n1p1"]
     assert _efi.esp_partitions(devices, "/dev/vda") == []
+    assert _efi.esp_partitions(devices, "/dev/sdb") == ["/dev/sdb2"]  # an msdos ESP
 
 
 @pytest.mark.parametrize("header, signed", [
