@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 
 import pytest
 
@@ -28,16 +27,6 @@ STICK_TABLE = "label: dos\nstart=2048, size=40960, type=83\nstart=43008, type=83
 # needs a resize this host's kernel denies on loop devices).
 SYSTEM_TABLE = ("label: gpt\nstart=2048, size=131072, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=system\n"
                 "start=133120, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=data\n")
-
-
-def module(name, args):
-    """The module's result; a step of another test run on this host holding the PC's lock is waited for."""
-    for unused_attempt in range(60):
-        result = adhoc.module(name, args)
-        if "migration lock" not in (result.get("msg") or ""):
-            return result
-        time.sleep(2)
-    return result
 
 
 def loop_number(device):
@@ -70,27 +59,27 @@ def test_the_stick_attached_first_is_never_read_as_the_store_mounted_or_written(
     before = images.sha256(stick.image)
     root_partuuid = blkid(system.part(1), "PART_ENTRY_UUID")
 
-    made = module("partition_space", {"disk": system.path, "size": "64M", "shrink": system.part(2),
+    made = adhoc.module("partition_space", {"disk": system.path, "size": "64M", "shrink": system.part(2),
                                       "min_free": "16M", "label": LABEL})
     assert made["rc"] == 0, made.get("msg")
     assert made["store"]["device"] == system.part(3)
     assert blkid(system.part(3), "LABEL") == LABEL
 
-    state = module("migration_state", {"store_label": LABEL, "root_partuuid": root_partuuid})
+    state = adhoc.module("migration_state", {"store_label": LABEL, "root_partuuid": root_partuuid})
     assert state["rc"] == 0, state.get("msg")
     assert state["system_disk"]["device"] == system.path
     assert state["store"]["device"] == system.part(3)
     assert state["ignored_stores"] == [stick.part(1)]
 
     store = tmp_path / "store"
-    mount = module("store_mount", {"label": LABEL, "path": str(store), "disk_of": "PARTUUID=" + root_partuuid})
+    mount = adhoc.module("store_mount", {"label": LABEL, "path": str(store), "disk_of": "PARTUUID=" + root_partuuid})
     assert mount["rc"] == 0, mount.get("msg")
     assert mount["device"] == system.part(3) and mount["ignored"] == [stick.part(1)]
-    assert module("store_mount", {"path": str(store), "state": "unmounted"})["rc"] == 0
+    assert adhoc.module("store_mount", {"path": str(store), "state": "unmounted"})["rc"] == 0
 
     # The new system's root, mounted as it is when cleanup runs; no identity of the store recorded.
     with mounted(system.part(1), readonly=False) as root:
-        done = module("store_cleanup", {"root": root, "label": LABEL})
+        done = adhoc.module("store_cleanup", {"root": root, "label": LABEL})
         assert done["rc"] == 0, done.get("msg")
         assert done["state"] == "complete"
         assert done["store"] == system.part(3)
@@ -108,7 +97,7 @@ def test_with_the_store_gone_a_stick_carrying_its_label_is_not_taken_for_it(stic
     system_before = images.sha256(system.image)
 
     with mounted(system.part(1), readonly=False) as root:
-        done = module("store_cleanup", {"root": root, "label": LABEL})
+        done = adhoc.module("store_cleanup", {"root": root, "label": LABEL})
         assert done["rc"] == 0, done.get("msg")
         assert done["store"] is None
         assert done["ignored_stores"] == [stick.part(1)]
@@ -133,7 +122,7 @@ def test_image_deploy_with_the_stick_first_writes_the_system_disk_and_records_it
     dest = "PARTUUID=" + blkid(system.part(1), "PART_ENTRY_UUID")
 
     with mounted(system.part(2), readonly=False) as store:
-        done = module("image_deploy", {"store": store, "src": src, "checksum": "sha256:" + images.sha256(src),
+        done = adhoc.module("image_deploy", {"store": store, "src": src, "checksum": "sha256:" + images.sha256(src),
                                        "dest": dest, "store_label": LABEL, "bootloader": "none",
                                        "carry_accounts": ["ansible"], "require_capture": False})
         assert done["rc"] == 0, done.get("msg")
