@@ -82,8 +82,8 @@ class ActionModule(ActionBase):
                 status = self._ask(jid, async_dir, "status", task_vars, host, step, args, deadline)
                 if status.get("msg") == "could not find job":
                     raise AnsibleActionFail(
-                        "%s: the %s step's job %s is not in %s on the PC: the PC restarted since it began. Run the "
-                        "playbook again; the step resumes from what it finds done." % (host, step, jid, async_dir))
+                        "%s: the %s step's job %s is not in %s on the PC, so the PC restarted since the step began; "
+                        "run the playbook again and the step resumes from what it finds done." % (host, step, jid, async_dir))
                 if status.get("finished") or status.get("failed"):
                     break
                 now = time.time()

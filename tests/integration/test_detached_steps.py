@@ -109,6 +109,31 @@ def test_a_failed_step_fails_the_wait_with_the_module_s_message(rig, tmp_path):
     assert not missing.exists()
 
 
+def test_a_job_the_pc_no_longer_has_fails_in_one_sentence_saying_to_run_again(tmp_path):
+    # A PC that restarted while the step ran has lost async's job files (they live under /root and the maintenance
+    # environment's root is in RAM): the wait stops at once instead of asking until the step's timeout.
+    book = tmp_path / "lost.yml"
+    book.write_text("""\
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Wait for a step whose job the PC does not have
+      inplace.migration.await_step:
+        job: {ansible_job_id: j%d.1, started: 1, finished: 0}
+        step: deploy
+        poll: 1
+""" % (os.getpid() * 1000 + 17))
+    proc = adhoc.playbook(str(book))
+    assert proc.returncode != 0
+    failed = re.search(r'^fatal: \[localhost\]: FAILED! => .*"msg": "([^"]*)"', proc.stdout, re.M)
+    assert failed, proc.stdout
+    message = failed.group(1)
+    assert re.fullmatch(r"localhost: the deploy step's job j\d+\.1 is not in \S+ on the PC, so the PC restarted since "
+                        r"the step began; run the playbook again and the step resumes from what it finds done\.",
+                        message), message
+    adhoc.assert_one_sentence_naming_the_fix({"rc": 2, "msg": message}, ["run the playbook again"])
+
+
 def test_in_check_mode_the_detached_step_changes_nothing_and_its_estimate_is_returned(rig):
     proc = adhoc.playbook(rig["write"](), check=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
