@@ -60,7 +60,7 @@ def test_the_stick_attached_first_is_never_read_as_the_store_mounted_or_written(
     root_partuuid = blkid(system.part(1), "PART_ENTRY_UUID")
 
     made = adhoc.module("partition_space", {"disk": system.path, "size": "64M", "shrink": system.part(2),
-                                      "min_free": "16M", "label": LABEL})
+                                            "min_free": "16M", "label": LABEL})
     assert made["rc"] == 0, made.get("msg")
     assert made["store"]["device"] == system.part(3)
     assert blkid(system.part(3), "LABEL") == LABEL
@@ -123,8 +123,8 @@ def test_image_deploy_with_the_stick_first_writes_the_system_disk_and_records_it
 
     with mounted(system.part(2), readonly=False) as store:
         done = adhoc.module("image_deploy", {"store": store, "src": src, "checksum": "sha256:" + images.sha256(src),
-                                       "dest": dest, "store_label": LABEL, "bootloader": "none",
-                                       "carry_accounts": ["ansible"], "require_capture": False})
+                                             "dest": dest, "store_label": LABEL, "bootloader": "none",
+                                             "carry_accounts": ["ansible"], "require_capture": False})
         assert done["rc"] == 0, done.get("msg")
         assert done["dest"]["device"] == system.part(1) and done["state"] == "complete"
     with mounted(system.part(1)) as root:
