@@ -51,8 +51,11 @@ def test_maintenance_boots_with_the_overlays_identity_and_mounts_no_disk(booted)
     mounted = remote(ssh, "findmnt -rn -o SOURCE").split()
     assert not [source for source in mounted if source.startswith(("/dev/vd", "/dev/sd", "/dev/nvme"))], mounted
     assert remote(ssh, "sudo systemctl is-system-running --wait") == "running"
-    tools = "mkfs.ext4 resize2fs e2fsck btrfs xfs_growfs zstd qemu-img grub-install sfdisk setfacl setfattr tar parted"
+    tools = ("mkfs.ext4 resize2fs e2fsck btrfs xfs_growfs zstd qemu-img grub-install sfdisk setfacl setfattr tar parted "
+             "lvm dmsetup efibootmgr")
     assert remote(ssh, "sudo sh -c 'for tool in %s; do command -v $tool >/dev/null || echo $tool; done'" % tools) == ""
+    # What a root on LVM needs of the kernel: device-mapper, loaded on demand.
+    assert remote(ssh, "sudo sh -c 'modprobe dm-mod && dmsetup version >/dev/null && echo ok'") == "ok"
 
 
 def test_too_little_ram_never_gives_a_half_unpacked_environment_to_ssh(base, tmp_path):

@@ -41,6 +41,8 @@ PACKAGES = [
     "python3", "python3-parted", "parted", "e2fsprogs", "btrfs-progs", "xfsprogs", "zstd", "openssh-server", "sudo",
     "qemu-utils", "grub-pc-bin", "grub2-common", "util-linux", "fdisk", "acl", "attr", "tar", "iproute2",
     "procps", "kmod", "udev", "systemd-sysv", "passwd",
+    # A root on LVM (its store can be a logical volume) and a UEFI PC's boot entries.
+    "lvm2", "efibootmgr",
     # Stands in for usrmerge (and its perl), which the essential set brings and customize() purges.
     "usr-is-merged",
 ]
@@ -67,7 +69,7 @@ KEPT_MODULES = [
     "drivers/net/ethernet/broadcom/tg3.ko", "drivers/net/ethernet/atheros/",
     "drivers/net/usb/r8152.ko", "drivers/net/usb/cdc_ether.ko", "drivers/net/usb/ax88179_178a.ko",
     "fs/ext4/", "fs/btrfs/", "fs/xfs/", "fs/fat/", "fs/nls/nls_cp437.ko", "fs/nls/nls_ascii.ko", "fs/nls/nls_utf8.ko",
-    "fs/efivarfs/", "fs/isofs/",
+    "fs/efivarfs/", "fs/isofs/", "drivers/md/dm-mod.ko",
     "crypto/crc32c_generic.ko", "crypto/xxhash_generic.ko", "crypto/sha256_generic.ko",
     "crypto/blake2b_generic.ko", "arch/x86/crypto/crc32c-intel.ko",
 ]
