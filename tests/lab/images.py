@@ -33,6 +33,10 @@ PACKAGES = [
 # for Ansible and sudo for its become. No zstd, no python3-parted: the collection must not need them there.
 OLD_PC_VARIANT = "standard"
 OLD_PC_PACKAGES = ["linux-image-amd64", "grub-pc", "openssh-server", "python3", "sudo"]
+# A UEFI PC as Debian's installer leaves it with Secure Boot in mind: shim and GRUB from the signed packages
+# (the kernel package is signed already), efibootmgr for its boot entries, no grub-pc.
+OLD_UEFI_PC_PACKAGES = ["linux-image-amd64", "shim-signed", "grub-efi-amd64-signed", "grub-efi-amd64-bin",
+                        "grub2-common", "efibootmgr", "openssh-server", "python3", "sudo"]
 DROPPED_DOCS = ["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/locale/*"]
 ADMIN = {"name": "labadmin", "uid": 900}
 LAYOUTS = {
@@ -42,9 +46,14 @@ LAYOUTS = {
             "start=4096, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n", 2),
     # /boot a partition of its own in front of the root, as Debian's installer makes it ("separate /boot").
     "msdos-boot": ("label: dos\nstart=2048, size=256MiB, type=83, bootable\ntype=83\n", 2),
+    # UEFI: an EFI system partition (FAT32, mounted at /boot/efi), then the root.
+    "gpt-uefi": ("label: gpt\nstart=2048, size=128MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp\n"
+                 "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n", 2),
 }
 # The layouts with a separate /boot, and its partition's number.
 BOOT_PARTITIONS = {"msdos-boot": 1}
+# The UEFI layouts: the ESP's partition number, where it starts and its size in MiB.
+ESP_PARTITIONS = {"gpt-uefi": (1, 1, 128)}
 NETWORK = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n"
 DEFAULT_GRUB = """\
 GRUB_DEFAULT=0
@@ -87,12 +96,13 @@ def bootstrap(suite, destination, variant="apt", packages=None):
     run(*command, suite, destination, stdout=subprocess.DEVNULL)
 
 
-def root_tarball(suite):
-    """The cached mmdebstrap root of the old PC's ``suite`` as a tar (shared by the disk layouts)."""
-    inputs = {"suite": suite, "variant": OLD_PC_VARIANT, "packages": OLD_PC_PACKAGES, "drop": DROPPED_DOCS}
+def root_tarball(suite, packages=None):
+    """The cached mmdebstrap root of the old PC's ``suite`` as a tar (shared by the disk layouts of a firmware)."""
+    packages = packages or OLD_PC_PACKAGES
+    inputs = {"suite": suite, "variant": OLD_PC_VARIANT, "packages": packages, "drop": DROPPED_DOCS}
     directory = cache.cached("root-" + suite, cache.key(inputs, [os.path.join(HERE, "images.py")]),
                              lambda work: bootstrap(suite, os.path.join(work, "root.tar"), OLD_PC_VARIANT,
-                                                    OLD_PC_PACKAGES))
+                                                    packages))
     return os.path.join(directory, "root.tar")
 
 
@@ -126,9 +136,12 @@ def add_admin(root, public_key):
     write(os.path.join(root, "etc/sudoers.d/labadmin"), "%s ALL=(ALL:ALL) NOPASSWD: ALL\n" % ADMIN["name"], 0o440)
 
 
-def configure_old_pc(root, uuid, public_key, boot_uuid=None):
+def configure_old_pc(root, uuid, public_key, boot_uuid=None, esp_uuid=None):
     write(os.path.join(root, "etc/fstab"), "UUID=%s / ext4 errors=remount-ro 0 1\n" % uuid + (
-        "UUID=%s /boot ext4 defaults 0 2\n" % boot_uuid if boot_uuid else ""))
+        "UUID=%s /boot ext4 defaults 0 2\n" % boot_uuid if boot_uuid else "") + (
+        "UUID=%s /boot/efi vfat umask=0077 0 1\n" % esp_uuid if esp_uuid else ""))
+    if esp_uuid:
+        os.makedirs(os.path.join(root, "boot/efi"), exist_ok=True)
     write(os.path.join(root, "etc/hostname"), "lab-base\n")
     write(os.path.join(root, "etc/hosts"), "127.0.0.1\tlocalhost\n127.0.1.1\tlab-base\n"
           "::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -195,6 +208,51 @@ def install_grub(root, device, root_partition, uuid):
     write(config, text, 0o444)
 
 
+def update_grub(root, root_partition, uuid):
+    """/boot/grub/grub.cfg by update-grub in a chroot, naming the root by UUID (see install_grub)."""
+    os.makedirs(os.path.join(root, "boot/grub"), exist_ok=True)
+    with chroot_mounts(root):
+        run("chroot", root, "update-grub", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = os.path.join(root, "boot/grub/grub.cfg")
+    with open(config, encoding="utf-8") as handle:
+        text = handle.read()
+    text = text.replace("root=%s " % root_partition, "root=UUID=%s " % uuid)
+    if root_partition in text:
+        raise RuntimeError("grub.cfg still names %s after the UUID rewrite" % root_partition)
+    write(config, text, 0o444)
+
+
+# What Debian's grub-install --uefi-secure-boot --force-extra-removable puts on the ESP, from the root's files:
+# shim as the removable-media loader beside its fallback (which makes the "debian" boot entry from BOOTX64.CSV
+# when the firmware has none) and shim, the signed GRUB and MokManager under EFI/debian.
+ESP_FILES = {
+    "EFI/BOOT/BOOTX64.EFI": "usr/lib/shim/shimx64.efi.signed",
+    "EFI/BOOT/fbx64.efi": "usr/lib/shim/fbx64.efi.signed",
+    "EFI/BOOT/mmx64.efi": "usr/lib/shim/mmx64.efi.signed",
+    "EFI/debian/shimx64.efi": "usr/lib/shim/shimx64.efi.signed",
+    "EFI/debian/grubx64.efi": "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+    "EFI/debian/mmx64.efi": "usr/lib/shim/mmx64.efi.signed",
+    "EFI/debian/BOOTX64.CSV": "usr/lib/shim/BOOTX64.CSV",
+}
+# The signed GRUB's built-in prefix is /EFI/debian; this is the file grub-install writes there.
+ESP_GRUB_CFG = "search.fs_uuid %s root\nset prefix=($root)'/boot/grub'\nconfigfile $prefix/grub.cfg\n"
+
+
+def esp_files(root, uuid, work):
+    """The ESP's files (path on the FAT -> a copy in ``work``), taken from the mounted root before it is
+    unmounted, with the GRUB stub that finds the root by ``uuid``."""
+    files = {}
+    staged = os.path.join(work, "esp")
+    for esp_path, source in ESP_FILES.items():
+        copy = os.path.join(staged, esp_path)
+        os.makedirs(os.path.dirname(copy), exist_ok=True)
+        shutil.copyfile(os.path.join(root, source), copy)
+        files[esp_path] = copy
+    files["EFI/debian/grub.cfg"] = os.path.join(staged, "EFI/debian/grub.cfg")
+    write(files["EFI/debian/grub.cfg"], ESP_GRUB_CFG % uuid)
+    return files
+
+
 def build_old_pc(work, layout, tarball, public_key):
     script, number = LAYOUTS[layout]
     raw = os.path.join(work, "disk.raw")
@@ -207,7 +265,11 @@ def build_old_pc(work, layout, tarball, public_key):
         partition = "%sp%d" % (device, number)
         run("mkfs.ext4", "-q", partition)
         uuid = output("blkid", "-s", "UUID", "-o", "value", partition)
-        boot = boot_uuid = None
+        boot = boot_uuid = esp_uuid = None
+        if layout in ESP_PARTITIONS:
+            # FAT's volume serial is the ESP's UUID in fstab: the root's first 8 digits, so the disk is reproducible.
+            serial = uuid.replace("-", "")[:8].upper()
+            esp_uuid = "%s-%s" % (serial[:4], serial[4:])
         if layout in BOOT_PARTITIONS:
             boot = "%sp%d" % (device, BOOT_PARTITIONS[layout])
             run("mkfs.ext4", "-q", boot)
@@ -219,24 +281,34 @@ def build_old_pc(work, layout, tarball, public_key):
             stack.enter_context(mounted(boot, os.path.join(mountpoint, "boot")))
         run("tar", "-x", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-f", tarball,
             "-C", mountpoint)
-        configure_old_pc(mountpoint, uuid, public_key, boot_uuid)
+        configure_old_pc(mountpoint, uuid, public_key, boot_uuid, esp_uuid)
         users = profiles.populate(mountpoint)
-        install_grub(mountpoint, device, partition, uuid)
+        if esp_uuid:
+            update_grub(mountpoint, partition, uuid)
+            files = esp_files(mountpoint, uuid, work)
+        else:
+            install_grub(mountpoint, device, partition, uuid)
         stack.close()
         for checked in (partition, boot) if boot else (partition,):
             run("e2fsck", "-f", "-n", checked, stdout=subprocess.DEVNULL)
+    if esp_uuid:
+        from tests.lab import uefi  # uefi imports machines, which imports this module
+        unused_number, start_mib, size_mib = ESP_PARTITIONS[layout]
+        uefi.format_esp(raw, start_mib, size_mib, files, serial)
+        shutil.rmtree(os.path.join(work, "esp"))
     run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, os.path.join(work, "disk.qcow2"))
     os.unlink(raw)
     os.rmdir(mountpoint)
     info = {"layout": layout, "root_partition": number, "root_uuid": uuid, "disk_bytes": DISK_BYTES,
             "boot_partition": BOOT_PARTITIONS.get(layout), "boot_uuid": boot_uuid,
+            "esp_partition": ESP_PARTITIONS[layout][0] if esp_uuid else None, "esp_uuid": esp_uuid,
             "admin": ADMIN, "users": users, "suite": "bookworm"}
     write(os.path.join(work, "info.json"), json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
 def old_pc(layout="msdos"):
     """The cached old PC disk (qcow2, to be used as a backing file only); returns its directory."""
-    tarball = root_tarball("bookworm")
+    tarball = root_tarball("bookworm", OLD_UEFI_PC_PACKAGES if layout in ESP_PARTITIONS else OLD_PC_PACKAGES)
     with open(cache.ssh_key() + ".pub", encoding="utf-8") as handle:
         public_key = handle.read()
     inputs = {"layout": layout, "disk": DISK_BYTES, "root": os.path.basename(os.path.dirname(tarball)),

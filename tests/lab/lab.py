@@ -29,6 +29,7 @@ BUILDS = {
     "old-msdos": lambda: images.old_pc("msdos"),
     "old-gpt": lambda: images.old_pc("gpt"),
     "old-msdos-boot": lambda: images.old_pc("msdos-boot"),
+    "old-gpt-uefi": lambda: images.old_pc("gpt-uefi"),
     "new": images.new_image,
     "maintenance": images.maintenance_base,
 }

@@ -256,6 +256,10 @@ class Lab:
             if devices:
                 command += disk_devices(pc["overlay"], devices.get("bus", "virtio"), pc.get("stick"),
                                         devices.get("stick_place", "usb"), stick_later=devices.get("stick_later", False))
+            if pc["layout"] in images.ESP_PARTITIONS:
+                from tests.lab import uefi  # uefi imports this module
+                # A UEFI PC has Secure Boot on, as most bought in the last years do.
+                command = uefi.uefi_command(command, self.directory, name, pc.get("secure_boot", True))
             started[name] = time.monotonic()
             launch(command, name, self.directory)
         self.save()

@@ -4,6 +4,7 @@ with mtools, and Debian's signed chain booted from such an ESP."""
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.boot import efi, grub
-from tests.lab import uefi
+from tests.lab import machines, uefi
 from tests.lab.machines import LabError
 
 BOOT_SECONDS = 180
@@ -143,3 +144,52 @@ def test_ovmf_boots_the_signed_chain_from_the_esp(tmp_path, secure_boot):
         assert "Secure boot disabled" in text
     assert "Linux version" in text and "Kernel panic" in text, "%.0f s: %s" % (seconds, text[-2000:])
     print("OVMF%s to a kernel panic: %.0f s" % (" with Secure Boot" if secure_boot else "", seconds))
+
+
+SECURE_BOOT_VARIABLE = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c"
+
+
+def test_a_uefi_lab_pc_boots_debian_12_through_shim_with_secure_boot_on(tmp_path):
+    """The lab's UEFI PC (layout gpt-uefi): Debian 12 from Debian's signed shim, GRUB and kernel with Secure Boot
+    on; its ESP mounted at /boot/efi; shim's fallback made the "debian" boot entry the firmware booted, as after
+    an install whose NVRAM entry was lost."""
+    lab = machines.Lab(str(tmp_path / "lab"))
+    try:
+        (name,) = lab.add(1, ["gpt-uefi"])
+        seconds = lab.start(timeout=900)[name]
+
+        def on_pc(command):
+            return subprocess.run(lab.ssh_command(name, "sudo", "sh", "-c", "'%s'" % command), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, check=True).stdout.strip()
+        # The variable's four attribute bytes, then its one byte of value.
+        assert on_pc("od -An -t u1 %s" % SECURE_BOOT_VARIABLE).split()[-1] == "1"
+        assert "Secure boot enabled" in on_pc("dmesg")
+        assert on_pc("findmnt -n -o SOURCE,FSTYPE /") == "/dev/vda2 ext4"
+        assert on_pc("findmnt -n -o SOURCE,FSTYPE /boot/efi") == "/dev/vda1 vfat"
+        esp = ["BOOTX64.CSV", "grub.cfg", "grubx64.efi", "mmx64.efi", "shimx64.efi"]
+        assert on_pc("ls /boot/efi/EFI/debian").split() == esp
+        # The firmware booted the removable-media path (the disk itself, no entry of Debian's yet); shim found its
+        # fallback there, which made the "debian" entry from BOOTX64.CSV, first in BootOrder, and booted on.
+        entries = on_pc("efibootmgr -v").splitlines()
+        order = [line.split()[1].split(",") for line in entries if line.startswith("BootOrder:")][0]
+        first = [line for line in entries if line.startswith("Boot%s" % order[0])][0]
+        partuuid = on_pc("blkid -s PARTUUID -o value /dev/vda1")
+        assert re.search(r"\* debian\s+HD\(1,GPT,%s,0x800,0x40000\)/File\(\\EFI\\debian\\shimx64\.efi\)" % partuuid,
+                         first), entries
+        # From the next boot on the firmware boots that entry.
+        boot_id = on_pc("cat /proc/sys/kernel/random/boot_id")
+        subprocess.run(lab.ssh_command(name, "sudo", "systemctl", "reboot"), check=False)
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            time.sleep(5)
+            again = subprocess.run(lab.ssh_command(name, "cat", "/proc/sys/kernel/random/boot_id"),
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=False)
+            if again.returncode == 0 and again.stdout.strip() != boot_id:
+                break
+        else:
+            pytest.fail("the UEFI PC did not come back from a reboot within 900 s")
+        current = [line.split()[1] for line in on_pc("efibootmgr").splitlines() if line.startswith("BootCurrent:")]
+        assert current == [order[0]]
+        print("UEFI lab PC with Secure Boot to SSH: %.0f s" % seconds)
+    finally:
+        lab.stop(timeout=90)

@@ -100,9 +100,19 @@ def esp_disk(path, size_mib, files, esp_mib=64, rest_type=None):
                           text=True, check=False)
     if proc.returncode != 0:
         raise LabError("sfdisk could not write the table of %s: %s" % (path, proc.stdout.strip()))
-    target = "%s@@%dM" % (path, 1)
+    return format_esp(path, 1, esp_mib, files)
+
+
+def format_esp(path, start_mib, size_mib, files, serial=None):
+    """A FAT32 filesystem labelled ESP (volume serial ``serial``, 8 hex digits, if given) on the partition of the raw
+    disk image ``path`` that starts ``start_mib`` MiB in and is ``size_mib`` long, holding ``files``; returns its
+    mtools spec."""
+    target = "%s@@%dM" % (path, start_mib)
     # mformat takes the geometry from the size given; -F makes FAT32, as the UEFI spec asks of an ESP.
-    _run(["mformat", "-i", target, "-T", str(esp_mib * MiB // 512), "-h", "64", "-s", "32", "-F", "-v", "ESP", "::"])
+    command = ["mformat", "-i", target, "-T", str(size_mib * MiB // 512), "-h", "64", "-s", "32", "-F", "-v", "ESP"]
+    if serial:
+        command += ["-N", serial]
+    _run(command + ["::"])
     fill_fat(target, files)
     return target
 
