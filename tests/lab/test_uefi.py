@@ -14,6 +14,7 @@ import pytest
 from ansible_collections.inplace.migration.plugins.module_utils.boot import efi, grub
 from tests.lab import machines, uefi
 from tests.lab.machines import LabError
+from tests.support import adhoc
 
 BOOT_SECONDS = 180
 GRUB_CFG = """echo "inplace: grub.cfg read, prefix ${prefix}"
@@ -191,5 +192,60 @@ def test_a_uefi_lab_pc_boots_debian_12_through_shim_with_secure_boot_on(tmp_path
         current = [line.split()[1] for line in on_pc("efibootmgr").splitlines() if line.startswith("BootCurrent:")]
         assert current == [order[0]]
         print("UEFI lab PC with Secure Boot to SSH: %.0f s" % seconds)
+    finally:
+        lab.stop(timeout=90)
+
+
+MAINTENANCE_ONCE = """\
+- hosts: lab-pcs
+  gather_facts: false
+  become: true
+  tasks:
+    - name: What preflight learns of the PC (it still refuses UEFI; its facts are what the host record needs)
+      inplace.migration.preflight_facts: {}
+      register: facts
+
+    - name: Stage the maintenance environment and boot it once through the old system's GRUB
+      ansible.builtin.include_role:
+        name: inplace.migration.maintenance_env
+      vars:
+        maintenance_env_host_record:
+          disk: "{{ facts.disk }}"
+          root_partuuid: "{{ facts.root.partuuid }}"
+          root_uuid: "{{ facts.root.uuid }}"
+          boot_separate: "{{ facts.boot.separate }}"
+          boot_uuid: "{{ facts.boot.uuid }}"
+          store_usable_bytes: 0
+        maintenance_env_reboot_timeout: 900
+"""
+
+
+def test_the_maintenance_environment_boots_once_through_the_signed_chain_with_secure_boot_on(tmp_path):
+    """The first half of the UEFI design (docs/architecture.md, "Booting: UEFI"): the maintenance_env role, as on a
+    BIOS PC, puts Debian's signed kernel and the initramfs in /boot/inplace and arms GRUB's one-shot; on the UEFI PC
+    the signed GRUB that shim starts reads that menu, verifies the kernel through shim and boots the maintenance
+    environment with Secure Boot on, and the next boot is the old system again (the one-shot is spent)."""
+    lab = machines.Lab(str(tmp_path / "lab"))
+    try:
+        (name,) = lab.add(1, ["gpt-uefi"])
+        lab.start(timeout=900)
+        book = tmp_path / "maintenance-once.yml"
+        book.write_text(MAINTENANCE_ONCE)
+        started = time.monotonic()
+        proc = subprocess.run(["ansible-playbook", "-i", lab.inventory, str(book)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env=adhoc.environment(), check=False, timeout=1800)
+        assert proc.returncode == 0, proc.stdout[-6000:]
+        seconds = time.monotonic() - started
+
+        def on_pc(command):
+            return subprocess.run(lab.ssh_command(name, "sudo", "sh", "-c", "'%s'" % command), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, check=True).stdout.strip()
+        assert on_pc("test -f /etc/inplace-maintenance && grep -ow inplace.maintenance /proc/cmdline") == \
+            "inplace.maintenance"
+        assert on_pc("findmnt -n -o FSTYPE /") in ("rootfs", "tmpfs")
+        assert on_pc("od -An -t u1 %s" % SECURE_BOOT_VARIABLE).split()[-1] == "1"
+        assert "Secure boot enabled" in on_pc("dmesg")
+        assert on_pc("ls /sys/firmware/efi/efivars | grep -c ^BootOrder-") == "1"
+        print("UEFI PC with Secure Boot into maintenance through the role: %.0f s" % seconds)
     finally:
         lab.stop(timeout=90)
