@@ -1,6 +1,6 @@
 """The VM lab: build the images, start and stop lab PCs, reach them.
 
-    python tests/lab/lab.py build [old-msdos old-gpt new maintenance]   (default: all)
+    python tests/lab/lab.py build [old-msdos old-gpt old-msdos-boot old-gpt-uefi new maintenance]   (default: all)
     python tests/lab/lab.py start --lab DIR [--count N] [--layout msdos --layout gpt]
                                [--devices bus=virtio,stick=usb --devices bus=scsi,stick=scsi-first]
                                [--serve-images | --guestfwd-port P]
