@@ -171,6 +171,14 @@ plan:
     boot_separate:
       description: Whether C(/boot) is a filesystem of its own.
       type: bool
+    firmware:
+      description: How the PC boots, V(bios) or V(uefi); the boot loader's hand-offs differ (docs/architecture.md).
+      type: str
+    esp_partuuid:
+      description: >-
+        On a UEFI PC, PARTUUID of the EFI system partition whose GRUB stub the later phases point
+        (C(uefi.esp_partuuid)); V(null) on a BIOS PC.
+      type: str
 root:
   description: The root filesystem's C(device), C(uuid), C(fstype) and C(partuuid).
   returned: always
@@ -198,7 +206,9 @@ boot:
   type: dict
 uefi:
   description:
-    - On a PC that boots through UEFI, the EFI system partitions on the system disk (C(esp), a list), C(secure_boot)
+    - On a PC that boots through UEFI, the EFI system partitions on the system disk (C(esp), a list), the PARTUUID of
+      the one the later phases use (C(esp_partuuid), the one mounted at C(/boot/efi), else the disk's only one,
+      V(null) when that does not decide it), C(secure_boot)
       (V(null) when the firmware has no Secure Boot), and C(boot_current) and C(boot_order) as efibootmgr shows
       the entries' numbers, read from efivars. Migrating such a PC is not built yet; it is refused.
   returned: when the PC boots through UEFI

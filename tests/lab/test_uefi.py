@@ -3,6 +3,7 @@ with mtools, and Debian's signed chain booted from such an ESP."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
@@ -153,32 +154,73 @@ MAINTENANCE_ONCE = """\
   gather_facts: false
   become: true
   tasks:
-    - name: What preflight learns of the PC (it still refuses UEFI; its facts are what the host record needs)
-      inplace.migration.preflight_facts: {}
+    - name: What preflight learns of the PC (it still refuses UEFI; its facts and store plan make the host record)
+      inplace.migration.preflight_facts:
+        maintenance_bytes: 128M
+        store: {margin: 64M}
       register: facts
 
-    - name: Stage the maintenance environment and boot it once through the old system's GRUB
-      ansible.builtin.include_role:
-        name: inplace.migration.maintenance_env
-      vars:
-        maintenance_env_host_record:
+    - name: The host record preflight's plan would be
+      ansible.builtin.set_fact:
+        record:
           disk: "{{ facts.disk }}"
           root_partuuid: "{{ facts.root.partuuid }}"
           root_uuid: "{{ facts.root.uuid }}"
           boot_separate: "{{ facts.boot.separate }}"
           boot_uuid: "{{ facts.boot.uuid }}"
-          store_usable_bytes: 0
+          store_bytes: "{{ facts.store.partition.size }}"
+          store_usable_bytes: "{{ facts.store.need.total }}"
+          image_bytes: 0
+          firmware: uefi
+          esp_partuuid: "{{ facts.uefi.esp_partuuid }}"
+
+    - name: Keep it for the store's run
+      ansible.builtin.copy:
+        content: "{{ record | to_json }}"
+        dest: "{{ record_file }}"
+        mode: "0600"
+      delegate_to: localhost
+      become: false
+
+    - name: Stage the maintenance environment and boot it once through the old system's GRUB
+      ansible.builtin.include_role:
+        name: inplace.migration.maintenance_env
+      vars:
+        maintenance_env_host_record: "{{ record }}"
         maintenance_env_reboot_timeout: 900
+"""
+STORE_ONCE = """\
+- hosts: lab-pcs
+  gather_facts: false
+  become: true
+  vars:
+    record: "{{ lookup('ansible.builtin.file', record_file) | from_json }}"
+  tasks:
+    - name: Make the store and boot maintenance from it from now on (the ESP's stub pointed at the store)
+      ansible.builtin.include_role:
+        name: inplace.migration.store
+      vars:
+        store_host_record: "{{ record }}"
+
+    - name: Reboot, into maintenance from the store's menu
+      ansible.builtin.include_role:
+        name: inplace.migration.common
+        tasks_from: reboot
+      vars:
+        common_reboot_into: maintenance
+        common_reboot_timeout: 900
 """
 
 
-def test_a_uefi_lab_pc_with_secure_boot_boots_debian_and_then_the_maintenance_environment(tmp_path):
+def test_a_uefi_lab_pc_with_secure_boot_boots_maintenance_once_then_from_the_store(tmp_path):
     """The lab's UEFI PC (layout gpt-uefi): Debian 12 from Debian's signed shim, GRUB and kernel with Secure Boot
     on, its ESP at /boot/efi, and shim's fallback made the "debian" boot entry, first in BootOrder, as after an
-    install whose NVRAM entry was lost. Then the first half of the UEFI design (docs/architecture.md, "Booting:
-    UEFI"): the maintenance_env role, as on a BIOS PC, puts Debian's signed kernel and the initramfs in
+    install whose NVRAM entry was lost. Then the UEFI design (docs/architecture.md, "Booting: UEFI") up to the
+    store: the maintenance_env role, as on a BIOS PC, puts Debian's signed kernel and the initramfs in
     /boot/inplace and arms GRUB's one-shot; the firmware boots the "debian" entry, the signed GRUB reads that menu,
-    has shim verify the kernel, and the maintenance environment comes up with Secure Boot on."""
+    has shim verify the kernel, and the maintenance environment comes up with Secure Boot on. The store role makes
+    the store and points the ESP's stub at the store's menu, and the next boot is maintenance from the store,
+    through the same entry, with Secure Boot on."""
     lab = machines.Lab(str(tmp_path / "lab"))
     try:
         (name,) = lab.add(1, ["gpt-uefi"])
@@ -188,15 +230,32 @@ def test_a_uefi_lab_pc_with_secure_boot_boots_debian_and_then_the_maintenance_en
             return subprocess.run(lab.ssh_command(name, "sudo", "sh", "-c", "'%s'" % command), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True, check=True).stdout.strip()
 
+        def playbook(text, name):
+            book = tmp_path / name
+            book.write_text(text)
+            started = time.monotonic()
+            proc = subprocess.run(["ansible-playbook", "-i", lab.inventory, "-e", "record_file=%s" % record_file,
+                                   str(book)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=adhoc.environment(), check=False, timeout=1800)
+            assert proc.returncode == 0, proc.stdout[-6000:]
+            return time.monotonic() - started
+
         def secure_boot_enabled():
             # The variable's four attribute bytes, then its one byte of value.
             return on_pc("od -An -t u1 %s" % SECURE_BOOT_VARIABLE).split()[-1] == "1" and \
                 "Secure boot enabled" in on_pc("dmesg")
+
+        def boot_current():
+            return [line.split()[1] for line in on_pc("efibootmgr").splitlines() if line.startswith("BootCurrent:")]
+
+        record_file = tmp_path / "record.json"
         assert secure_boot_enabled()
         assert on_pc("findmnt -n -o SOURCE,FSTYPE /") == "/dev/vda2 ext4"
         assert on_pc("findmnt -n -o SOURCE,FSTYPE /boot/efi") == "/dev/vda1 vfat"
         esp = ["BOOTX64.CSV", "grub.cfg", "grubx64.efi", "mmx64.efi", "shimx64.efi"]
         assert on_pc("ls /boot/efi/EFI/debian").split() == esp
+        old_stub = on_pc("cat /boot/efi/EFI/debian/grub.cfg")
+        assert on_pc("findmnt -n -o UUID /") in old_stub
         # The firmware booted the removable-media path (the disk itself, no entry of Debian's yet); shim found its
         # fallback there, which made the "debian" entry from BOOTX64.CSV, first in BootOrder, and booted on.
         entries = on_pc("efibootmgr -v").splitlines()
@@ -206,21 +265,35 @@ def test_a_uefi_lab_pc_with_secure_boot_boots_debian_and_then_the_maintenance_en
         assert re.search(r"\* debian\s+HD\(1,GPT,%s,0x800,0x40000\)/File\(\\EFI\\debian\\shimx64\.efi\)" % partuuid,
                          first), entries
 
-        book = tmp_path / "maintenance-once.yml"
-        book.write_text(MAINTENANCE_ONCE)
-        started = time.monotonic()
-        proc = subprocess.run(["ansible-playbook", "-i", lab.inventory, str(book)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, env=adhoc.environment(), check=False, timeout=1800)
-        assert proc.returncode == 0, proc.stdout[-6000:]
-        maintenance_seconds = time.monotonic() - started
+        maintenance_seconds = playbook(MAINTENANCE_ONCE, "maintenance-once.yml")
+        assert json.loads(record_file.read_text())["esp_partuuid"] == partuuid
         assert on_pc("test -f /etc/inplace-maintenance && grep -ow inplace.maintenance /proc/cmdline") == \
             "inplace.maintenance"
+        # The old system's menu: the files in its /boot/inplace.
+        assert "BOOT_IMAGE=/boot/inplace/vmlinuz " in on_pc("cat /proc/cmdline")
         assert on_pc("findmnt -n -o FSTYPE /") in ("rootfs", "tmpfs")
         assert secure_boot_enabled()
         # From the second boot on, the firmware boots the entry the fallback made.
-        current = [line.split()[1] for line in on_pc("efibootmgr").splitlines() if line.startswith("BootCurrent:")]
-        assert current == [order[0]]
-        print("UEFI lab PC with Secure Boot to SSH: %.0f s; into maintenance through the role: %.0f s" % (
-            seconds, maintenance_seconds))
+        assert boot_current() == [order[0]]
+
+        store_seconds = playbook(STORE_ONCE, "store-once.yml")
+        # The store's menu, read through the stub by the same signed GRUB: the files on the store.
+        assert "BOOT_IMAGE=/inplace/boot/vmlinuz " in on_pc("cat /proc/cmdline")
+        assert on_pc("test -f /etc/inplace-maintenance && echo yes") == "yes"
+        assert secure_boot_enabled() and boot_current() == [order[0]]
+        store_uuid = on_pc("blkid -t LABEL=INPLACE-STORE -s UUID -o value")
+        on_pc("mkdir -p /run/esp && mount -o ro PARTUUID=%s /run/esp" % partuuid)
+        try:
+            assert on_pc("ls /run/esp/EFI/debian").split() == sorted(esp + ["grub.cfg.inplace-old"])
+            assert on_pc("cat /run/esp/EFI/debian/grub.cfg.inplace-old") == old_stub
+            assert on_pc("cat /run/esp/EFI/debian/grub.cfg") == (
+                "# Written by inplace.migration: the GRUB directory this PC boots from.\n"
+                "search --no-floppy --fs-uuid --set=root %s\n"
+                "set prefix=($root)'/boot/grub'\n"
+                "configfile $prefix/grub.cfg" % store_uuid)
+        finally:
+            on_pc("umount /run/esp")
+        print("UEFI lab PC with Secure Boot to SSH: %.0f s; into maintenance through the role: %.0f s; store made and "
+              "maintenance booted from it: %.0f s" % (seconds, maintenance_seconds, store_seconds))
     finally:
         lab.stop(timeout=90)

@@ -90,6 +90,30 @@ def image_vendor(root):
     return vendor
 
 
+def esp_vendor(esp):
+    """The vendor directory the ESP's signed GRUBs read (``debian``): the prefix compiled into every
+    ``\\EFI\\*\\grubx64.efi`` there, the removable-media copy included. A sentence when they name none, or
+    several (the PC's boot could go through either, so one stub would not decide it)."""
+    top = os.path.join(esp, "EFI")
+    named = {}
+    for folder in sorted(os.listdir(top)) if os.path.isdir(top) else []:
+        grubs = [entry for entry in sorted(os.listdir(os.path.join(top, folder)))
+                 if entry.lower() == "grubx64.efi"] if os.path.isdir(os.path.join(top, folder)) else []
+        for entry in grubs:
+            vendor = grub_vendor(os.path.join(top, folder, entry))
+            if vendor is not None:
+                named.setdefault(vendor, []).append("\\EFI\\%s\\%s" % (folder, entry))
+    if not named:
+        raise MigrationError("no GRUB on the EFI system partition (%s) names the \\EFI directory it reads, so "
+                             "there is no stub to point at the store; this PC does not boot Debian's signed GRUB "
+                             "and cannot be migrated." % esp)
+    if len(named) > 1:
+        raise MigrationError("the GRUBs on the EFI system partition read different \\EFI directories (%s), so no "
+                             "one stub decides what this PC boots; remove the loaders of the system that is gone." %
+                             "; ".join("%s: %s" % (vendor, ", ".join(paths)) for vendor, paths in sorted(named.items())))
+    return next(iter(named))
+
+
 def vendor_directory(esp, vendor):
     return os.path.join(esp, "EFI", vendor)
 

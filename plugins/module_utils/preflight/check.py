@@ -164,5 +164,7 @@ def preflight(runner, maintenance_bytes=0, min_ram_mib=768, profiles=None, store
             "image_bytes": image_bytes,
             "boot_separate": facts["boot"]["separate"],
             "boot_uuid": facts["boot"]["uuid"],
+            "firmware": "uefi" if facts.get("uefi") else "bios",
+            "esp_partuuid": (facts.get("uefi") or {}).get("esp_partuuid"),
         }
     return result

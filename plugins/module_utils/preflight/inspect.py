@@ -49,9 +49,16 @@ def on_battery(power_supply="/sys/class/power_supply"):
 
 def uefi_facts(devices, disk, root="/"):
     """What a UEFI PC's boot looks like: the ESPs on the system disk, Secure Boot, the boot order (read
-    from efivars, so a system without efibootmgr is seen the same)."""
-    return {"esp": efi.esp_partitions(devices, disk) if disk else [], "secure_boot": efi.secure_boot(root),
-            "boot_current": efi.boot_current(root), "boot_order": efi.boot_order(root)}
+    from efivars, so a system without efibootmgr is seen the same). ``esp_partuuid`` is the ESP the later
+    phases find by identity: the one mounted at /boot/efi, else the disk's only one (None when that does not
+    decide it)."""
+    devices = list(devices)
+    esps = efi.esp_partitions(devices, disk) if disk else []
+    chosen = [device for device in devices if device["path"] in esps and device.get("mountpoint") == "/boot/efi"]
+    chosen = chosen or ([device for device in devices if device["path"] in esps] if len(esps) == 1 else [])
+    return {"esp": esps, "esp_partuuid": chosen[0].get("partuuid") if chosen else None,
+            "secure_boot": efi.secure_boot(root), "boot_current": efi.boot_current(root),
+            "boot_order": efi.boot_order(root)}
 
 
 def _lsblk(runner):

@@ -97,6 +97,25 @@ def test_an_image_without_signed_grub_names_the_package(tmp_path):
         _esp.image_vendor(str(tmp_path))
 
 
+def test_the_esp_s_vendor_is_what_its_grubs_read(tmp_path):
+    esp = old_esp(tmp_path / "esp")
+    with pytest.raises(MigrationError, match=r"^no GRUB on the EFI system partition \(.*esp\) names the \\EFI "
+                                             r"directory it reads"):
+        _esp.esp_vendor(esp)
+    # Debian's own and the removable-media copy: the same image, one vendor.
+    for folder in ("debian", "BOOT"):
+        (tmp_path / "esp/EFI" / folder / "grubx64.efi").write_bytes(grub_image("debian", size=70000))
+    assert _esp.esp_vendor(esp) == "debian"
+    os.makedirs(str(tmp_path / "esp/EFI/ubuntu"))
+    (tmp_path / "esp/EFI/ubuntu/grubx64.efi").write_bytes(grub_image("ubuntu", size=70000))
+    with pytest.raises(MigrationError) as refused:
+        _esp.esp_vendor(esp)
+    assert str(refused.value) == (
+        "the GRUBs on the EFI system partition read different \\EFI directories (debian: \\EFI\\BOOT\\grubx64.efi, "
+        "\\EFI\\debian\\grubx64.efi; ubuntu: \\EFI\\ubuntu\\grubx64.efi), so no one stub decides what this PC "
+        "boots; remove the loaders of the system that is gone.")
+
+
 # The stub --------------------------------------------------------------------------------------------------
 
 def test_the_stub_reads_back_in_our_form_and_grub_install_s():

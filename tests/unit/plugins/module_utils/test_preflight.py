@@ -46,9 +46,19 @@ def test_uefi_facts_name_the_system_disk_s_esp_secure_boot_and_the_boot_order(tm
     devices = [{"path": "/dev/sda1", "parent": "/dev/sda", "parttype": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"},
                {"path": "/dev/nvme0n1p1", "parent": "/dev/nvme0n1", "parttype": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"},
                {"path": "/dev/nvme0n1p2", "parent": "/dev/nvme0n1", "parttype": "0fc63daf-8483-4772-8e79-3d69d8477de4"}]
+    devices[1]["partuuid"] = "8f3c1a52-0d4e-4b7a-9c61-2e5f7a8b9c0d"
     assert uefi_facts(devices, "/dev/nvme0n1", str(tmp_path)) == {
-        "esp": ["/dev/nvme0n1p1"], "secure_boot": True, "boot_current": "0004", "boot_order": ["0004", "0001"]}
+        "esp": ["/dev/nvme0n1p1"], "esp_partuuid": "8f3c1a52-0d4e-4b7a-9c61-2e5f7a8b9c0d", "secure_boot": True,
+        "boot_current": "0004", "boot_order": ["0004", "0001"]}
     assert uefi_facts(devices, None, str(tmp_path))["esp"] == []
+    # Two ESPs on the disk: the one mounted at /boot/efi is the PC's; with none mounted nothing decides it.
+    devices.append({"path": "/dev/nvme0n1p3", "parent": "/dev/nvme0n1", "partuuid": "11111111-2222-4333-8444-555555555555",
+                    "parttype": "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"})
+    assert uefi_facts(devices, "/dev/nvme0n1", str(tmp_path))["esp_partuuid"] is None
+    devices[-1]["mountpoint"] = "/boot/efi"
+    facts = uefi_facts(devices, "/dev/nvme0n1", str(tmp_path))
+    assert facts["esp"] == ["/dev/nvme0n1p1", "/dev/nvme0n1p3"]
+    assert facts["esp_partuuid"] == "11111111-2222-4333-8444-555555555555"
 
 
 def test_the_disk_under_a_logical_volume_s_physical_volume_is_its_partition_s_disk():

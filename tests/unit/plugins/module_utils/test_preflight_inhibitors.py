@@ -156,7 +156,7 @@ def test_a_pc_with_nothing_in_the_way_gets_its_plan_with_the_store_sized_once(pr
     assert result["plan"] == {"disk": "/dev/vda", "disk_identity": dict(DISK_IDENTITY, device="/dev/vda"),
                               "root_partuuid": "p-uuid", "root_uuid": "r-uuid",
                               "store_bytes": 700 * MiB, "store_usable_bytes": total, "image_bytes": 300 * MiB,
-                              "boot_separate": False, "boot_uuid": "r-uuid"}
+                              "boot_separate": False, "boot_uuid": "r-uuid", "firmware": "bios", "esp_partuuid": None}
     assert result["store"]["layout_before"] == {"device": "/dev/vda"}
 
 
