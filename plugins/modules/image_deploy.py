@@ -30,7 +30,9 @@ description:
 requirements:
   - util-linux, e2fsprogs; zstd, gzip or xz-utils for compressed images; qemu-utils for qcow2; GNU tar for archives
   - btrfs-progs or xfsprogs for those filesystems; sudo (visudo) to check carried sudo rules
-  - In the image, for O(bootloader=grub-bios), grub-pc; for O(firstboot=true), python3
+  - In the image, for O(bootloader=grub-bios), grub-pc; for O(bootloader=grub-efi), shim-signed,
+    grub-efi-amd64-signed and grub2-common; for O(firstboot=true), python3
+  - For O(bootloader=grub-efi), efibootmgr and vfat in the environment the module runs in
 extends_documentation_fragment:
   - inplace.migration.attributes
   - inplace.migration.lock
@@ -175,9 +177,19 @@ options:
         that partition is given the image's C(/boot) first (the old kernels and GRUB files removed, the maintenance
         files in C(inplace/) kept for M(inplace.migration.store_cleanup)) and bound at C(/boot) in the chroot, so
         GRUB's core image, C(grub.cfg) and C(grubenv) are on it.
+      - V(grub-efi), for a UEFI PC, makes the same menu in the chroot (no C(grub-install)), then on the EFI system
+        partition (O(esp)) writes the image's signed GRUB and shim into C(\EFI\<vendor>\), last there the stub
+        C(grub.cfg) pointing at the new C(/boot/grub), then makes the vendor's NVRAM entry first in C(BootOrder)
+        (efibootmgr), then the removable-media path C(\EFI\BOOT\BOOTX64.EFI). Each file is written beside its
+        target and renamed over it, only when its bytes differ.
       - V(none) leaves booting as it is.
     type: str
-    choices: [grub-bios, none]
+    choices: [grub-bios, grub-efi, none]
+  esp:
+    description:
+      - For O(bootloader=grub-efi), the EFI system partition (a path or a C(PARTUUID=) spec), which must be on the
+        disk holding O(dest). By default the one ESP on that disk; the module fails when there are several.
+    type: str
     default: grub-bios
   disk_identity:
     description:
@@ -303,7 +315,8 @@ fixups:
 bootloader:
   description: The disk GRUB was installed to, the new system's default entry, the maintenance entry, the GRUB
     environment block as written and the C(/boot) partition holding them (C(boot), null when C(/boot) is on the
-    root); or C(status=off).
+    root); or C(status=off). With O(bootloader=grub-efi), instead of the disk, C(esp_device), C(vendor) and C(esp)
+    (the files written in order, where the stub points, the efibootmgr commands run).
   returned: when written
   type: dict
 timings:
@@ -360,7 +373,8 @@ def main():
             carry_accounts=dict(type="list", elements="str", default=[]),
             machine_id=dict(type="str", choices=["keep", "regenerate"], default="keep"),
             firstboot=dict(type="bool", default=True),
-            bootloader=dict(type="str", choices=["grub-bios", "none"], default="grub-bios"),
+            bootloader=dict(type="str", choices=["grub-bios", "grub-efi", "none"], default="grub-bios"),
+            esp=dict(type="str"),
             disk_identity=dict(type="dict"),
             store_label=dict(type="str", default="INPLACE-STORE"),
             maintenance_cmdline=dict(type="str", default=DEFAULT_CMDLINE),

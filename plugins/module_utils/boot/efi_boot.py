@@ -253,6 +253,17 @@ def _put_files(root, folder, files, check_mode):
     return steps
 
 
+def check_image(root):
+    """The image's vendor directory, once it is known to hold the signed shim and GRUB the ESP needs; a sentence
+    naming what is missing otherwise."""
+    missing = [candidates[0] for unused, candidates, needed in VENDOR_FILES
+               if needed and _efi.find_file(root, candidates) is None]
+    if missing:
+        raise MigrationError("the image lacks %s, which the ESP needs; add shim-signed and grub-efi-amd64-signed to "
+                             "the image." % " and ".join(missing))
+    return image_vendor(root)
+
+
 def deploy(esp, root, uuid, directory, nvram=None, check_mode=False):
     """The deploy's last step on the ESP, in the design's order: the image's signed GRUB, shim (and
     MokManager, fallback, ``BOOTX64.CSV`` when it has them) into ``\\EFI\\<vendor>\\``, last there
@@ -264,12 +275,7 @@ def deploy(esp, root, uuid, directory, nvram=None, check_mode=False):
     called, to plan. Returns ``vendor``, ``steps`` (what was written, in order),
     ``changed`` and what ``nvram`` returned.
     """
-    missing = [candidates[0] for unused, candidates, needed in VENDOR_FILES
-               if needed and _efi.find_file(root, candidates) is None]
-    if missing:
-        raise MigrationError("the image lacks %s, which the ESP needs; add shim-signed and grub-efi-amd64-signed to "
-                             "the image." % " and ".join(missing))
-    vendor = image_vendor(root)
+    vendor = check_image(root)
     folder = vendor_directory(esp, vendor)
     steps = _put_files(root, folder, [(name, candidates) for name, candidates, unused in VENDOR_FILES], check_mode)
     stub = switch_stub(esp, vendor, uuid, directory, check_mode)

@@ -1,6 +1,6 @@
 # Copyright: inplace.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""GRUB for BIOS: the maintenance entry (defined once here), the environment block, the menu,
+"""GRUB (for BIOS, and its menu for UEFI): the maintenance entry (defined once here), the environment block, the menu,
 and installing the new system's GRUB as the deploy's last step.
 
 The maintenance entry appears in three places over a migration: in the old system's menu
@@ -16,6 +16,7 @@ import contextlib
 import os
 import re
 
+from ansible_collections.inplace.migration.plugins.module_utils.boot import efi_boot as _efi_boot
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside, read_text
 from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, fsync_directory
@@ -284,6 +285,48 @@ def chroot_mounts(runner, root, device, uuid, boot=None):
                 runner.run(["umount", "-l", target], ok=None)
 
 
+def _mkconfig(root):
+    return next((tool for tool in ("/usr/sbin/update-grub", "/usr/sbin/grub-mkconfig")
+                 if os.path.exists(inside(root, tool))), None)
+
+
+def _prepare_menu(root, store_uuid, cmdline):
+    """The new system's inputs to grub-mkconfig: the maintenance entry's script and GRUB_DEFAULT=saved."""
+    script = inside(root, GRUB_SCRIPT)
+    os.makedirs(os.path.dirname(script), exist_ok=True)
+    atomic_write(script, maintenance_script(store_uuid, STORE_PREFIX, cmdline).encode("utf-8"), 0o755)
+    defaults = inside(root, "/etc/default/grub")
+    os.makedirs(os.path.dirname(defaults), exist_ok=True)
+    atomic_write(defaults, grub_default_text(read_text(root, "/etc/default/grub")).encode("utf-8"), 0o644)
+
+
+def _make_menu(runner, root, mkconfig, uuid):
+    """grub-mkconfig in the chroot, the root pinned by UUID; ``(default entry, devices rewritten)``."""
+    config = inside(root, "/boot/grub/grub.cfg")
+    os.makedirs(os.path.dirname(config), exist_ok=True)
+    if mkconfig.endswith("update-grub"):
+        runner.run(["chroot", root, mkconfig])
+    else:
+        runner.run(["chroot", root, mkconfig, "-o", "/boot/grub/grub.cfg"])
+    with open(config) as handle:
+        text, rewritten = pin_root(handle.read(), uuid)
+    if rewritten:
+        atomic_write(config, text.encode("utf-8"), 0o644)
+    entry = default_entry(text)
+    if not entry or MAINTENANCE_ENTRY not in text:
+        raise MigrationError("grub-mkconfig in the new system made no usable menu (%s)." % (
+            "no maintenance entry" if entry else "no entry for the new system"))
+    return entry, rewritten
+
+
+def _arm(root, entry, one_shot):
+    """The new system once, maintenance the saved default (``one_shot``), or the new system for good."""
+    grubenv = inside(root, "/boot/grub/grubenv")
+    if one_shot:
+        return update_grubenv(grubenv, saved_entry=MAINTENANCE_ENTRY, next_entry=entry)
+    return update_grubenv(grubenv, saved_entry=entry, next_entry=None)
+
+
 def install_grub(runner, root, disk, device, uuid, store_uuid, cmdline, one_shot, boot=None):
     """GRUB for BIOS in the new system, installed to ``disk`` from a chroot: the very last step.
 
@@ -296,37 +339,39 @@ def install_grub(runner, root, disk, device, uuid, store_uuid, cmdline, one_shot
     """
     missing = [path for path in ("/usr/sbin/grub-install", "/usr/lib/grub/i386-pc")
                if not os.path.exists(inside(root, path))]
-    mkconfig = next((tool for tool in ("/usr/sbin/update-grub", "/usr/sbin/grub-mkconfig")
-                     if os.path.exists(inside(root, tool))), None)
+    mkconfig = _mkconfig(root)
     if missing or not mkconfig:
         raise MigrationError("the new system has no GRUB for BIOS (%s missing); install grub-pc in the image, or "
                              "set bootloader=none." % ", ".join(missing or ["grub-mkconfig"]))
-    script = inside(root, GRUB_SCRIPT)
-    os.makedirs(os.path.dirname(script), exist_ok=True)
-    atomic_write(script, maintenance_script(store_uuid, STORE_PREFIX, cmdline).encode("utf-8"), 0o755)
-    defaults = inside(root, "/etc/default/grub")
-    os.makedirs(os.path.dirname(defaults), exist_ok=True)
-    atomic_write(defaults, grub_default_text(read_text(root, "/etc/default/grub")).encode("utf-8"), 0o644)
+    _prepare_menu(root, store_uuid, cmdline)
     with chroot_mounts(runner, root, device, uuid, boot):
-        config = inside(root, "/boot/grub/grub.cfg")
-        os.makedirs(os.path.dirname(config), exist_ok=True)
-        if mkconfig.endswith("update-grub"):
-            runner.run(["chroot", root, mkconfig])
-        else:
-            runner.run(["chroot", root, mkconfig, "-o", "/boot/grub/grub.cfg"])
-        with open(config) as handle:
-            text, rewritten = pin_root(handle.read(), uuid)
-        if rewritten:
-            atomic_write(config, text.encode("utf-8"), 0o644)
-        entry = default_entry(text)
-        if not entry or MAINTENANCE_ENTRY not in text:
-            raise MigrationError("grub-mkconfig in the new system made no usable menu (%s)." % (
-                "no maintenance entry" if entry else "no entry for the new system"))
+        entry, rewritten = _make_menu(runner, root, mkconfig, uuid)
         runner.run(["chroot", root, "/usr/sbin/grub-install", "--target=i386-pc", disk])
-        grubenv = inside(root, "/boot/grub/grubenv")
-        if one_shot:
-            values = update_grubenv(grubenv, saved_entry=MAINTENANCE_ENTRY, next_entry=entry)
-        else:
-            values = update_grubenv(grubenv, saved_entry=entry, next_entry=None)
+        values = _arm(root, entry, one_shot)
     return {"status": "done", "disk": disk, "default_entry": entry, "maintenance_entry": MAINTENANCE_ENTRY,
             "grubenv": values, "root_rewritten": sorted(set(rewritten)), "script": GRUB_SCRIPT}
+
+
+def install_grub_efi(runner, root, device, uuid, store_uuid, cmdline, one_shot, esp, boot=None, boot_uuid=None,
+                     nvram=None):
+    """GRUB for UEFI in the new system, the very last step (docs/architecture.md, "Booting: UEFI").
+
+    The menu and its one-shot as for BIOS, made in the chroot; then, on the ESP mounted at ``esp``, the
+    image's signed GRUB and shim, last there the stub pointing at the new ``/boot/grub`` (``/grub`` on
+    the /boot partition ``boot_uuid``), then ``nvram()`` (the NVRAM entry first in BootOrder), then the
+    removable-media path (``efi_boot.deploy``). No grub-install: Debian's signed GRUB has its modules
+    built in and its prefix compiled in, and with Secure Boot on it loads nothing else from disk.
+    """
+    mkconfig = _mkconfig(root)
+    if not mkconfig:
+        raise MigrationError("the new system has no grub-mkconfig; install grub2-common (with grub-efi-amd64-signed "
+                             "and shim-signed) in the image, or set bootloader=none.")
+    vendor = _efi_boot.check_image(root)
+    _prepare_menu(root, store_uuid, cmdline)
+    with chroot_mounts(runner, root, device, uuid, boot):
+        entry, rewritten = _make_menu(runner, root, mkconfig, uuid)
+        values = _arm(root, entry, one_shot)
+    on_esp = _efi_boot.deploy(esp, root, boot_uuid if boot else uuid, "/grub" if boot else "/boot/grub", nvram)
+    return {"status": "done", "vendor": vendor, "default_entry": entry, "maintenance_entry": MAINTENANCE_ENTRY,
+            "grubenv": values, "root_rewritten": sorted(set(rewritten)), "script": GRUB_SCRIPT,
+            "esp": {"steps": on_esp["steps"], "stub": on_esp["stub"]["after"], "nvram": on_esp["nvram"]}}

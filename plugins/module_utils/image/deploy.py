@@ -278,6 +278,8 @@ class Deploy(HandOver):
             raise MigrationError("the image needs %s but dest=%s (%s) holds %s." % (
                 human(needed), params["dest"], device, human(size)))
         disk = _target.bootloader_disk(scan, device, params["bootloader"])
+        if params["bootloader"] == "grub-efi":
+            self.esp_device(scan, device)  # refused before anything is written when the ESP is not decided
         self.check_disk(device, "writing the new system to %s" % device)
         if self.check_mode:
             self.verify(expected, compression)

@@ -17,7 +17,9 @@ import time
 from ansible_collections.inplace.migration.plugins.module_utils.image import fixups as _fixups
 from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
-from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import install_grub
+from ansible_collections.inplace.migration.plugins.module_utils.boot import efi as _efi
+from ansible_collections.inplace.migration.plugins.module_utils.boot import efi_boot as _efi_boot
+from ansible_collections.inplace.migration.plugins.module_utils.boot.grub import install_grub, install_grub_efi
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside
 from ansible_collections.inplace.migration.plugins.module_utils.boot import firstboot as _firstboot
@@ -96,14 +98,67 @@ class HandOver:
                         self.runner, root, disk, device, fs["uuid"], store_values["UUID"], params["maintenance_cmdline"],
                         one_shot=params["firstboot"], boot=boot_dir if boot else None)
                     self.result["bootloader"]["boot"] = boot["device"] if boot else None
-                if params["firstboot"]:
-                    path = os.path.join(root, "etc/inplace-migration/firstboot.json")
-                    with open(path) as handle:
-                        config = json.load(handle)
-                    config["default_entry"] = self.result["bootloader"]["default_entry"]
-                    _firstboot.install(root, config)
+            elif params["bootloader"] == "grub-efi":
+                if not store_values.get("UUID"):
+                    raise MigrationError("the store %s has no filesystem UUID for GRUB to find it by." %
+                                         self.store.root)
+                self.check_disk(device, "installing the new system's boot loader on its EFI system partition")
+                esp = self.esp_device(scan, device)
+                with self.timed("bootloader"), self.boot_directory(scan, root, excluded) as (boot_dir, boot), \
+                        _mount.temporary_mount(self.runner, esp, "vfat") as esp_dir:
+                    if boot:
+                        report["boot"] = dict(_fixups.fill_boot(self.runner, os.path.join(root, "boot"), boot_dir),
+                                              device=boot["device"], spec=boot["spec"])
+                    self.result["bootloader"] = install_grub_efi(
+                        self.runner, root, device, fs["uuid"], store_values["UUID"], params["maintenance_cmdline"],
+                        one_shot=params["firstboot"], esp=esp_dir, boot=boot_dir if boot else None,
+                        boot_uuid=scan.values(boot["device"]).get("UUID") if boot else None,
+                        nvram=lambda: self.boot_entry_first(scan, esp, _efi_boot.image_vendor(root)))
+                    self.result["bootloader"].update(boot=boot["device"] if boot else None, esp_device=esp)
             else:
                 self.result["bootloader"] = {"status": "off"}
+            if params["firstboot"] and params["bootloader"] != "none":
+                path = os.path.join(root, "etc/inplace-migration/firstboot.json")
+                with open(path) as handle:
+                    config = json.load(handle)
+                config["default_entry"] = self.result["bootloader"]["default_entry"]
+                _firstboot.install(root, config)
+
+    def esp_device(self, scan, device):
+        """The EFI system partition the new system's loaders go to: the one ``esp`` names, else the only ESP on the
+        disk holding ``device``; held to that disk, so a stick's ESP is never written."""
+        disk = _devices.parent_disk(device)
+        on_disk = [path for path, values in scan.devices.items()
+                   if _efi.is_esp_type(values.get("PART_ENTRY_TYPE")) and _devices.parent_disk(path) == disk]
+        if self.params.get("esp"):
+            esp = scan.find(self.params["esp"], "the EFI system partition")
+            if _devices.parent_disk(esp) != disk or esp not in on_disk:
+                raise MigrationError("esp=%s (%s) is not an EFI system partition on %s, the disk being migrated; name "
+                                     "that disk's ESP." % (self.params["esp"], esp, disk))
+            return esp
+        if len(on_disk) != 1:
+            raise MigrationError("%s has %s; name the one this PC boots from with esp=PARTUUID=...." % (
+                disk, "no EFI system partition" if not on_disk else "EFI system partitions %s" % ", ".join(
+                    sorted(on_disk))))
+        return on_disk[0]
+
+    def boot_entry_first(self, scan, esp, vendor):
+        """The new system's NVRAM entry made (when missing), active and first in BootOrder: efibootmgr, read again
+        after each change, until nothing is left to do."""
+        values = scan.values(esp)
+        done = []
+        for unused_attempt in range(3):
+            state = _efi.parse_efibootmgr(self.runner.output(["efibootmgr", "-v"]))
+            commands = _efi_boot.nvram_commands(state, _devices.parent_disk(esp), values.get("PART_ENTRY_NUMBER"),
+                                                values.get("PART_ENTRY_UUID"), vendor)
+            if not commands:
+                return done
+            for command in commands:
+                self.runner.run(command)
+                done.append(command)
+        raise MigrationError("the firmware did not keep the boot entry for %s first in BootOrder (efibootmgr ran: %s); "
+                             "put it first in the firmware's setup, or check that its NVRAM is not full." % (
+                                 _efi_boot.loader_path(vendor), "; ".join(" ".join(c) for c in done)))
 
     def rearm_first_boot(self, scan, device, record):
         """Boot the new system once more when its first boot never confirmed itself.
@@ -114,7 +169,7 @@ class HandOver:
         arm the one-shot again, a few times, rather than reboot into maintenance forever.
         """
         params = self.params
-        if not params["firstboot"] or params["bootloader"] != "grub-bios" or \
+        if not params["firstboot"] or params["bootloader"] == "none" or \
                 (self.journal.get(_firstboot.JOURNAL_KEY) or {}).get("confirmed"):
             return self.result
         fstype = (record.get("filesystem") or {}).get("type") or "ext4"
