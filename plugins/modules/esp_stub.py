@@ -17,6 +17,8 @@ description:
   - With O(state=present) the stub points at O(directory) on the filesystem O(uuid) (or the one mounted at
     O(filesystem)). The stub found there the first time is kept beside it as C(grub.cfg.inplace-old).
   - With O(state=restored) the kept stub is put back.
+  - With O(state=cleaned) (once the migration is complete) the kept stub and any C(*.inplace-new) a power cut left
+    are removed from every C(\EFI\) directory; the rest of the ESP stays as it is.
   - The ESP is FAT, which journals nothing, so the stub is written beside its target, synced and renamed over it; a
     power cut leaves the old stub or the new one.
   - The ESP must be mounted; the module reads and writes only C(\EFI\<vendor>\) there.
@@ -47,9 +49,10 @@ options:
     type: str
     default: /boot/grub
   state:
-    description: V(present) points the stub at the filesystem; V(restored) puts the stub that was there first back.
+    description: V(present) points the stub at the filesystem; V(restored) puts the stub that was there first back;
+      V(cleaned) removes the kept stub.
     type: str
-    choices: [present, restored]
+    choices: [present, restored, cleaned]
     default: present
 seealso:
   - module: inplace.migration.maintenance_boot
@@ -61,6 +64,11 @@ EXAMPLES = r"""
     esp: /run/inplace/esp
     filesystem: /run/inplace/store
 
+- name: Forget the old system's stub once the new system boots for good
+  inplace.migration.esp_stub:
+    esp: /boot/efi
+    state: cleaned
+
 - name: Let GRUB read the old system's menu again
   inplace.migration.esp_stub:
     esp: /run/inplace/esp
@@ -68,14 +76,19 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+removed:
+  description: The files removed (or, in check mode, to remove).
+  returned: with O(state=cleaned)
+  type: list
+  elements: str
 path:
   description: The stub.
-  returned: always
+  returned: with O(state=present) or O(state=restored)
   type: str
   sample: /run/inplace/esp/EFI/debian/grub.cfg
 vendor:
   description: The C(\EFI) directory of the stub.
-  returned: always
+  returned: with O(state=present) or O(state=restored)
   type: str
   sample: debian
 before:
@@ -125,7 +138,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(esp=dict(type="path", required=True), vendor=dict(type="str"), uuid=dict(type="str"),
                            filesystem=dict(type="path"), directory=dict(type="str", default="/boot/grub"),
-                           state=dict(type="str", choices=["present", "restored"], default="present")),
+                           state=dict(type="str", choices=["present", "restored", "cleaned"], default="present")),
         mutually_exclusive=[("uuid", "filesystem")],
         required_if=[("state", "present", ("uuid", "filesystem"), True)],
         supports_check_mode=True,
@@ -135,6 +148,10 @@ def main():
         if not os.path.isdir(os.path.join(params["esp"], "EFI")):
             raise MigrationError("%s holds no EFI directory; mount the EFI system partition there first." %
                                  params["esp"])
+        if params["state"] == "cleaned":
+            result = _esp.cleanup(params["esp"], check_mode=module.check_mode)
+            result.pop("nvram")
+            module.exit_json(**result)
         vendor = params["vendor"] or _esp.esp_vendor(params["esp"])
         if not VENDOR.match(vendor):
             raise MigrationError("vendor=%r is not a directory name under \\EFI; give one such as debian." % vendor)

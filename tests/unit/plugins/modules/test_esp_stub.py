@@ -94,3 +94,17 @@ def test_an_esp_whose_grubs_read_no_stub_is_refused(run_module, tmp_path):
     result = run_module(esp_stub, {"esp": esp, "uuid": STORE_UUID})
     assert result["failed"] and result["msg"].startswith("no GRUB on the EFI system partition")
     assert tree(esp) == before
+
+
+def test_cleaning_removes_the_kept_stub_and_leftovers_only(run_module, esp, tmp_path):
+    run_module(esp_stub, {"esp": esp, "uuid": STORE_UUID})
+    (tmp_path / "esp/EFI/BOOT/BOOTX64.EFI.inplace-new").write_bytes(b"half a shim")
+    switched = tree(esp)
+    planned = run_module(esp_stub, {"esp": esp, "state": "cleaned"}, check_mode=True)
+    assert planned["changed"] is True and tree(esp) == switched
+    done = run_module(esp_stub, {"esp": esp, "state": "cleaned"})
+    assert sorted(os.path.relpath(path, esp) for path in done["removed"]) == [
+        "EFI/BOOT/BOOTX64.EFI.inplace-new", "EFI/debian/grub.cfg.inplace-old"]
+    assert tree(esp) == {name: data for name, data in switched.items()
+                         if name not in ("EFI/BOOT/BOOTX64.EFI.inplace-new", "EFI/debian/grub.cfg.inplace-old")}
+    assert run_module(esp_stub, {"esp": esp, "state": "cleaned"})["changed"] is False
