@@ -16,7 +16,9 @@ description:
     does in check mode with C(plan_offline) (O(store)); and judges what the controller found about the image
     (O(image)).
   - Inhibitors are a root on LVM, LUKS or md RAID (or anything but a plain partition), a root filesystem that
-    is not ext2/3/4, btrfs or xfs, UEFI booting (not built yet) or no GRUB for BIOS, a separate C(/boot) on another
+    is not ext2/3/4, btrfs or xfs, a UEFI PC whose EFI system partition is missing, not mounted at C(/boot/efi) or
+    without Debian's signed GRUB, Secure Boot on with an image whose signed boot chain is not whole (or was not
+    checked, see O(image.boot_chain)), a BIOS PC without GRUB for BIOS, a separate C(/boot) on another
     disk than the root or not ext2/3/4, too little free space in C(/boot) for the maintenance environment, less
     RAM than the RAM-only maintenance environment needs, running on battery, an image this PC cannot reach or
     whose checksum is wrong, and no room for the store (saying how much is missing). An xfs root cannot shrink,
@@ -105,6 +107,11 @@ options:
         description:
           - The controller's M(ansible.builtin.stat) result (its C(stat) dictionary, with a sha256 C(checksum)) for
             the local copy of the image, when it checked one. A missing file or another checksum is an inhibitor.
+        type: dict
+      boot_chain:
+        description:
+          - What M(inplace.migration.image_boot_chain) found in the image (C(checked), C(missing)). On a UEFI PC with
+            Secure Boot on, an image whose chain is not whole, or was not checked, is an inhibitor.
         type: dict
 """
 
@@ -210,7 +217,8 @@ uefi:
       the one the later phases use (C(esp_partuuid), the one mounted at C(/boot/efi), else the disk's only one,
       V(null) when that does not decide it), C(secure_boot)
       (V(null) when the firmware has no Secure Boot), and C(boot_current) and C(boot_order) as efibootmgr shows
-      the entries' numbers, read from efivars. Migrating such a PC is not built yet; it is refused.
+      the entries' numbers, read from efivars; C(esp_mounted) (an ESP is at C(/boot/efi)), and C(vendor), the
+      C(\EFI) directory its GRUB reads (C(vendor_error) the sentence when that cannot be told).
   returned: when the PC boots through UEFI
   type: dict
 memory_mib:
@@ -264,6 +272,7 @@ IMAGE = dict(
     url_error=dict(type="str"),
     url_bytes=dict(type="int"),
     file=dict(type="dict"),
+    boot_chain=dict(type="dict"),
 )
 
 

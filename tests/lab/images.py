@@ -37,6 +37,10 @@ OLD_PC_PACKAGES = ["linux-image-amd64", "grub-pc", "openssh-server", "python3", 
 # (the kernel package is signed already), efibootmgr for its boot entries, no grub-pc.
 OLD_UEFI_PC_PACKAGES = ["linux-image-amd64", "shim-signed", "grub-efi-amd64-signed", "grub-efi-amd64-bin",
                         "grub2-common", "efibootmgr", "openssh-server", "python3", "sudo"]
+# The new image for UEFI PCs: shim, the signed GRUB and the tools grub-mkconfig needs, no grub-pc (the cloud kernel
+# is signed too).
+NEW_UEFI_PACKAGES = [name for name in PACKAGES if name != "grub-pc"] + [
+    "shim-signed", "grub-efi-amd64-signed", "grub-efi-amd64-bin", "grub2-common", "efibootmgr"]
 DROPPED_DOCS = ["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/locale/*"]
 ADMIN = {"name": "labadmin", "uid": 900}
 LAYOUTS = {
@@ -321,9 +325,9 @@ def directory_bytes(root):
     return int(output("du", "-s", "--block-size=1", root).split()[0])
 
 
-def build_new_image(work, suite, name):
+def build_new_image(work, suite, name, packages=None):
     root = os.path.join(work, "root")
-    bootstrap(suite, root)
+    bootstrap(suite, root, packages=packages)
     enable_networkd(root)
     write(os.path.join(root, "etc/default/grub"), DEFAULT_GRUB)
     write(os.path.join(root, "etc/hostname"), "localhost\n")
@@ -352,12 +356,14 @@ def build_new_image(work, suite, name):
     write(os.path.join(work, "info.json"), json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
-def new_image(suite="trixie"):
-    """The cached new OS image (``<name>.tar.zst``, ``<name>.raw.zst``, each with ``.sha256``); its directory."""
-    name = {"trixie": "debian13", "bookworm": "debian12"}[suite]
-    inputs = {"suite": suite, "packages": PACKAGES, "name": name}
+def new_image(suite="trixie", firmware="bios"):
+    """The cached new OS image (``<name>.tar.zst``, ``<name>.raw.zst``, each with ``.sha256``); its directory.
+    ``firmware="uefi"``: the image carries Debian's signed boot chain instead of GRUB for BIOS."""
+    name = {"trixie": "debian13", "bookworm": "debian12"}[suite] + ("-uefi" if firmware == "uefi" else "")
+    packages = NEW_UEFI_PACKAGES if firmware == "uefi" else PACKAGES
+    inputs = {"suite": suite, "packages": packages, "name": name}
     return cache.cached("new-" + name, cache.key(inputs, SOURCES),
-                        lambda work: build_new_image(work, suite, name))
+                        lambda work: build_new_image(work, suite, name, packages))
 
 
 def maintenance_base():

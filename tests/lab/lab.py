@@ -31,6 +31,7 @@ BUILDS = {
     "old-msdos-boot": lambda: images.old_pc("msdos-boot"),
     "old-gpt-uefi": lambda: images.old_pc("gpt-uefi"),
     "new": images.new_image,
+    "new-uefi": lambda: images.new_image(firmware="uefi"),
     "maintenance": images.maintenance_base,
 }
 
@@ -99,7 +100,7 @@ def start(args):
     port = args.guestfwd_port
     offered = {}
     if args.serve_images:
-        directory = images.new_image()
+        directory = images.new_image(firmware=args.image_firmware)
         port = lab.serve(directory)
         offered = served_images(directory)
     if args.count or not lab.pcs:
@@ -163,6 +164,9 @@ def parser():
                               help="a 127.0.0.1 port the PCs reach as http://%s" % machines.GUEST_HTTP)
             step.add_argument("--serve-images", action="store_true",
                               help="serve the new images over HTTP to the PCs (instead of --guestfwd-port)")
+            step.add_argument("--image-firmware", choices=("bios", "uefi"), default="bios",
+                              help="serve the new image for BIOS PCs (GRUB for BIOS) or for UEFI PCs (the signed "
+                                   "chain)")
         if name in ("start", "stop"):
             step.add_argument("--timeout", type=int, default=600 if name == "start" else 90)
         if name in ("ssh", "power-cut"):

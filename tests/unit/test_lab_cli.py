@@ -115,7 +115,8 @@ def scenario_start_arguments(scenario):
     argv = shlex.split(environment.from_string(command).render(
         ansible_playbook_python="python3", lab_tool="lab.py", lab_dir="/lab", **(extra[0] if extra else {})))
     assert argv[:5] == ["python3", "lab.py", "start", "--lab", "/lab"] and argv[-1] == "--serve-images"
-    return argv[5:-1]
+    assert argv[-3] == "--image-firmware"
+    return argv[5:-3] + ([] if argv[-2] == "bios" else argv[-3:-1])
 
 
 def test_the_default_scenario_puts_pc2_on_scsi_behind_its_stick_and_pc1_on_virtio_with_a_usb_stick():
@@ -123,6 +124,12 @@ def test_the_default_scenario_puts_pc2_on_scsi_behind_its_stick_and_pc1_on_virti
     assert cli.new_pcs(2, args.layout, args.devices) == [
         ("msdos", {"bus": "virtio", "stick": True, "stick_place": "usb"}),
         ("gpt", {"bus": "scsi", "stick": True, "stick_place": "scsi-first"})]
+
+
+def test_the_uefi_scenario_starts_the_uefi_pc_and_serves_the_image_with_the_signed_chain():
+    args = scenario_start_arguments("uefi")
+    assert args == ["--layout", "gpt-uefi", "--image-firmware", "uefi"]
+    assert parsed(*args).image_firmware == "uefi"
 
 
 @pytest.mark.parametrize("scenario, layout", [("power_cut", "msdos"), ("separate_boot", "msdos-boot"),

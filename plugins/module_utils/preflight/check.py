@@ -130,6 +130,10 @@ def preflight(runner, maintenance_bytes=0, min_ram_mib=768, profiles=None, store
         image_bytes, image_sentences = _inhibitors.image_findings(image)
         sentences.extend(image_sentences)
         result["image"] = {"src": image["src"], "bytes": image_bytes}
+        if facts.get("uefi"):
+            chain = image.get("boot_chain") or {}
+            sentences.extend(_inhibitors.secure_boot_findings(facts["uefi"]["secure_boot"],
+                                                              chain if chain.get("checked") else None))
 
     if profiles is not None:
         result["profiles"] = _attempt("estimating the profiles", sentences, estimate_profiles, runner,

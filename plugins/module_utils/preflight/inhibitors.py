@@ -125,12 +125,20 @@ def probe_failed(what, error):
     return "%s failed unexpectedly (%s: %s)." % (what, type(error).__name__, error)
 
 
-def uefi_not_built(uefi):
-    """The one sentence for a UEFI PC while its migration is not built (docs/architecture.md has the design)."""
-    esp = ", ".join(uefi["esp"]) or "no EFI system partition on its disk"
-    secure = {True: "Secure Boot on", False: "Secure Boot off", None: "no Secure Boot"}[uefi["secure_boot"]]
-    return ("this PC boots through UEFI (%s, %s) and migrating a UEFI PC is not built yet; only PCs that boot "
-            "through BIOS with GRUB can be migrated so far." % (esp, secure))
+def uefi_findings(uefi):
+    """The inhibitors for a UEFI PC from what preflight found of its boot (``inspect.uefi_facts``): the ESP whose
+    GRUB stub the migration rewrites must be known, mounted where its GRUB can be read, and hold Debian's signed
+    GRUB (docs/architecture.md, "Booting: UEFI"). Secure Boot is judged with the image (``secure_boot_findings``)."""
+    if not uefi["esp"]:
+        return ["this PC boots through UEFI but its system disk has no EFI system partition, so the migration has no "
+                "boot loader to hand over to; boot it from an ESP on that disk first."]
+    if not uefi.get("esp_mounted"):
+        return ["this PC boots through UEFI and its EFI system partition (%s) is not mounted at /boot/efi, where "
+                "preflight reads which GRUB it boots; mount the one it boots from there (as Debian's installer does) "
+                "and run again." % ", ".join(uefi["esp"])]
+    if uefi.get("vendor_error"):
+        return [uefi["vendor_error"]]
+    return []
 
 
 LVM_NOT_BUILT = "the root filesystem is on LVM, which an in-place migration does not support yet."

@@ -13,6 +13,7 @@ import json
 import os
 
 from ansible_collections.inplace.migration.plugins.module_utils.boot import efi
+from ansible_collections.inplace.migration.plugins.module_utils.boot import efi_boot
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
 from ansible_collections.inplace.migration.plugins.module_utils.disk import lvm as _lvm
@@ -54,11 +55,18 @@ def uefi_facts(devices, disk, root="/"):
     decide it)."""
     devices = list(devices)
     esps = efi.esp_partitions(devices, disk) if disk else []
-    chosen = [device for device in devices if device["path"] in esps and device.get("mountpoint") == "/boot/efi"]
-    chosen = chosen or ([device for device in devices if device["path"] in esps] if len(esps) == 1 else [])
-    return {"esp": esps, "esp_partuuid": chosen[0].get("partuuid") if chosen else None,
-            "secure_boot": efi.secure_boot(root), "boot_current": efi.boot_current(root),
-            "boot_order": efi.boot_order(root)}
+    mounted = [device for device in devices if device["path"] in esps and device.get("mountpoint") == "/boot/efi"]
+    chosen = mounted or ([device for device in devices if device["path"] in esps] if len(esps) == 1 else [])
+    facts = {"esp": esps, "esp_partuuid": chosen[0].get("partuuid") if chosen else None,
+             "esp_mounted": bool(mounted), "secure_boot": efi.secure_boot(root), "boot_current": efi.boot_current(root),
+             "boot_order": efi.boot_order(root), "vendor": None, "vendor_error": None}
+    if mounted:
+        # Which \EFI directory the PC's signed GRUB reads: the stub the store phase rewrites is there.
+        try:
+            facts["vendor"] = efi_boot.esp_vendor(os.path.join(root, "boot/efi"))
+        except MigrationError as error:
+            facts["vendor_error"] = str(error)
+    return facts
 
 
 def _lsblk(runner):
@@ -136,7 +144,7 @@ def inspect(runner, min_ram_mib=768, boot_bytes_needed=0):
                               facts["root"]["fstype"], ", ".join(SUPPORTED_ROOT_FS[:-1]), SUPPORTED_ROOT_FS[-1]))
     if efi.booted_with_uefi():
         facts["uefi"] = uefi_facts(devices.values(), facts.get("disk"))
-        inhibitors.append(_inhibitors.uefi_not_built(facts["uefi"]))
+        inhibitors.extend(_inhibitors.uefi_findings(facts["uefi"]))
     elif not glob.glob("/boot/grub/i386-pc") and not glob.glob("/boot/grub2/i386-pc"):
         inhibitors.append("no GRUB for BIOS (/boot/grub/i386-pc) was found; the maintenance environment boots "
                           "through GRUB.")

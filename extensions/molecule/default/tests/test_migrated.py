@@ -164,6 +164,34 @@ def test_grub_boots_the_new_system_from_where_it_reads_its_files(host):
     assert "inplace-maintenance" not in menu
 
 
+def test_a_uefi_pc_boots_the_new_system_through_its_esp_with_secure_boot_on(host):
+    """On the UEFI PC: the ESP's stub points at the new root's /boot/grub, the old stub kept during the migration is
+    gone, the new system's signed loaders are in \\EFI\\debian and the removable-media path, the firmware booted
+    the debian entry first in BootOrder, and Secure Boot is still on."""
+    if lab()["pcs"][name_of(host)]["layout"] != "gpt-uefi":
+        pytest.skip("not a UEFI lab PC")
+    with host.sudo():
+        root_uuid = host.check_output("findmnt --noheadings --output UUID /")
+        stub = host.check_output("cat /boot/efi/EFI/debian/grub.cfg")
+        listing = host.check_output("ls /boot/efi/EFI/debian /boot/efi/EFI/BOOT")
+        assert "search --no-floppy --fs-uuid --set=root %s" % root_uuid in stub
+        assert "set prefix=($root)'/boot/grub'" in stub and "inplace" not in listing
+        for name in ("shimx64.efi", "grubx64.efi"):
+            assert host.check_output("cmp /usr/lib/%s /boot/efi/EFI/debian/%s && echo same" % (
+                {"shimx64.efi": "shim/shimx64.efi.signed",
+                 "grubx64.efi": "grub/x86_64-efi-signed/grubx64.efi.signed"}[name], name)) == "same"
+        assert host.check_output("cmp /usr/lib/shim/shimx64.efi.signed /boot/efi/EFI/BOOT/BOOTX64.EFI && echo same") \
+            == "same"
+        entries = host.check_output("efibootmgr -v").splitlines()
+        secure = host.check_output("od -An -t u1 /sys/firmware/efi/efivars/"
+                                   "SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c").split()[-1]
+    order = [line.split()[1].split(",") for line in entries if line.startswith("BootOrder:")][0]
+    current = [line.split()[1] for line in entries if line.startswith("BootCurrent:")]
+    first = [line for line in entries if line.startswith("Boot%s" % order[0])][0]
+    assert current == [order[0]] and re.search(r"debian\s.*File\(\\EFI\\debian\\shimx64\.efi\)", first), entries
+    assert secure == "1"
+
+
 def stick_of(host):
     """The PC's stick image on the controller and the sha256 the lab made it with; skip on a PC without one."""
     pc = lab_host(name_of(host))

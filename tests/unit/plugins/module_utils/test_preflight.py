@@ -48,8 +48,9 @@ def test_uefi_facts_name_the_system_disk_s_esp_secure_boot_and_the_boot_order(tm
                {"path": "/dev/nvme0n1p2", "parent": "/dev/nvme0n1", "parttype": "0fc63daf-8483-4772-8e79-3d69d8477de4"}]
     devices[1]["partuuid"] = "8f3c1a52-0d4e-4b7a-9c61-2e5f7a8b9c0d"
     assert uefi_facts(devices, "/dev/nvme0n1", str(tmp_path)) == {
-        "esp": ["/dev/nvme0n1p1"], "esp_partuuid": "8f3c1a52-0d4e-4b7a-9c61-2e5f7a8b9c0d", "secure_boot": True,
-        "boot_current": "0004", "boot_order": ["0004", "0001"]}
+        "esp": ["/dev/nvme0n1p1"], "esp_partuuid": "8f3c1a52-0d4e-4b7a-9c61-2e5f7a8b9c0d", "esp_mounted": False,
+        "secure_boot": True, "boot_current": "0004", "boot_order": ["0004", "0001"], "vendor": None,
+        "vendor_error": None}
     assert uefi_facts(devices, None, str(tmp_path))["esp"] == []
     # Two ESPs on the disk: the one mounted at /boot/efi is the PC's; with none mounted nothing decides it.
     devices.append({"path": "/dev/nvme0n1p3", "parent": "/dev/nvme0n1", "partuuid": "11111111-2222-4333-8444-555555555555",
@@ -57,8 +58,16 @@ def test_uefi_facts_name_the_system_disk_s_esp_secure_boot_and_the_boot_order(tm
     assert uefi_facts(devices, "/dev/nvme0n1", str(tmp_path))["esp_partuuid"] is None
     devices[-1]["mountpoint"] = "/boot/efi"
     facts = uefi_facts(devices, "/dev/nvme0n1", str(tmp_path))
-    assert facts["esp"] == ["/dev/nvme0n1p1", "/dev/nvme0n1p3"]
+    assert facts["esp"] == ["/dev/nvme0n1p1", "/dev/nvme0n1p3"] and facts["esp_mounted"] is True
     assert facts["esp_partuuid"] == "11111111-2222-4333-8444-555555555555"
+    # The mounted ESP's GRUB says which \EFI directory it reads; without one the sentence says so.
+    assert facts["vendor"] is None and facts["vendor_error"].startswith("no GRUB on the EFI system partition (%s" % (
+        tmp_path / "boot/efi"))
+    from tests.unit.plugins.module_utils.test_efi_boot import grub_image
+    (tmp_path / "boot/efi/EFI/debian").mkdir(parents=True)
+    (tmp_path / "boot/efi/EFI/debian/grubx64.efi").write_bytes(grub_image("debian", size=70000))
+    facts = uefi_facts(devices, "/dev/nvme0n1", str(tmp_path))
+    assert (facts["vendor"], facts["vendor_error"]) == ("debian", None)
 
 
 def test_the_disk_under_a_logical_volume_s_physical_volume_is_its_partition_s_disk():

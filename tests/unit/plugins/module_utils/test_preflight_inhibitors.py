@@ -160,6 +160,33 @@ def test_a_pc_with_nothing_in_the_way_gets_its_plan_with_the_store_sized_once(pr
     assert result["store"]["layout_before"] == {"device": "/dev/vda"}
 
 
+UEFI = {"esp": ["/dev/vda1"], "esp_partuuid": "e-uuid", "esp_mounted": True, "secure_boot": True,
+        "boot_current": "0004", "boot_order": ["0004"], "vendor": "debian", "vendor_error": None}
+
+
+@pytest.mark.parametrize("secure_boot,chain,refused", [
+    (True, {"checked": True, "missing": []}, False),
+    (True, {"checked": False, "reason": "debian13.raw.zst is not a root-filesystem archive"}, True),
+    (True, None, True),
+    (True, {"checked": True, "missing": ["a signed kernel (no kernel in /boot)"]}, True),
+    (False, None, False),
+], ids=["whole", "raw-unchecked", "no-look", "no-kernel", "secure-boot-off"])
+def test_a_uefi_pc_gets_a_plan_naming_its_esp_unless_secure_boot_meets_an_unproven_image(
+        probes, monkeypatch, secure_boot, chain, refused):
+    facts = dict(FACTS, uefi=dict(UEFI, secure_boot=secure_boot))
+    monkeypatch.setattr(_check, "inspect", lambda runner, ram, boot: dict(facts, inhibitors=[]))
+    found = image(url_status=200, url_bytes=300 * MiB)
+    if chain is not None:
+        found["boot_chain"] = chain
+    result = run(image=found)
+    if refused:
+        (sentence,) = result["inhibitors"]
+        assert sentence.startswith("Secure Boot is on and the image") and result["plan"] is None
+    else:
+        assert result["inhibitors"] == []
+        assert (result["plan"]["firmware"], result["plan"]["esp_partuuid"]) == ("uefi", "e-uuid")
+
+
 @pytest.mark.parametrize("probe,error,sentence", [
     ("estimate_profiles", MigrationError("root / holds no etc/passwd."), "root / holds no etc/passwd."),
     ("estimate_profiles", OSError(5, "Input/output error"),
@@ -296,16 +323,23 @@ def test_a_failed_inspection_is_a_sentence_too(probes, monkeypatch):
     assert result["root"] == {} and result["plan"] is None and "plan_store" not in probes
 
 
-@pytest.mark.parametrize("uefi, sentence", [
-    ({"esp": ["/dev/nvme0n1p1"], "secure_boot": True},
-     "this PC boots through UEFI (/dev/nvme0n1p1, Secure Boot on) and migrating a UEFI PC is not built yet; only PCs "
-     "that boot through BIOS with GRUB can be migrated so far."),
-    ({"esp": [], "secure_boot": None},
-     "this PC boots through UEFI (no EFI system partition on its disk, no Secure Boot) and migrating a UEFI PC is not "
-     "built yet; only PCs that boot through BIOS with GRUB can be migrated so far."),
-])
-def test_a_uefi_pc_is_refused_in_one_sentence_that_says_it_is_not_built(uefi, sentence):
-    assert _inhibitors.uefi_not_built(uefi) == sentence
+@pytest.mark.parametrize("uefi, sentences", [
+    ({"esp": ["/dev/nvme0n1p1"], "esp_mounted": True, "secure_boot": True, "vendor": "debian", "vendor_error": None},
+     []),
+    ({"esp": [], "esp_mounted": False, "secure_boot": None, "vendor": None, "vendor_error": None},
+     ["this PC boots through UEFI but its system disk has no EFI system partition, so the migration has no boot "
+      "loader to hand over to; boot it from an ESP on that disk first."]),
+    ({"esp": ["/dev/sda1", "/dev/sda4"], "esp_mounted": False, "secure_boot": False, "vendor": None,
+      "vendor_error": None},
+     ["this PC boots through UEFI and its EFI system partition (/dev/sda1, /dev/sda4) is not mounted at /boot/efi, "
+      "where preflight reads which GRUB it boots; mount the one it boots from there (as Debian's installer does) and "
+      "run again."]),
+    ({"esp": ["/dev/sda1"], "esp_mounted": True, "secure_boot": False, "vendor": None,
+      "vendor_error": "no GRUB on the EFI system partition (/boot/efi) names the \\EFI directory it reads, ..."},
+     ["no GRUB on the EFI system partition (/boot/efi) names the \\EFI directory it reads, ..."]),
+], ids=["debian", "no-esp", "not-mounted", "not-debian-grub"])
+def test_a_uefi_pc_is_refused_only_when_its_boot_cannot_be_handed_over(uefi, sentences):
+    assert _inhibitors.uefi_findings(uefi) == sentences
 
 
 FIX = ("build the image with shim-signed, grub-efi-amd64-signed and a signed linux-image (Debian's linux-image-amd64), "
