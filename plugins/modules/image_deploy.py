@@ -185,12 +185,12 @@ options:
       - V(none) leaves booting as it is.
     type: str
     choices: [grub-bios, grub-efi, none]
+    default: grub-bios
   esp:
     description:
       - For O(bootloader=grub-efi), the EFI system partition (a path or a C(PARTUUID=) spec), which must be on the
         disk holding O(dest). By default the one ESP on that disk; the module fails when there are several.
     type: str
-    default: grub-bios
   disk_identity:
     description:
       - The identity recorded for the disk holding O(dest) when the migration was planned (preflight's
