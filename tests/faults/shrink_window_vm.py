@@ -28,6 +28,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
+from tests.support import adhoc  # noqa: E402
+
+sys.path.insert(0, adhoc.collections_root())  # tests.lab.maintenance builds the overlay with the collection's code
+
 from tests.faults.shrink_window import GiB, Loop, Mounted, build, listing, run, shrink_target  # noqa: E402
 from tests.lab import images, machines, maintenance  # noqa: E402
 
