@@ -10,6 +10,11 @@ import pytest
 NEEDED = ("mmdebstrap", "qemu-system-x86_64", "qemu-img", "cpio", "zstd", "ssh")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "long: a lab test of many boots (over five minutes under TCG); ./dev test leaves it to ./dev e2e")
+
+
 def pytest_collection_modifyitems(config, items):
     missing = [tool for tool in NEEDED if shutil.which(tool) is None]
     reason = None

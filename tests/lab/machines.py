@@ -209,6 +209,10 @@ class Lab:
                 "-o StrictHostKeyChecking=yes", "-o UserKnownHostsFile=%s" % self.known_hosts,
                 "-o IdentitiesOnly=yes", "-o ServerAliveInterval=5", "-o ServerAliveCountMax=6"]),
             "ansible_python_interpreter": "/usr/bin/python3",
+            # Under TCG a busy maintenance environment can answer SSH's banner late; a refused or slow
+            # connection is retried, not reported as an unreachable PC.
+            "ansible_ssh_retries": 3,
+            "ansible_ssh_timeout": 30,
         }}}}}
         with open(self.inventory, "w", encoding="utf-8") as handle:
             handle.write("# Written by tests/lab/lab.py; rewritten on every start and stop.\n")

@@ -212,6 +212,7 @@ STORE_ONCE = """\
 """
 
 
+@pytest.mark.long
 def test_a_uefi_lab_pc_with_secure_boot_boots_maintenance_once_then_from_the_store(tmp_path):
     """The lab's UEFI PC (layout gpt-uefi): Debian 12 from Debian's signed shim, GRUB and kernel with Secure Boot
     on, its ESP at /boot/efi, and shim's fallback made the "debian" boot entry, first in BootOrder, as after an
