@@ -61,12 +61,15 @@ def served_images(directory):
     return offered
 
 
-# What --devices takes: each key once, comma-separated (bus=scsi,stick=scsi-first); stick=none is no stick.
-DEVICE_CHOICES = {"bus": machines.SYSTEM_BUSES, "stick": ("none",) + machines.STICK_PLACES}
+# What --devices takes: each key once, comma-separated (bus=scsi,stick=scsi-first); stick=none is no stick;
+# secure_boot (a UEFI PC's firmware; on unless said otherwise).
+DEVICE_CHOICES = {"bus": machines.SYSTEM_BUSES, "stick": ("none",) + machines.STICK_PLACES,
+                  "secure_boot": ("on", "off")}
 
 
 def devices_spec(text):
-    """One --devices value as ``Lab.add``'s ``devices``: {"bus": ..., "stick": True, "stick_place": ...}."""
+    """One --devices value as ``Lab.add``'s ``devices``: {"bus": ..., "stick": True, "stick_place": ...,
+    "secure_boot": False}."""
     given = {}
     for item in text.split(","):
         key, equals, value = item.partition("=")
@@ -79,6 +82,8 @@ def devices_spec(text):
     devices = {"bus": given.get("bus", "virtio")}
     if given.get("stick", "none") != "none":
         devices.update(stick=True, stick_place=given["stick"])
+    if given.get("secure_boot") == "off":
+        devices["secure_boot"] = False
     try:  # a stick ahead on another controller than the system disk's is refused here, before any PC is made
         machines.disk_devices("system", devices["bus"], "stick" if devices.get("stick") else None,
                               devices.get("stick_place", "usb"))

@@ -226,8 +226,9 @@ class Lab:
         """Define ``count`` more PCs (pcN with the next numbers), each on an overlay of its layout's base.
 
         ``devices`` ({"bus": one of SYSTEM_BUSES, "stick": bool, "stick_place": one of STICK_PLACES,
-        "stick_later": bool}) puts the system disk on another bus and gives each PC a stick of its own
-        (``disk_devices``, ``make_stick``), plugged in at start or, with ``stick_later``, by ``plug_stick``.
+        "stick_later": bool, "secure_boot": bool}) puts the system disk on another bus and gives each PC a stick of
+        its own (``disk_devices``, ``make_stick``), plugged in at start or, with ``stick_later``, by ``plug_stick``;
+        a UEFI layout's PC has Secure Boot on unless ``secure_boot`` is False.
         """
         layouts = list(layouts) or ["msdos"]
         first = max([int(name[2:]) for name in self.pcs] + [0]) + 1
@@ -262,8 +263,8 @@ class Lab:
                                         devices.get("stick_place", "usb"), stick_later=devices.get("stick_later", False))
             if pc["layout"] in images.ESP_PARTITIONS:
                 from tests.lab import uefi  # uefi imports this module
-                # A UEFI PC has Secure Boot on, as most bought in the last years do.
-                command = uefi.uefi_command(command, self.directory, name, pc.get("secure_boot", True))
+                # A UEFI PC has Secure Boot on, as most bought in the last years do, unless its devices say off.
+                command = uefi.uefi_command(command, self.directory, name, (devices or {}).get("secure_boot", True))
             started[name] = time.monotonic()
             launch(command, name, self.directory)
         self.save()

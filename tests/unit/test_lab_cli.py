@@ -26,6 +26,8 @@ def parsed(*argv):
     ("stick=usb,bus=nvme", {"bus": "nvme", "stick": True, "stick_place": "usb"}),
     ("bus=sata,stick=none", {"bus": "sata"}),
     ("bus=sata,stick=sata-first", {"bus": "sata", "stick": True, "stick_place": "sata-first"}),
+    ("bus=nvme,stick=usb,secure_boot=off", {"bus": "nvme", "stick": True, "stick_place": "usb", "secure_boot": False}),
+    ("secure_boot=on", {"bus": "virtio"}),
 ])
 def test_a_devices_value_becomes_what_lab_add_takes(spec, devices):
     assert parsed("--devices", spec).devices == [devices]
@@ -37,6 +39,7 @@ def test_a_devices_value_becomes_what_lab_add_takes(spec, devices):
     ("bus=scsi,bus=sata", "'bus=scsi,bus=sata' is not bus=BUS,stick=PLACE (each key once)"),
     ("bus=scsi,colour=red", "'bus=scsi,colour=red' is not bus=BUS,stick=PLACE"),
     ("scsi", "'scsi' is not bus=BUS,stick=PLACE"),
+    ("secure_boot=maybe", "secure_boot=maybe: secure_boot is one of on, off"),
     ("bus=nvme,stick=scsi-first", "a stick placed scsi-first needs the system disk on scsi, not nvme"),
 ])
 def test_a_wrong_devices_value_is_refused_before_any_pc_is_made(spec, said, capsys):
@@ -103,6 +106,26 @@ def test_start_without_devices_gives_the_plain_virtio_disk_as_before(offline_lab
         "virtio-net-pci,netdev=net0", "file=%s/pc1.qcow2,if=virtio,format=qcow2,index=0" % directory]
 
 
+@pytest.mark.parametrize("spec, machine, firmware", [
+    ("bus=nvme,stick=usb", "q35,smm=on", "OVMF_CODE_4M.ms.fd"),
+    ("bus=sata,stick=sata-first,secure_boot=off", "q35", "OVMF_CODE_4M.fd"),
+])
+def test_a_uefi_pc_boots_the_firmware_its_devices_name(offline_lab, capsys, monkeypatch, tmp_path, spec, machine,
+                                                       firmware):
+    from tests.lab import uefi
+    directory, launched = offline_lab
+    for name in ("OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd", "OVMF_CODE_4M.ms.fd", "OVMF_VARS_4M.ms.fd"):
+        (tmp_path / name).write_text(name)
+    monkeypatch.setattr(uefi, "uefi_command", lambda command, directory, name, secure_boot: list(command) +
+                        uefi.firmware_args(directory, name, secure_boot, str(tmp_path)))
+    assert cli.main(["start", "--lab", directory, "--layout", "gpt-uefi", "--devices", spec]) == 0
+    capsys.readouterr()
+    command = launched["pc1"]
+    assert command[command.index("-machine") + 1] == machine
+    assert ("driver=cfi.pflash01,property=secure,value=on" in command) == (machine == "q35,smm=on")
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=%s/%s" % (tmp_path, firmware) in command
+
+
 def scenario_start_arguments(scenario):
     """The lab.py start arguments that create.yml's command makes from the scenario's extra vars."""
     with open(os.path.join(MOLECULE, scenario, "molecule.yml"), encoding="utf-8") as handle:
@@ -126,10 +149,12 @@ def test_the_default_scenario_puts_pc2_on_scsi_behind_its_stick_and_pc1_on_virti
         ("gpt", {"bus": "scsi", "stick": True, "stick_place": "scsi-first"})]
 
 
-def test_the_uefi_scenario_starts_the_uefi_pc_and_serves_the_image_with_the_signed_chain():
-    args = scenario_start_arguments("uefi")
-    assert args == ["--layout", "gpt-uefi", "--image-firmware", "uefi"]
-    assert parsed(*args).image_firmware == "uefi"
+def test_the_uefi_scenario_starts_an_nvme_pc_with_secure_boot_and_a_sata_one_without_behind_its_stick():
+    args = parsed(*scenario_start_arguments("uefi"))
+    assert args.image_firmware == "uefi"
+    assert cli.new_pcs(2, args.layout, args.devices) == [
+        ("gpt-uefi", {"bus": "nvme", "stick": True, "stick_place": "usb"}),
+        ("gpt-uefi", {"bus": "sata", "stick": True, "stick_place": "sata-first", "secure_boot": False})]
 
 
 @pytest.mark.parametrize("scenario, layout", [("power_cut", "msdos"), ("separate_boot", "msdos-boot"),

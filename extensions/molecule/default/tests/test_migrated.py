@@ -164,10 +164,10 @@ def test_grub_boots_the_new_system_from_where_it_reads_its_files(host):
     assert "inplace-maintenance" not in menu
 
 
-def test_a_uefi_pc_boots_the_new_system_through_its_esp_with_secure_boot_on(host):
-    """On the UEFI PC: the ESP's stub points at the new root's /boot/grub, the old stub kept during the migration is
+def test_a_uefi_pc_boots_the_new_system_through_its_esp_with_secure_boot_as_before(host):
+    """On a UEFI PC: the ESP's stub points at the new root's /boot/grub, the old stub kept during the migration is
     gone, the new system's signed loaders are in \\EFI\\debian and the removable-media path, the firmware booted
-    the debian entry first in BootOrder, and Secure Boot is still on."""
+    the debian entry first in BootOrder, and Secure Boot is as it was (on unless the PC's devices say off)."""
     if lab()["pcs"][name_of(host)]["layout"] != "gpt-uefi":
         pytest.skip("not a UEFI lab PC")
     with host.sudo():
@@ -189,7 +189,7 @@ def test_a_uefi_pc_boots_the_new_system_through_its_esp_with_secure_boot_on(host
     current = [line.split()[1] for line in entries if line.startswith("BootCurrent:")]
     first = [line for line in entries if line.startswith("Boot%s" % order[0])][0]
     assert current == [order[0]] and re.search(r"debian\s.*File\(\\EFI\\debian\\shimx64\.efi\)", first), entries
-    assert secure == "1"
+    assert secure == ("0" if devices_of(host).get("secure_boot") is False else "1")
 
 
 def stick_of(host):
