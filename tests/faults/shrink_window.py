@@ -164,12 +164,38 @@ def trial(pristine, work, tool, fraction, duration, target, expected, undo):
         result["clean_after"] = run("e2fsck", "-f", "-n", device, check=False).returncode == 0
         with Mounted(device) as root:
             found = listing(root)
-        result["files_missing"] = len(set(expected) - set(found))
-        result["files_changed"] = sum(1 for name, digest in found.items() if expected.get(name) not in (None, digest))
-        result["files_extra"] = len(set(found) - set(expected))
     os.unlink(image)
+    return judged(result, expected, found)
+
+
+def judged(result, expected, found):
+    """``result`` with the files found after the rerun held to those written before, and its verdict."""
+    result["files_missing"] = len(set(expected) - set(found))
+    result["files_changed"] = sum(1 for name, digest in found.items() if expected.get(name) not in (None, digest))
+    result["files_extra"] = len(set(found) - set(expected))
     result["intact"] = result["files_missing"] == 0 and result["files_changed"] == 0 and result["clean_after"]
     return result
+
+
+def print_header(cut, stopped):
+    print("| tool | %s at | %s | e2fsck -p after | rerun shrink | clean | files missing | files changed |" % (cut, stopped))
+    print("|---|---|---|---|---|---|---|---|")
+
+
+def print_row(tool, fraction, at_seconds, stopped, result):
+    print("| %s | %d%% (%.1f s) | %s | %s | %s | %s | %d | %d |" % (
+        tool, fraction * 100, at_seconds, stopped, result["e2fsck_rc"], "ok" if result["rerun_ok"] else "failed",
+        "yes" if result["clean_after"] else "NO", result["files_missing"], result["files_changed"]), flush=True)
+
+
+def finish(results, json_path, summary):
+    """Write the results (with ``summary``) to ``json_path`` if given, say how many points lost data; exit code."""
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as handle:
+            json.dump(dict(summary, results=results), handle, indent=1)
+    lost = [result for result in results if not result["intact"]]
+    print("%d of %d points lost or damaged data" % (len(lost), len(results)))
+    return 1 if lost else 0
 
 
 def main():
@@ -199,22 +225,13 @@ def main():
         results = []
         points = [("e2fsck", (i + 1) / (args.fsck_points + 1), fsck_seconds) for i in range(args.fsck_points)]
         points += [("resize2fs", (i + 1) / (args.points + 1), resize_seconds) for i in range(args.points)]
-        print("| tool | killed at | killed | e2fsck -p after | rerun shrink | clean | files missing | files changed |")
-        print("|---|---|---|---|---|---|---|---|")
+        print_header("killed", "killed")
         for tool, fraction, duration in points:
             result = trial(pristine, work, tool, fraction, duration, target, expected, args.undo)
             results.append(result)
-            print("| %s | %d%% (%.1f s) | %s | %s | %s | %s | %d | %d |" % (
-                tool, fraction * 100, fraction * duration, "yes" if result["killed"] else "finished first",
-                result["e2fsck_rc"], "ok" if result["rerun_ok"] else "failed", "yes" if result["clean_after"] else "NO",
-                result["files_missing"], result["files_changed"]), flush=True)
-        if args.json:
-            with open(args.json, "w") as handle:
-                json.dump({"size": args.size_gib, "used": used, "target": target, "fsck_seconds": fsck_seconds,
-                           "resize_seconds": resize_seconds, "results": results}, handle, indent=1)
-        lost = [r for r in results if not r["intact"]]
-        print("%d of %d points lost or damaged data" % (len(lost), len(results)))
-        return 1 if lost else 0
+            print_row(tool, fraction, fraction * duration, "yes" if result["killed"] else "finished first", result)
+        return finish(results, args.json, {"size": args.size_gib, "used": used, "target": target,
+                                           "fsck_seconds": fsck_seconds, "resize_seconds": resize_seconds})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

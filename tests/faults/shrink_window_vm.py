@@ -17,7 +17,6 @@ It touches only the image files it makes, in --workdir, and the loop device it r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -32,7 +31,8 @@ from tests.support import adhoc  # noqa: E402
 
 sys.path.insert(0, adhoc.collections_root())  # tests.lab.maintenance builds the overlay with the collection's code
 
-from tests.faults.shrink_window import GiB, Loop, Mounted, build, listing, run, shrink_target  # noqa: E402
+from tests.faults.shrink_window import (  # noqa: E402
+    GiB, Loop, Mounted, build, finish, judged, listing, print_header, print_row, run, shrink_target)
 from tests.lab import images, machines, maintenance  # noqa: E402
 
 HOSTNAME = "shrink-window"
@@ -104,10 +104,7 @@ def trial(base, work, pristine, tool, fraction, duration, target, expected):
             result["mount_error"] = error.stderr.strip()
             found = {}
     os.unlink(image)
-    result["files_missing"] = len(set(expected) - set(found))
-    result["files_changed"] = sum(1 for name, digest in found.items() if expected.get(name) not in (None, digest))
-    result["intact"] = result["files_missing"] == 0 and result["files_changed"] == 0 and result["clean_after"]
-    return result
+    return judged(result, expected, found)
 
 
 def main():
@@ -130,24 +127,13 @@ def main():
                           seconds["resize2fs"]), flush=True)
         points = [("e2fsck", (i + 1) / (args.fsck_points + 1)) for i in range(args.fsck_points)]
         points += [("resize2fs", (i + 1) / (args.points + 1)) for i in range(args.points)]
-        print("| tool | power cut at | tool still running | e2fsck -p after | rerun shrink | clean | files missing | "
-              "files changed |")
-        print("|---|---|---|---|---|---|---|---|")
+        print_header("power cut", "tool still running")
         results = []
         for tool, fraction in points:
             result = trial(base, work, pristine, tool, fraction, seconds[tool], target, expected)
             results.append(result)
-            print("| %s | %d%% (%.1f s) | %s | %s | %s | %s | %d | %d |" % (
-                tool, fraction * 100, result["cut_after"], "yes" if result["killed"] else "no, finished first",
-                result["e2fsck_rc"], "ok" if result["rerun_ok"] else "failed", "yes" if result["clean_after"] else "NO",
-                result["files_missing"], result["files_changed"]), flush=True)
-        if args.json:
-            with open(args.json, "w", encoding="utf-8") as handle:
-                json.dump({"size": args.size_gib, "used": used, "target": target, "seconds": seconds,
-                           "results": results}, handle, indent=1)
-        lost = [result for result in results if not result["intact"]]
-        print("%d of %d points lost or damaged data" % (len(lost), len(results)))
-        return 1 if lost else 0
+            print_row(tool, fraction, result["cut_after"], "yes" if result["killed"] else "no, finished first", result)
+        return finish(results, args.json, {"size": args.size_gib, "used": used, "target": target, "seconds": seconds})
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
