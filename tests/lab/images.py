@@ -53,11 +53,15 @@ LAYOUTS = {
     # UEFI: an EFI system partition (FAT32, mounted at /boot/efi), then the root.
     "gpt-uefi": ("label: gpt\nstart=2048, size=128MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp\n"
                  "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n", 2),
+    # UEFI with a separate /boot between the ESP and the root (the ESP mounted at /boot/efi inside it).
+    "gpt-uefi-boot": ("label: gpt\nstart=2048, size=128MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp\n"
+                      "size=256MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=boot\n"
+                      "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n", 3),
 }
 # The layouts with a separate /boot, and its partition's number.
-BOOT_PARTITIONS = {"msdos-boot": 1}
+BOOT_PARTITIONS = {"msdos-boot": 1, "gpt-uefi-boot": 2}
 # The UEFI layouts: the ESP's partition number, where it starts and its size in MiB.
-ESP_PARTITIONS = {"gpt-uefi": (1, 1, 128)}
+ESP_PARTITIONS = {"gpt-uefi": (1, 1, 128), "gpt-uefi-boot": (1, 1, 128)}
 NETWORK = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n"
 DEFAULT_GRUB = """\
 GRUB_DEFAULT=0
@@ -238,13 +242,14 @@ ESP_FILES = {
     "EFI/debian/mmx64.efi": "usr/lib/shim/mmx64.efi.signed",
     "EFI/debian/BOOTX64.CSV": "usr/lib/shim/BOOTX64.CSV",
 }
-# The signed GRUB's built-in prefix is /EFI/debian; this is the file grub-install writes there.
-ESP_GRUB_CFG = "search.fs_uuid %s root\nset prefix=($root)'/boot/grub'\nconfigfile $prefix/grub.cfg\n"
+# The signed GRUB's built-in prefix is /EFI/debian; this is the file grub-install writes there: it finds the
+# filesystem holding /boot by UUID, and GRUB's directory in it (/grub where /boot is a filesystem of its own).
+ESP_GRUB_CFG = "search.fs_uuid %s root\nset prefix=($root)'%s'\nconfigfile $prefix/grub.cfg\n"
 
 
-def esp_files(root, uuid, work):
+def esp_files(root, uuid, work, boot_uuid=None):
     """The ESP's files (path on the FAT -> a copy in ``work``), taken from the mounted root before it is
-    unmounted, with the GRUB stub that finds the root by ``uuid``."""
+    unmounted, with the GRUB stub that finds /boot by ``boot_uuid`` (a separate /boot) or the root's ``uuid``."""
     files = {}
     staged = os.path.join(work, "esp")
     for esp_path, source in ESP_FILES.items():
@@ -253,7 +258,8 @@ def esp_files(root, uuid, work):
         shutil.copyfile(os.path.join(root, source), copy)
         files[esp_path] = copy
     files["EFI/debian/grub.cfg"] = os.path.join(staged, "EFI/debian/grub.cfg")
-    write(files["EFI/debian/grub.cfg"], ESP_GRUB_CFG % uuid)
+    write(files["EFI/debian/grub.cfg"], ESP_GRUB_CFG % (boot_uuid, "/grub") if boot_uuid else
+          ESP_GRUB_CFG % (uuid, "/boot/grub"))
     return files
 
 
@@ -289,7 +295,7 @@ def build_old_pc(work, layout, tarball, public_key):
         users = profiles.populate(mountpoint)
         if esp_uuid:
             update_grub(mountpoint, partition, uuid)
-            files = esp_files(mountpoint, uuid, work)
+            files = esp_files(mountpoint, uuid, work, boot_uuid)
         else:
             install_grub(mountpoint, device, partition, uuid)
         stack.close()

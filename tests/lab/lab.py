@@ -1,6 +1,6 @@
 """The VM lab: build the images, start and stop lab PCs, reach them.
 
-    python tests/lab/lab.py build [old-msdos old-gpt old-msdos-boot old-gpt-uefi new maintenance]   (default: all)
+    python tests/lab/lab.py build [old-msdos old-gpt old-msdos-boot old-gpt-uefi old-gpt-uefi-boot new maintenance]   (default: all)
     python tests/lab/lab.py start --lab DIR [--count N] [--layout msdos --layout gpt]
                                [--devices bus=virtio,stick=usb --devices bus=scsi,stick=scsi-first]
                                [--serve-images | --guestfwd-port P]
@@ -30,6 +30,7 @@ BUILDS = {
     "old-gpt": lambda: images.old_pc("gpt"),
     "old-msdos-boot": lambda: images.old_pc("msdos-boot"),
     "old-gpt-uefi": lambda: images.old_pc("gpt-uefi"),
+    "old-gpt-uefi-boot": lambda: images.old_pc("gpt-uefi-boot"),
     "new": images.new_image,
     "new-uefi": lambda: images.new_image(firmware="uefi"),
     "maintenance": images.maintenance_base,

@@ -149,12 +149,12 @@ def test_the_default_scenario_puts_pc2_on_scsi_behind_its_stick_and_pc1_on_virti
         ("gpt", {"bus": "scsi", "stick": True, "stick_place": "scsi-first"})]
 
 
-def test_the_uefi_scenario_starts_an_nvme_pc_with_secure_boot_and_a_sata_one_without_behind_its_stick():
+def test_the_uefi_scenario_starts_an_nvme_pc_with_boot_and_secure_boot_and_one_with_a_stick_without():
     args = parsed(*scenario_start_arguments("uefi"))
     assert args.image_firmware == "uefi"
     assert cli.new_pcs(2, args.layout, args.devices) == [
-        ("gpt-uefi", {"bus": "nvme", "stick": True, "stick_place": "usb"}),
-        ("gpt-uefi", {"bus": "sata", "stick": True, "stick_place": "sata-first", "secure_boot": False})]
+        ("gpt-uefi-boot", {"bus": "nvme"}),
+        ("gpt-uefi", {"bus": "virtio", "stick": True, "stick_place": "usb", "secure_boot": False})]
 
 
 @pytest.mark.parametrize("scenario, layout", [("power_cut", "msdos"), ("separate_boot", "msdos-boot"),

@@ -9,11 +9,16 @@ import re
 import subprocess
 import time
 
+import sys
+
 import pytest
 import yaml
 
 EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+sys.path.insert(0, REPO)
+
+from tests.lab.images import BOOT_PARTITIONS, ESP_PARTITIONS  # noqa: E402
 TREES = os.path.join(REPO, "tests", "support", "trees.py")
 PROFILE_USERS = {"alice": 1000, "bob": 1001}
 MiB = 1024 * 1024
@@ -154,10 +159,10 @@ def test_grub_boots_the_new_system_from_where_it_reads_its_files(host):
         env = host.check_output("grub-editenv /boot/grub/grubenv list")
         menu = host.check_output("cat /boot/grub/grub.cfg")
         assert not host.file("/boot/inplace").exists
-    if layout == "msdos-boot":
+    if layout in BOOT_PARTITIONS:
         fstab = host.check_output("findmnt --fstab --evaluate --noheadings --output SOURCE /boot")
-        first = partition(root_disk(host), 1)
-        assert boot == first and fstab == first
+        expected = partition(root_disk(host), BOOT_PARTITIONS[layout])
+        assert boot == expected and fstab == expected
     else:
         assert boot == ""
     assert "inplace-maintenance" not in env and "next_entry=" not in env
@@ -168,14 +173,17 @@ def test_a_uefi_pc_boots_the_new_system_through_its_esp_with_secure_boot_as_befo
     """On a UEFI PC: the ESP's stub points at the new root's /boot/grub, the old stub kept during the migration is
     gone, the new system's signed loaders are in \\EFI\\debian and the removable-media path, the firmware booted
     the debian entry first in BootOrder, and Secure Boot is as it was (on unless the PC's devices say off)."""
-    if lab()["pcs"][name_of(host)]["layout"] != "gpt-uefi":
+    layout = lab()["pcs"][name_of(host)]["layout"]
+    if layout not in ESP_PARTITIONS:
         pytest.skip("not a UEFI lab PC")
     with host.sudo():
-        root_uuid = host.check_output("findmnt --noheadings --output UUID /")
+        # GRUB's files are in the filesystem holding /boot: /boot/grub on the root, /grub on a /boot of its own.
+        boot_uuid = host.check_output("findmnt --noheadings --output UUID --target /boot")
         stub = host.check_output("cat /boot/efi/EFI/debian/grub.cfg")
         listing = host.check_output("ls /boot/efi/EFI/debian /boot/efi/EFI/BOOT")
-        assert "search --no-floppy --fs-uuid --set=root %s" % root_uuid in stub
-        assert "set prefix=($root)'/boot/grub'" in stub and "inplace" not in listing
+        assert "search --no-floppy --fs-uuid --set=root %s" % boot_uuid in stub
+        assert "set prefix=($root)'%s'" % ("/grub" if layout in BOOT_PARTITIONS else "/boot/grub") in stub
+        assert "inplace" not in listing
         for name in ("shimx64.efi", "grubx64.efi"):
             assert host.check_output("cmp /usr/lib/%s /boot/efi/EFI/debian/%s && echo same" % (
                 {"shimx64.efi": "shim/shimx64.efi.signed",
