@@ -60,20 +60,24 @@ def start(module, args, scratch):
         adhoc.environment(), PYTHONPATH=adhoc.REPO, TMPDIR=scratch, ANSIBLE_REMOTE_TMP=scratch))
 
 
-def interrupt(proc, ready, victims, delay=0.0, frozen=None, timeout=120):
-    """Once ``ready()``, wait ``delay``, stop ``victims()`` (pids) where they are, let ``frozen()`` assert what
-    that point is, and SIGKILL them; return the run's exit code.
+def interrupt(proc, ready, victims=None, delay=0.0, frozen=None, timeout=120):
+    """Once ``ready()``, wait ``delay``, stop ``victims()`` (pids; without it, the pid ``ready()`` returned) where
+    they are, let ``frozen()`` assert what that point is, and SIGKILL them; return the run's exit code.
 
     Fails when the run ends before ``ready()`` holds: then nothing was interrupted.
     """
     try:
         deadline = time.time() + timeout
-        while not ready():
+        while True:
+            found = ready()
+            if found:
+                break
             assert proc.poll() is None, "the run finished before it could be interrupted"
             assert time.time() < deadline, "the point to interrupt never came"
             time.sleep(0.002)
         time.sleep(delay)
-        pids = victims()
+        # A short tool is stopped as found: looking for it a second time can come after its end.
+        pids = victims() if victims else [found]
         assert pids, "nothing left to kill"
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):  # one that ended meanwhile: frozen() says if it matters
@@ -151,8 +155,7 @@ def test_a_shrink_killed_part_way_is_finished_by_the_rerun_with_every_file_intac
     if victim == "e2fsck":
         def running():
             return tool(proc, "e2fsck", "-n")
-        code = interrupt(proc, running, killing(proc, "e2fsck", "-n"), frozen=lambda: running() or pytest.fail(
-            "e2fsck ended before the kill"))
+        code = interrupt(proc, running, frozen=lambda: running() or pytest.fail("e2fsck ended before the kill"))
     else:
         def running():
             return tool(proc, "resize2fs", "-P")
