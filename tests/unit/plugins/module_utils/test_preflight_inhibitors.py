@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 
 import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import human
-from ansible_collections.inplace.migration.plugins.module_utils.disk import parted as _parted
-from ansible_collections.inplace.migration.plugins.module_utils.disk import table as _table
 from ansible_collections.inplace.migration.plugins.module_utils.disk.model import Disk, Filesystem, Partition
 from ansible_collections.inplace.migration.plugins.module_utils.disk.planner import plan_present
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import check as _check
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
+from tests.support.stock import SBIN, disk_without_pyparted
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 SHA = "sha256:" + "ab" * 32
 URL = "http://10.0.2.100/debian13.tar.zst"
 PATH = "/srv/images/debian13.tar.zst"
-SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
 
 def image(src=URL, **found):
@@ -287,28 +283,21 @@ def test_a_store_that_fits_is_planned(model_disk):
     assert planned["store"]["size"] == GiB
 
 
-def test_a_layout_problem_keeps_the_planners_sentence(model_disk):
+@pytest.mark.parametrize("root", [None, {"device": "/dev/vda1", "fstype": "xfs"}], ids=["any root", "xfs root"])
+def test_a_layout_problem_keeps_the_planners_sentence(model_disk, root):
     parts = tuple(Partition(number=n, start=n * GiB, end=(n + 1) * GiB, path="/dev/vda%d" % n,
                             fs=Filesystem(type="xfs", size=GiB)) for n in range(1, 5))
     model_disk.disk = Disk(path="/dev/vda", size=6 * GiB, sector_size=512, label="msdos", partitions=parts,
                            first_usable=512, usable_end=6 * GiB, max_partitions=4)
     with pytest.raises(MigrationError, match="four primary partitions and no extended partition"):
-        _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, 2 * GiB), "INPLACE-STORE", "auto")
+        _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, 2 * GiB), "INPLACE-STORE", "auto", root)
 
 
 @pytest.mark.skipif(not (shutil.which("sfdisk", path=SBIN) and shutil.which("mkfs.ext4", path=SBIN)),
                     reason="needs sfdisk and mkfs.ext4")
 def test_without_pyparted_the_store_is_planned_all_the_same(tmp_path, monkeypatch):
     """A stock Debian 12 PC has no python3-parted: preflight reads the table itself (disk/table.py)."""
-    monkeypatch.setattr(_parted, "parted", None)
-    monkeypatch.setattr(_parted, "HAS_PARTED", False)
-    # An image file stands for the disk: the one check that needs a real block device is stood in for.
-    monkeypatch.setattr(_table, "_check_whole_disk", lambda path: None)
-    disk = str(tmp_path / "disk.img")
-    with open(disk, "wb") as handle:
-        handle.truncate(200 * MiB)
-    subprocess.run([shutil.which("sfdisk", path=SBIN), "--quiet", "--no-reread", "--no-tell-kernel", disk],
-                   input=b"label: dos\nstart=1MiB, size=99MiB, type=83\n", check=True, capture_output=True)
+    disk = disk_without_pyparted(tmp_path, monkeypatch)
     planned = _check.plan_store(ProcessRunner(), disk, _inhibitors.store_need(0, 0, 0, 32 * MiB), "INPLACE-STORE",
                                 "auto")
     assert planned["store"]["number"] == 2 and planned["store"]["start"] == 100 * MiB
@@ -497,16 +486,6 @@ def test_an_xfs_root_without_room_elsewhere_is_one_sentence(model_disk, root_end
         "store of at most %s where %s is needed; leave %s more of unallocated space on /dev/vda, or give it a /home "
         "(ext4 or btrfs) on a partition of its own with %s free to shrink." % (
             human(found), human(wanted), human(wanted - found), human(wanted - found)))
-
-
-def test_an_xfs_root_on_a_full_msdos_table_keeps_the_planners_sentence(model_disk):
-    parts = tuple(Partition(number=n, start=n * GiB, end=(n + 1) * GiB, path="/dev/vda%d" % n,
-                            fs=Filesystem(type="xfs", size=GiB)) for n in range(1, 5))
-    model_disk.disk = Disk(path="/dev/vda", size=6 * GiB, sector_size=512, label="msdos", partitions=parts,
-                           first_usable=512, usable_end=6 * GiB, max_partitions=4)
-    with pytest.raises(MigrationError, match="four primary partitions and no extended partition"):
-        _check.plan_store(None, "/dev/vda", _inhibitors.store_need(0, 0, 0, 2 * GiB), "INPLACE-STORE", "auto",
-                          XFS_ROOT)
 
 
 def test_an_xfs_root_with_a_shrink_naming_no_partition_keeps_the_planners_sentence(model_disk):

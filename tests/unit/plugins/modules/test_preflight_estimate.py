@@ -6,23 +6,19 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import subprocess
 
 import pytest
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.run import ProcessRunner
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import check as _check
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import capture as _capture
-from ansible_collections.inplace.migration.plugins.module_utils.disk import parted as _parted
-from ansible_collections.inplace.migration.plugins.module_utils.disk import table as _table
 from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors as _inhibitors
 from ansible_collections.inplace.migration.plugins.module_utils.profiles import walk as _walk
-from tests.support.stock import OLD_SYSTEM_TOOLS
+from tests.support.stock import OLD_SYSTEM_TOOLS, SBIN, disk_without_pyparted
 
 from .conftest import HOME_FILES
 
 MiB = 1024 * 1024
-SBIN = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 needs_zstd = pytest.mark.skipif(not shutil.which("zstd"), reason="needs zstd")
 
 
@@ -119,16 +115,10 @@ class Recording(WithoutZstd):
 @pytest.mark.skipif(not (shutil.which("sfdisk", path=SBIN) and shutil.which("mkfs.ext4", path=SBIN)
                          and shutil.which("lsblk", path=SBIN)), reason="needs sfdisk, mkfs.ext4 and lsblk")
 def test_preflight_calls_only_tools_a_plain_debian_install_has(tmp_path, monkeypatch, old_system):
-    monkeypatch.setattr(_parted, "parted", None)
+    disk = disk_without_pyparted(tmp_path, monkeypatch)
     runner = Recording()
     _check.inspect(runner)
     _check.estimate_profiles(runner, ["auto"], [], None, root=str(old_system))
-    monkeypatch.setattr(_table, "_check_whole_disk", lambda path: None)
-    disk = str(tmp_path / "disk.img")
-    with open(disk, "wb") as handle:
-        handle.truncate(200 * MiB)
-    subprocess.run([shutil.which("sfdisk", path=SBIN), "--quiet", "--no-reread", "--no-tell-kernel", disk],
-                   input=b"label: dos\nstart=1MiB, size=99MiB, type=83\n", check=True, capture_output=True)
     _check.plan_store(runner, disk, _inhibitors.store_need(0, 0, 0, 32 * MiB), "INPLACE-STORE", "auto")
     assert {"lsblk", "findmnt", "mkfs.ext4", "dumpe2fs", "zstd"} <= runner.tools
     assert runner.tools - {"zstd"} <= set(OLD_SYSTEM_TOOLS), "add the tool to tests/support/stock.py, or do without"
