@@ -31,6 +31,7 @@ import base64
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -179,51 +180,87 @@ def restore_started(obs, notes):
     return False
 
 
-# e2fsck on the lab PC's lightly used root runs for well under a second under TCG, shorter than one SSH poll: a
-# watcher on the guest itself freezes it (SIGSTOP) a moment after it starts and says so on the serial port, and the
-# power is cut while it is frozen. Its writes so far may still be flushing: as at any power cut.
+# The shrink's tools run for a second or two on the lab PC's lightly used root under TCG, about one SSH poll: a
+# watcher on the guest itself follows them (/proc every 20 ms) and, at the point, freezes the process named
+# (SIGSTOP) or only says so, on the serial port; the harness cuts the power (or the controller) on that line.
+# A frozen tool's writes so far may still be flushing, as at any power cut.
 TRIPWIRE_MARK = "inplace-faults: tripwire"
 TRIPWIRE = r"""
-import os, signal, sys, time
-tool, delay = sys.argv[1], float(sys.argv[2])
-def find():
+import json, os, signal, sys, time
+steps, action, delay = json.loads(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+target = json.loads(sys.argv[4]) if len(sys.argv) > 4 else None
+def pids(match):
+    name, without, anywhere = match
+    found = []
     for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            if entry.isdigit() and open("/proc/%s/comm" % entry).read().strip() == tool:
-                return int(entry)
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                argv = handle.read().split(b"\0")
         except OSError:
-            pass
-while True:
-    pid = find()
-    if pid:
-        time.sleep(delay)
+            continue
+        if int(entry) == os.getpid() or any(b"inplace-tripwire" in word for word in argv):
+            continue  # the watcher itself, and the shell that started it, name what they look for
+        if anywhere:
+            hit = any(name.encode() in word for word in argv)
+        else:
+            hit = os.path.basename(argv[0]).decode("utf-8", "replace") == name
+        if hit and not (without and without.encode() in argv):
+            found.append(int(entry))
+    return found
+def say(text):
+    with open("/dev/ttyS0", "w") as port:
+        port.write("\n%s: %s\n" % (os.environ["MARK"], text))
+for event, *match in steps:
+    while bool(pids(match)) != (event == "start"):
+        time.sleep(0.02)
+time.sleep(delay)
+if action == "seen":
+    say("%s seen" % os.environ["LABEL"])
+else:
+    stopped = []
+    for pid in pids(target):
         try:
             os.kill(pid, signal.SIGSTOP)
-            said = "%s stopped %s s after it was seen" % (tool, delay)
+            stopped.append(pid)
         except ProcessLookupError:
-            said = "%s ended before it could be stopped" % tool
-        with open("/dev/ttyS0", "w") as port:
-            port.write("\n%s: %s\n" % (os.environ["MARK"], said))
-        break
-    time.sleep(0.02)
+            pass
+    say("%s %s" % (os.environ["LABEL"], "stopped" if stopped else "ended before it could be stopped"))
 """
 
 
 class Tripwire:
-    """A point detected on the guest: armed over SSH once the guest is in ``env``, seen in the serial log."""
+    """A point detected on the guest: armed over SSH once the guest is in ``env``, seen in the serial log.
 
-    def __init__(self, tool, delay, env="maintenance"):
-        self.tool, self.delay, self.env = tool, delay, env
+    ``steps`` are ``(event, name, without, anywhere)``: wait until a process called ``name`` (the basename of its
+    argv[0], or with ``anywhere`` any word of its command line containing ``name``) without the argument
+    ``without`` runs (``start``) or no longer runs (``end``), each in turn. Then, ``delay`` seconds later, freeze
+    the processes ``stop`` matches (the same form), or with ``stop`` None only say the point is there.
+    """
+
+    def __init__(self, label, steps, stop=None, delay=0.0, env="maintenance"):
+        self.label, self.steps, self.stop, self.delay, self.env = label, steps, stop, delay, env
 
     def arm_command(self):
         script = base64.b64encode(TRIPWIRE.encode()).decode()
-        return ["sudo", "-n", "sh", "-c", "'echo %s | base64 -d > /run/inplace-tripwire.py && MARK=\"%s\" "
-                "nohup python3 /run/inplace-tripwire.py %s %s </dev/null >/dev/null 2>&1 &'" % (
-                    script, TRIPWIRE_MARK, self.tool, self.delay)]
+        arguments = [json.dumps([list(step) for step in self.steps]), "stop" if self.stop else "seen",
+                     str(self.delay)] + ([json.dumps(list(self.stop))] if self.stop else [])
+        return ["sudo", "-n", "sh", "-c", shlex.quote(
+            "echo %s | base64 -d > /run/inplace-tripwire.py && MARK=%s LABEL=%s nohup python3 "
+            "/run/inplace-tripwire.py %s </dev/null >/dev/null 2>&1 &" % (
+                script, shlex.quote(TRIPWIRE_MARK), shlex.quote(self.label),
+                " ".join(shlex.quote(argument) for argument in arguments)))]
 
     def __call__(self, obs, _notes):
-        # "<tool> ended before it could be stopped" never cuts: the run goes on and the point is not reached.
-        return "%s: %s stopped" % (TRIPWIRE_MARK, self.tool) in obs.serial
+        # "... ended before it could be stopped" never cuts: the run goes on and the point is not reached.
+        return "%s: %s %s" % (TRIPWIRE_MARK, self.label, "stopped" if self.stop else "seen") in obs.serial
+
+
+SHRINK_CHECK = ("e2fsck", "-n", False)      # partition_space's e2fsck -f -p before the shrink
+SHRINK = ("resize2fs", "-P", False)          # the shrink itself, not the query of the minimum
+AFTER_SHRINK_CHECK = ("e2fsck", "-p", False)  # e2fsck -f -n of the shrunk filesystem, before the table write
+PARTITION_SPACE = ("AnsiballZ_partition_space", None, True)
 
 
 def in_new(trigger):
@@ -233,14 +270,18 @@ def in_new(trigger):
 
 
 POINTS = [
-    ("e2fsck", "power", "old", Tripwire("e2fsck", 0.15),
-     "guest watcher: partition_space's e2fsck in the maintenance environment, frozen (SIGSTOP) 0.15 s after it "
+    ("e2fsck", "power", "old", Tripwire("e2fsck", [("start",) + SHRINK_CHECK], stop=SHRINK_CHECK, delay=0.15),
+     "guest watcher: partition_space's e2fsck -f -p in the maintenance environment, frozen 0.15 s after it "
      "started, then the power cut"),
-    ("resize2fs", "power", "old", lambda o, n: o.env == "maintenance" and o.running("resize2fs"),
-     "ssh poll: a resize2fs process in the maintenance environment (the shrink)"),
-    ("partition table write", "power", "old", seen_then_gone("resize2fs", "AnsiballZ_partition_space"),
-     "ssh poll: resize2fs has ended while partition_space still runs (it writes the table next; libparted's "
-     "commit itself is not visible from outside, so the cut lands on or just around it)"),
+    ("resize2fs", "power", "old", Tripwire("resize2fs", [("start",) + SHRINK], stop=SHRINK, delay=0.2),
+     "guest watcher: the shrink's resize2fs in the maintenance environment, frozen 0.2 s after it started, then "
+     "the power cut"),
+    ("partition table write", "power", "old",
+     Tripwire("partition_space", [("start",) + SHRINK, ("end",) + SHRINK, ("start",) + AFTER_SHRINK_CHECK,
+                                  ("end",) + AFTER_SHRINK_CHECK], stop=PARTITION_SPACE),
+     "guest watcher: once resize2fs and the check of the shrunk filesystem have ended, partition_space (whose "
+     "next step is the table write, by libparted in its own process) is frozen, then the power cut: the cut "
+     "lands on or just before the write"),
     ("boot loader onto the store", "power", "old",
      lambda o, n: o.env == "maintenance" and o.record("image_deploy") is None and o.running("grub-install"),
      "ssh poll: grub-install runs in the maintenance environment before any image_deploy record (store phase)"),
@@ -264,9 +305,9 @@ POINTS = [
     ("cleanup during the regrow", "power", "capture",
      in_new(lambda o, n: o.running("resize2fs") or running_for("AnsiballZ_partition_space", 2)(o, n)),
      "ssh poll: in the new system, resize2fs runs or partition_space (store deleted, root grown) has run 2 s"),
-    ("controller lost during the shrink", "controller", "old",
-     lambda o, n: o.env == "maintenance" and o.running("resize2fs"),
-     "ssh poll: resize2fs runs; ansible-playbook and its SSH connections are killed, the PC keeps running"),
+    ("controller lost during the shrink", "controller", "old", Tripwire("resize2fs", [("start",) + SHRINK]),
+     "guest watcher: the shrink's resize2fs has started; ansible-playbook and its SSH connections are killed, the PC "
+     "keeps running"),
     ("controller lost during the image write", "controller", "capture", deploy_state("writing", offset=True),
      "ssh poll: image_deploy writing with a checkpoint; ansible-playbook and its SSH connections are killed"),
 ]
