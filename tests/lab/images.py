@@ -37,6 +37,8 @@ OLD_PC_PACKAGES = ["linux-image-amd64", "grub-pc", "openssh-server", "python3", 
 # (the kernel package is signed already), efibootmgr for its boot entries, no grub-pc.
 OLD_UEFI_PC_PACKAGES = ["linux-image-amd64", "shim-signed", "grub-efi-amd64-signed", "grub-efi-amd64-bin",
                         "grub2-common", "efibootmgr", "openssh-server", "python3", "sudo"]
+# The same with lvm2, which puts LVM's tools and udev rules into the initramfs that must find the root.
+OLD_UEFI_LVM_PC_PACKAGES = OLD_UEFI_PC_PACKAGES + ["lvm2"]
 # The new image for UEFI PCs: shim, the signed GRUB and the tools grub-mkconfig needs, no grub-pc (the cloud kernel
 # is signed too).
 NEW_UEFI_PACKAGES = [name for name in PACKAGES if name != "grub-pc"] + [
@@ -58,10 +60,18 @@ LAYOUTS = {
                       "size=256MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=boot\n"
                       "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n", 3),
 }
+# UEFI with the root on LVM, as Debian's installer's guided LVM leaves it: the ESP, an ext4 /boot, and a physical
+# volume filling the rest whose volume group (LVM_VG) has one logical volume, the root, with no extents free.
+LAYOUTS["gpt-uefi-lvm"] = (
+    "label: gpt\nstart=2048, size=128MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp\n"
+    "size=256MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=boot\n"
+    "type=E6D6D379-F507-44C2-A23C-238F2A3DF928, name=lvm\n", 3)
 # The layouts with a separate /boot, and its partition's number.
-BOOT_PARTITIONS = {"msdos-boot": 1, "gpt-uefi-boot": 2}
+BOOT_PARTITIONS = {"msdos-boot": 1, "gpt-uefi-boot": 2, "gpt-uefi-lvm": 2}
 # The UEFI layouts: the ESP's partition number, where it starts and its size in MiB.
-ESP_PARTITIONS = {"gpt-uefi": (1, 1, 128), "gpt-uefi-boot": (1, 1, 128)}
+ESP_PARTITIONS = {"gpt-uefi": (1, 1, 128), "gpt-uefi-boot": (1, 1, 128), "gpt-uefi-lvm": (1, 1, 128)}
+# The layouts whose root partition is an LVM physical volume, and the volume group and root volume on it.
+LVM_LAYOUTS = {"gpt-uefi-lvm": ("labvg", "root")}
 NETWORK = "[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n"
 DEFAULT_GRUB = """\
 GRUB_DEFAULT=0
@@ -144,8 +154,8 @@ def add_admin(root, public_key):
     write(os.path.join(root, "etc/sudoers.d/labadmin"), "%s ALL=(ALL:ALL) NOPASSWD: ALL\n" % ADMIN["name"], 0o440)
 
 
-def configure_old_pc(root, uuid, public_key, boot_uuid=None, esp_uuid=None):
-    write(os.path.join(root, "etc/fstab"), "UUID=%s / ext4 errors=remount-ro 0 1\n" % uuid + (
+def configure_old_pc(root, uuid, public_key, boot_uuid=None, esp_uuid=None, root_name=None):
+    write(os.path.join(root, "etc/fstab"), "%s / ext4 errors=remount-ro 0 1\n" % (root_name or "UUID=" + uuid) + (
         "UUID=%s /boot ext4 defaults 0 2\n" % boot_uuid if boot_uuid else "") + (
         "UUID=%s /boot/efi vfat umask=0077 0 1\n" % esp_uuid if esp_uuid else ""))
     if esp_uuid:
@@ -179,6 +189,32 @@ def attached(image):
 
 
 @contextlib.contextmanager
+def logical_volume(partition, vg, lv):
+    """Make ``partition`` a physical volume holding volume group ``vg`` with one linear volume ``lv`` over all of
+    it, and yield a loop device over the volume's bytes: this host's kernel has no device-mapper, so LVM only
+    writes its metadata (``--driverloaded n``) and the volume is reached where its extents lie."""
+    only = ["--devices", partition]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    run("pvcreate", "--quiet", *only, partition, **quiet)
+    run("vgcreate", "--quiet", "--driverloaded", "n", *only, vg, partition, **quiet)
+    run("lvcreate", "--quiet", "--driverloaded", "n", "--activate", "n", "--zero", "n", "--extents", "100%FREE",
+        "--name", lv, *only, vg, **quiet)
+    segments = json.loads(output("lvs", "--driverloaded", "n", *only, "--segments", "--reportformat", "json",
+                                 "--units", "b", "--nosuffix", "-o", "seg_pe_ranges,vg_extent_size", vg + "/" + lv))
+    (segment,) = segments["report"][0]["lv"]
+    first, last = (int(number) for number in segment["seg_pe_ranges"].rsplit(":", 1)[1].split("-"))
+    extent = int(segment["vg_extent_size"])
+    pe_start = int(json.loads(output("pvs", "--driverloaded", "n", *only, "--reportformat", "json", "--units", "b",
+                                     "--nosuffix", "-o", "pe_start", partition))["report"][0]["pv"][0]["pe_start"])
+    device = output("losetup", "--find", "--show", "--offset", str(pe_start + first * extent),
+                    "--sizelimit", str((last - first + 1) * extent), partition)
+    try:
+        yield device
+    finally:
+        run("losetup", "-d", device)
+
+
+@contextlib.contextmanager
 def mounted(source, target, *options):
     run("mount", *options, source, target)
     try:
@@ -198,35 +234,29 @@ def chroot_mounts(root):
 
 
 def install_grub(root, device, root_partition, uuid):
-    """GRUB for BIOS on ``device``; grub.cfg names the root by UUID.
-
-    Without udev there is no /dev/disk/by-uuid, so update-grub in a chroot writes
-    root=/dev/loopNpM; the UUID is put in its place.
-    """
+    """GRUB for BIOS on ``device``; grub.cfg names the root by UUID."""
     with chroot_mounts(root):
         run("chroot", root, "grub-install", "--target=i386-pc", device, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
-        run("chroot", root, "update-grub", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    config = os.path.join(root, "boot/grub/grub.cfg")
-    with open(config, encoding="utf-8") as handle:
-        text = handle.read()
-    text = text.replace("root=%s " % root_partition, "root=UUID=%s " % uuid)
-    if root_partition in text:
-        raise RuntimeError("grub.cfg still names %s after the UUID rewrite" % root_partition)
-    write(config, text, 0o444)
+    update_grub(root, root_partition, uuid)
 
 
-def update_grub(root, root_partition, uuid):
-    """/boot/grub/grub.cfg by update-grub in a chroot, naming the root by UUID (see install_grub)."""
+def update_grub(root, root_partition, uuid, root_name=None):
+    """/boot/grub/grub.cfg by update-grub in a chroot, naming the root by UUID, or by ``root_name`` (a root on
+    LVM: its /dev/mapper name).
+
+    Without udev there is no /dev/disk/by-uuid, so update-grub in a chroot writes root=/dev/loopNpM (or the loop
+    device standing for a logical volume); the root's name is put in its place.
+    """
     os.makedirs(os.path.join(root, "boot/grub"), exist_ok=True)
     with chroot_mounts(root):
         run("chroot", root, "update-grub", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     config = os.path.join(root, "boot/grub/grub.cfg")
     with open(config, encoding="utf-8") as handle:
         text = handle.read()
-    text = text.replace("root=%s " % root_partition, "root=UUID=%s " % uuid)
+    text = text.replace("root=%s " % root_partition, "root=%s " % (root_name or "UUID=" + uuid))
     if root_partition in text:
-        raise RuntimeError("grub.cfg still names %s after the UUID rewrite" % root_partition)
+        raise RuntimeError("grub.cfg still names %s after the root's name was put in its place" % root_partition)
     write(config, text, 0o444)
 
 
@@ -271,8 +301,13 @@ def build_old_pc(work, layout, tarball, public_key):
     run("sfdisk", "--no-reread", "--no-tell-kernel", "-q", raw, input=script.encode())
     mountpoint = os.path.join(work, "mnt")
     os.mkdir(mountpoint)
-    with attached(raw) as device, contextlib.ExitStack() as stack:
+    root_name = None
+    with attached(raw) as device, contextlib.ExitStack() as volumes, contextlib.ExitStack() as stack:
         partition = "%sp%d" % (device, number)
+        if layout in LVM_LAYOUTS:
+            partition = volumes.enter_context(logical_volume(partition, *LVM_LAYOUTS[layout]))
+            # As Debian's installer names a root on LVM, in fstab and on the kernel's command line.
+            root_name = "/dev/mapper/%s-%s" % LVM_LAYOUTS[layout]
         run("mkfs.ext4", "-q", partition)
         uuid = output("blkid", "-s", "UUID", "-o", "value", partition)
         boot = boot_uuid = esp_uuid = None
@@ -291,10 +326,10 @@ def build_old_pc(work, layout, tarball, public_key):
             stack.enter_context(mounted(boot, os.path.join(mountpoint, "boot")))
         run("tar", "-x", "--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-f", tarball,
             "-C", mountpoint)
-        configure_old_pc(mountpoint, uuid, public_key, boot_uuid, esp_uuid)
+        configure_old_pc(mountpoint, uuid, public_key, boot_uuid, esp_uuid, root_name)
         users = profiles.populate(mountpoint)
         if esp_uuid:
-            update_grub(mountpoint, partition, uuid)
+            update_grub(mountpoint, partition, uuid, root_name)
             files = esp_files(mountpoint, uuid, work, boot_uuid)
         else:
             install_grub(mountpoint, device, partition, uuid)
@@ -318,7 +353,8 @@ def build_old_pc(work, layout, tarball, public_key):
 
 def old_pc(layout="msdos"):
     """The cached old PC disk (qcow2, to be used as a backing file only); returns its directory."""
-    tarball = root_tarball("bookworm", OLD_UEFI_PC_PACKAGES if layout in ESP_PARTITIONS else OLD_PC_PACKAGES)
+    tarball = root_tarball("bookworm", OLD_UEFI_LVM_PC_PACKAGES if layout in LVM_LAYOUTS else
+                           OLD_UEFI_PC_PACKAGES if layout in ESP_PARTITIONS else OLD_PC_PACKAGES)
     with open(cache.ssh_key() + ".pub", encoding="utf-8") as handle:
         public_key = handle.read()
     inputs = {"layout": layout, "disk": DISK_BYTES, "root": os.path.basename(os.path.dirname(tarball)),

@@ -1,6 +1,6 @@
 """The VM lab: build the images, start and stop lab PCs, reach them.
 
-    python tests/lab/lab.py build [old-msdos old-gpt old-msdos-boot old-gpt-uefi old-gpt-uefi-boot new maintenance]   (default: all)
+    python tests/lab/lab.py build [old-msdos old-gpt old-msdos-boot old-gpt-uefi old-gpt-uefi-boot old-gpt-uefi-lvm new maintenance]   (default: all)
     python tests/lab/lab.py start --lab DIR [--count N] [--layout msdos --layout gpt]
                                [--devices bus=virtio,stick=usb --devices bus=scsi,stick=scsi-first]
                                [--serve-images | --guestfwd-port P]
@@ -31,6 +31,7 @@ BUILDS = {
     "old-msdos-boot": lambda: images.old_pc("msdos-boot"),
     "old-gpt-uefi": lambda: images.old_pc("gpt-uefi"),
     "old-gpt-uefi-boot": lambda: images.old_pc("gpt-uefi-boot"),
+    "old-gpt-uefi-lvm": lambda: images.old_pc("gpt-uefi-lvm"),
     "new": images.new_image,
     "new-uefi": lambda: images.new_image(firmware="uefi"),
     "maintenance": images.maintenance_base,
