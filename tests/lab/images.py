@@ -201,7 +201,7 @@ def logical_volume(partition, vg, lv):
         "--name", lv, *only, vg, **quiet)
     segments = json.loads(output("lvs", "--driverloaded", "n", *only, "--segments", "--reportformat", "json",
                                  "--units", "b", "--nosuffix", "-o", "seg_pe_ranges,vg_extent_size", vg + "/" + lv))
-    (segment,) = segments["report"][0]["lv"]
+    (segment,) = segments["report"][0]["seg"]
     first, last = (int(number) for number in segment["seg_pe_ranges"].rsplit(":", 1)[1].split("-"))
     extent = int(segment["vg_extent_size"])
     pe_start = int(json.loads(output("pvs", "--driverloaded", "n", *only, "--reportformat", "json", "--units", "b",
