@@ -12,6 +12,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -233,20 +234,20 @@ def chroot_mounts(root):
         yield
 
 
-def install_grub(root, device, root_partition, uuid):
+def install_grub(root, device, uuid):
     """GRUB for BIOS on ``device``; grub.cfg names the root by UUID."""
     with chroot_mounts(root):
         run("chroot", root, "grub-install", "--target=i386-pc", device, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
-    update_grub(root, root_partition, uuid)
+    update_grub(root, uuid)
 
 
-def update_grub(root, root_partition, uuid, root_name=None):
+def update_grub(root, uuid, root_name=None):
     """/boot/grub/grub.cfg by update-grub in a chroot, naming the root by UUID, or by ``root_name`` (a root on
     LVM: its /dev/mapper name).
 
-    Without udev there is no /dev/disk/by-uuid, so update-grub in a chroot writes root=/dev/loopNpM (or the loop
-    device standing for a logical volume); the root's name is put in its place.
+    Without udev there is no /dev/disk/by-uuid, so update-grub in a chroot writes root=/dev/loopNpM (for a loop
+    device standing for a logical volume, the partition under it); the root's name is put in its place.
     """
     os.makedirs(os.path.join(root, "boot/grub"), exist_ok=True)
     with chroot_mounts(root):
@@ -254,9 +255,9 @@ def update_grub(root, root_partition, uuid, root_name=None):
     config = os.path.join(root, "boot/grub/grub.cfg")
     with open(config, encoding="utf-8") as handle:
         text = handle.read()
-    text = text.replace("root=%s " % root_partition, "root=%s " % (root_name or "UUID=" + uuid))
-    if root_partition in text:
-        raise RuntimeError("grub.cfg still names %s after the root's name was put in its place" % root_partition)
+    text = re.sub(r"root=/dev/loop[0-9p]+ ", "root=%s " % (root_name or "UUID=" + uuid), text)
+    if "/dev/loop" in text:
+        raise RuntimeError("grub.cfg still names a loop device after the root's name was put in its place")
     write(config, text, 0o444)
 
 
@@ -329,10 +330,10 @@ def build_old_pc(work, layout, tarball, public_key):
         configure_old_pc(mountpoint, uuid, public_key, boot_uuid, esp_uuid, root_name)
         users = profiles.populate(mountpoint)
         if esp_uuid:
-            update_grub(mountpoint, partition, uuid, root_name)
+            update_grub(mountpoint, uuid, root_name)
             files = esp_files(mountpoint, uuid, work, boot_uuid)
         else:
-            install_grub(mountpoint, device, partition, uuid)
+            install_grub(mountpoint, device, uuid)
         stack.close()
         for checked in (partition, boot) if boot else (partition,):
             run("e2fsck", "-f", "-n", checked, stdout=subprocess.DEVNULL)
