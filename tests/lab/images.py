@@ -256,8 +256,12 @@ def update_grub(root, uuid, root_name=None):
     with open(config, encoding="utf-8") as handle:
         text = handle.read()
     text = re.sub(r"root=/dev/loop[0-9p]+ ", "root=%s " % (root_name or "UUID=" + uuid), text)
-    if "/dev/loop" in text:
-        raise RuntimeError("grub.cfg still names a loop device after the root's name was put in its place")
+    # The menu entries' ids, where grub-mkconfig found no UUID for the loop device standing for a volume.
+    text = re.sub(r"(\$menuentry_id_option 'gnulinux-[^']*)/dev/loop[0-9p]+'", r"\g<1>%s'" % uuid, text)
+    left = [line.strip() for line in text.splitlines() if "/dev/loop" in line]
+    if left:
+        raise RuntimeError("grub.cfg still names a loop device after the root's name was put in its place: %s" %
+                           "; ".join(left))
     write(config, text, 0o444)
 
 
