@@ -130,13 +130,16 @@ def scenario_start_arguments(scenario):
     """The lab.py start arguments that create.yml's command makes from the scenario's extra vars."""
     with open(os.path.join(MOLECULE, scenario, "molecule.yml"), encoding="utf-8") as handle:
         args = yaml.safe_load(handle)["ansible"]["executor"]["args"]["ansible_playbook"]
-    extra = [json.loads(arg.split("=", 1)[1]) for arg in args if arg.startswith("--extra-vars=")]
+    extra = {}
+    for arg in args:
+        if arg.startswith("--extra-vars="):
+            extra.update(json.loads(arg.split("=", 1)[1]))
     with open(os.path.join(MOLECULE, "default", "create.yml"), encoding="utf-8") as handle:
         command = yaml.safe_load(handle)[0]["tasks"][0]["ansible.builtin.command"]["cmd"]
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
     environment.filters["quote"] = shlex.quote
     argv = shlex.split(environment.from_string(command).render(
-        ansible_playbook_python="python3", lab_tool="lab.py", lab_dir="/lab", **(extra[0] if extra else {})))
+        ansible_playbook_python="python3", lab_tool="lab.py", lab_dir="/lab", **extra))
     assert argv[:5] == ["python3", "lab.py", "start", "--lab", "/lab"] and argv[-1] == "--serve-images"
     assert argv[-3] == "--image-firmware"
     return argv[5:-3] + ([] if argv[-2] == "bios" else argv[-3:-1])
