@@ -60,13 +60,13 @@ LAYOUTS = {
     "gpt-uefi-boot": ("label: gpt\nstart=2048, size=128MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp\n"
                       "size=256MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=boot\n"
                       "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n", 3),
+    # UEFI with the root on LVM, as Debian's installer's guided LVM leaves it: the ESP, an ext4 /boot, and a
+    # physical volume filling the rest whose volume group (LVM_LAYOUTS) has one logical volume, the root, with no
+    # extents free.
+    "gpt-uefi-lvm": ("label: gpt\nstart=2048, size=128MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp\n"
+                     "size=256MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=boot\n"
+                     "type=E6D6D379-F507-44C2-A23C-238F2A3DF928, name=lvm\n", 3),
 }
-# UEFI with the root on LVM, as Debian's installer's guided LVM leaves it: the ESP, an ext4 /boot, and a physical
-# volume filling the rest whose volume group (LVM_VG) has one logical volume, the root, with no extents free.
-LAYOUTS["gpt-uefi-lvm"] = (
-    "label: gpt\nstart=2048, size=128MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=esp\n"
-    "size=256MiB, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=boot\n"
-    "type=E6D6D379-F507-44C2-A23C-238F2A3DF928, name=lvm\n", 3)
 # The layouts with a separate /boot, and its partition's number.
 BOOT_PARTITIONS = {"msdos-boot": 1, "gpt-uefi-boot": 2, "gpt-uefi-lvm": 2}
 # The UEFI layouts: the ESP's partition number, where it starts and its size in MiB.
