@@ -25,10 +25,15 @@ DEV = "/dev"
 # the probe, and a disc's label is nothing a migration looks for).
 SKIPPED = ("ram", "zram", "fd", "sr")
 SCSI_CDROM = "5"
+# A logical volume's UUID, read from device-mapper (blkid has no field for it): what a store or root on LVM
+# is known by, as a partition is by its PARTUUID.
+LV_UUID = "LVM_LV_UUID"
 # (spec prefix, the blkid field it matches)
-SPECS = (("PARTUUID=", "PART_ENTRY_UUID"), ("PARTLABEL=", "PART_ENTRY_NAME"), ("UUID=", "UUID"), ("LABEL=", "LABEL"))
+SPECS = (("PARTUUID=", "PART_ENTRY_UUID"), ("PARTLABEL=", "PART_ENTRY_NAME"), ("LVUUID=", LV_UUID), ("UUID=", "UUID"),
+         ("LABEL=", "LABEL"))
 # (key in a recorded identity, blkid field, spec prefix it is found by, name in messages), strongest first
-IDENTITY = (("partuuid", "PART_ENTRY_UUID", "PARTUUID", "PARTUUID"), ("uuid", "UUID", "UUID", "filesystem UUID"),
+IDENTITY = (("partuuid", "PART_ENTRY_UUID", "PARTUUID", "PARTUUID"),
+            ("lv_uuid", LV_UUID, "LVUUID", "logical volume UUID"), ("uuid", "UUID", "UUID", "filesystem UUID"),
             ("label", "LABEL", "LABEL", "label"))
 DISK_IDENTITY = (("wwn", "WWN"), ("serial", "serial number"), ("ptuuid", "partition table UUID"))
 
@@ -74,10 +79,39 @@ def _node(directory):
 
 
 def parent_disk(path):
-    """The whole disk holding ``path`` (``path`` itself when it is a whole disk)."""
+    """The whole disk holding ``path`` (``path`` itself when it is a whole disk).
+
+    A device-mapper device (a logical volume) is on the disk all its underlying devices are on; one
+    spread over several disks is on none of them, and names itself.
+    """
     directory = sysfs(path)
-    return _node(os.path.dirname(directory)) if os.path.exists(os.path.join(directory, "partition")) \
-        else os.path.realpath(path)
+    if os.path.exists(os.path.join(directory, "partition")):
+        return _node(os.path.dirname(directory))
+    disks = {parent_disk(_node(name)) for name in _listdir(os.path.join(directory, "slaves"))}
+    return disks.pop() if len(disks) == 1 else os.path.realpath(path)
+
+
+def _listdir(directory):
+    try:
+        return sorted(os.listdir(directory))
+    except OSError:
+        return []
+
+
+def lv_uuid(path):
+    """The UUID of the logical volume ``path`` is (as ``lvs`` prints it), or None for any other device.
+
+    Device-mapper names an LVM volume ``LVM-<VG UUID><LV UUID>``, both without their dashes.
+    """
+    try:
+        uuid = read_attribute(os.path.join(sysfs(path), "dm", "uuid")) or ""
+    except OSError:  # no such device: not a logical volume either
+        return None
+    if not uuid.startswith("LVM-") or len(uuid) != 4 + 64:
+        return None
+    bare = uuid[4 + 32:]
+    cuts = (0, 6, 10, 14, 18, 22, 26, 32)
+    return "-".join(bare[start:end] for start, end in zip(cuts, cuts[1:]))
 
 
 def partition_number(path):
@@ -110,10 +144,7 @@ def device_size(path):
 
 def holders(path):
     """What holds the device (device-mapper, md): the kernel names of its holders."""
-    try:
-        return sorted(os.listdir(os.path.join(sysfs(path), "holders")))
-    except OSError:
-        return []
+    return _listdir(os.path.join(sysfs(path), "holders"))
 
 
 def device_holding(path):
@@ -162,7 +193,12 @@ def probe(runner, paths):
         return {}
     unused_rc, out, unused_err = runner.run(["blkid", "-p", "-o", "export"] + paths, ok=None)
     found = parse_export(out)
-    return {path: found.get(path, {}) for path in paths}
+    values = {path: found.get(path, {}) for path in paths}
+    for path in paths:
+        uuid = lv_uuid(path) if path.startswith(DEV + "/dm-") else None
+        if uuid:
+            values[path] = dict(values[path], **{LV_UUID: uuid})
+    return values
 
 
 def blkid(runner, device):
@@ -190,7 +226,7 @@ def is_kernel_name(spec):
 
 
 def parse_spec(spec):
-    """(blkid field, value) for a UUID=, LABEL=, PARTUUID= or PARTLABEL= spec; (None, path) for a path."""
+    """(blkid field, value) for a UUID=, LABEL=, PARTUUID=, PARTLABEL= or LVUUID= spec; (None, path) for a path."""
     for prefix, field in SPECS:
         if spec.startswith(prefix):
             return field, spec[len(prefix):].strip('"')

@@ -85,14 +85,18 @@ def mounted_device(runner, path):
 
 
 def disk_holding(runner, path):
-    """The whole disk holding the partition that the filesystem ``path`` is on (findmnt's source for it), or None
-    when that filesystem is on no partition (a RAM root, tmpfs, a whole disk, device mapper)."""
+    """The whole disk holding the partition (or the logical volume on one disk) that the filesystem ``path`` is
+    on (findmnt's source for it), or None when that filesystem is on no such device (a RAM root, tmpfs, a whole
+    disk, other device mapper)."""
     rc, out, unused_err = runner.run(["findmnt", "--noheadings", "--first-only", "--output", "SOURCE", "--target",
                                       path], ok=None)
     source = out.strip().split("[")[0] if rc == 0 else ""
-    if not source.startswith("/dev/") or not _devices.is_block_device(source) or not _devices.is_partition(source):
+    if not source.startswith("/dev/") or not _devices.is_block_device(source):
         return None
-    return _devices.parent_disk(source)
+    if _devices.is_partition(source):
+        return _devices.parent_disk(source)
+    disk = _devices.parent_disk(source) if _devices.lv_uuid(source) else None
+    return disk if disk and disk != os.path.realpath(source) else None
 
 
 def find_on_disk_of(runner, source, disk_of):

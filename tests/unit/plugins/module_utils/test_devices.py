@@ -228,3 +228,49 @@ def test_a_scan_probes_every_device_in_one_blkid_run_without_its_cache():
     assert runner.calls == [["blkid", "-p", "-o", "export", "/dev/loop1p1", "/dev/loop2p1"]]
     assert scan.values("/dev/loop2")["PTTYPE"] == "dos"  # probed when asked for
     assert runner.calls[-1] == ["blkid", "-p", "-o", "export", "/dev/loop2"]
+
+
+def fake_sysfs(tmp_path, monkeypatch, entries):
+    """A sysfs of ``entries`` ({kernel name: {"partition": n, "parent": name, "slaves": [...], "dm_uuid": ...}}),
+    ``sysfs`` mapping /dev/<name> to its directory."""
+    base = tmp_path / "sys"
+    directories = {}
+    for name, entry in entries.items():
+        parent = directories.get(entry.get("parent"))
+        directory = (parent or base) / name
+        directory.mkdir(parents=True)
+        directories[name] = directory
+        if "partition" in entry:
+            (directory / "partition").write_text("%d\n" % entry["partition"])
+        if "slaves" in entry:
+            (directory / "slaves").mkdir()
+            for slave in entry["slaves"]:
+                (directory / "slaves" / slave).write_text("")
+        if "dm_uuid" in entry:
+            (directory / "dm").mkdir()
+            (directory / "dm" / "uuid").write_text(entry["dm_uuid"] + "\n")
+    monkeypatch.setattr(_devices, "DEV", "/dev")
+    monkeypatch.setattr(_devices, "sysfs", lambda path: str(directories[os.path.basename(path)]))
+    monkeypatch.setattr(os.path, "realpath", lambda path: path)
+
+
+VG_UUID, LV_UUID = "rE3DhDsOZpzMpcLTSgST4rDIDo6ihePH", "D4QVHDyeGfdAgC49TsHMmbbONZEowUmN"
+
+
+def test_a_logical_volume_is_on_the_disk_of_its_physical_volumes_and_known_by_its_uuid(tmp_path, monkeypatch):
+    fake_sysfs(tmp_path, monkeypatch, {
+        "vda": {}, "vda3": {"parent": "vda", "partition": 3}, "sdb": {}, "sdb1": {"parent": "sdb", "partition": 1},
+        "dm-0": {"slaves": ["vda3"], "dm_uuid": "LVM-" + VG_UUID + LV_UUID},
+        "dm-1": {"slaves": ["vda3", "sdb1"], "dm_uuid": "LVM-" + VG_UUID + "x" * 32},
+        "dm-2": {"slaves": ["vda3"], "dm_uuid": "CRYPT-LUKS2-abc"}})
+    assert _devices.parent_disk("/dev/dm-0") == "/dev/vda"
+    assert _devices.parent_disk("/dev/vda3") == "/dev/vda"
+    assert _devices.parent_disk("/dev/dm-1") == "/dev/dm-1", "spread over two disks, it is on neither"
+    assert _devices.lv_uuid("/dev/dm-0") == "D4QVHD-yeGf-dAgC-49Ts-HMmb-bONZ-EowUmN"
+    assert _devices.lv_uuid("/dev/dm-2") is None and _devices.lv_uuid("/dev/vda3") is None
+    runner = FakeRunner()
+    runner.run = lambda args, ok=(0,), data=None: (0, "DEVNAME=/dev/dm-0\nUUID=f00d\nTYPE=ext4\n", "")
+    scan = _devices.Scan(runner, ["/dev/dm-0"])
+    assert scan.lookup("LVUUID=d4qvhd-yegf-dagc-49ts-hmmb-bonz-eowumn") == "/dev/dm-0"
+    assert _devices.record("/dev/dm-0", scan.values("/dev/dm-0"), {})["lv_uuid"] == \
+        "d4qvhd-yegf-dagc-49ts-hmmb-bonz-eowumn"
