@@ -67,9 +67,13 @@ def test_lvm_s_reports_and_extents_through_store_and_back(make_disk):
         assert plan.shrinks and plan.root_extents == 60 and plan.store_extents == free + 20
 
         lvm.reduce("root", plan.root_extents)
-        lvm.create(plan.name, plan.store_extents, wipe=False)
+        lvm.create(plan.name, plan.store_extents, wipe=False,
+                   tags=(_lvm.ROOT_LV_TAG + "root", _lvm.ROOT_EXTENTS_TAG + "80"))
         made = lvm.read()
         assert made.lv("root").size == 60 * EXTENT
+        # What cleanup grows the root back to, carried by the store itself.
+        assert _lvm.root_to_restore(made.lv(_lvm.STORE_LV)) == {"lv": "root", "extents": 80}
+        assert _lvm.root_to_restore(made.lv("root")) is None
         assert made.lv(_lvm.STORE_LV).size == (free + 20) * EXTENT and made.free_extents == 0
         assert made.lv(_lvm.STORE_LV).uuid not in (root.uuid, made.uuid)
         assert _lvm.plan_store(made, "root", MiB, fs).exists

@@ -18,18 +18,30 @@ from typing import Optional, Tuple
 
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import align_down, align_up, human
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
 from ansible_collections.inplace.migration.plugins.module_utils.disk.model import FS_GRAIN, OFFLINE_SHRINK_ONLY
 from ansible_collections.inplace.migration.plugins.module_utils.disk.planner import default_headroom
+from ansible_collections.inplace.migration.plugins.module_utils.disk.space import store_partition_bytes
 
 STORE_LV = "inplace-store"
 REPORT = ["--reportformat", "json", "--units", "b", "--nosuffix"]
 VG_FIELDS = "vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count"
-LV_FIELDS = "lv_name,lv_uuid,lv_path,lv_size,segtype"
+LV_FIELDS = "lv_name,lv_uuid,lv_path,lv_size,segtype,lv_tags"
 PV_FIELDS = "pv_name,pv_uuid,pv_size"
 # Without udev (the maintenance environment), LVM makes the device nodes itself instead of waiting
 # for udev's rules to make them.
 NO_UDEV = ["--config", "activation{udev_sync=0 udev_rules=0} devices{obtain_device_list_from_udev=0}"]
+UDEV_CONTROL = "/run/udev/control"
+# Tags on the store's logical volume saying what the root was before it: cleanup grows the root back to
+# that and no further, leaving free what was free (tags hold letters, digits and _+.-/=!:&#).
+ROOT_LV_TAG = "inplace_root_lv="
+ROOT_EXTENTS_TAG = "inplace_root_extents="
+
+
+def options_here(control=UDEV_CONTROL):
+    """LVM's options on this host: ``NO_UDEV`` where udev does not run."""
+    return [] if os.path.exists(control) else list(NO_UDEV)
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,11 @@ class LogicalVolume:
     path: str
     size: int
     segtype: str = "linear"
+    tags: Tuple[str, ...] = ()
+
+    def tag(self, prefix):
+        """The value of this volume's tag ``prefix``<value>, or None."""
+        return next((tag[len(prefix):] for tag in self.tags if tag.startswith(prefix)), None)
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,9 @@ def parse_layout(vgs, lvs, pvs):
         name=vg["vg_name"], uuid=vg["vg_uuid"], extent=int(vg["vg_extent_size"]), extents=int(vg["vg_extent_count"]),
         free_extents=int(vg["vg_free_count"]),
         lvs=tuple(LogicalVolume(name=lv["lv_name"], uuid=lv["lv_uuid"], path=lv["lv_path"], size=int(lv["lv_size"]),
-                                segtype=lv.get("segtype", "linear")) for lv in _rows(lvs, "lv")),
+                                segtype=lv.get("segtype", "linear"),
+                                tags=tuple(tag for tag in lv.get("lv_tags", "").split(",") if tag))
+                  for lv in _rows(lvs, "lv")),
         pvs=tuple(pv["pv_name"] for pv in _rows(pvs, "pv")))
 
 
@@ -114,9 +133,14 @@ class Lvm:
         return parse_layout(report("vgs", VG_FIELDS, [self.vg]), report("lvs", LV_FIELDS, [self.vg]),
                             report("pvs", PV_FIELDS, ["--select", "vg_name=%s" % self.vg]))
 
-    def create(self, name, extents, wipe=True):
+    def activate(self):
+        """Activate the group's logical volumes (udev may have done so already; it is harmless twice)."""
+        self._run("vgchange", "--activate", "y", self.vg)
+
+    def create(self, name, extents, wipe=True, tags=()):
+        tagging = [option for tag in tags for option in ("--addtag", tag)]
         self._run("lvcreate", "--yes", "--wipesignatures", "y" if wipe else "n", "--zero", "y" if wipe else "n",
-                  "--extents", str(extents), "--name", name, self.vg)
+                  "--extents", str(extents), *tagging, "--name", name, self.vg)
 
     def reduce(self, name, extents):
         self._run("lvreduce", "--yes", "--extents", str(extents), "%s/%s" % (self.vg, name))
@@ -219,11 +243,22 @@ def plan_store(vg, root_name, store_bytes, root_fs, min_free=None, name=STORE_LV
     return StorePlan(vg, root, name, store_extents, new_root // vg.extent, fs_size)
 
 
-def make_store(lvm, plan, label, fstype="ext4"):
+def make_store(lvm, plan, label, fstype="ext4", root_extents_before=None):
     """Carry out ``plan`` (root unmounted): shrink the root's filesystem, then its logical volume, then create
-    and format the store. Returns the store's logical volume as read back."""
+    and format the store, tagged with the root's size before (``root_extents_before``, default its size now).
+    Returns the store's logical volume as read back. A store made by a run cut off before it was formatted
+    is formatted now; one with a filesystem labelled ``label`` is left as it is."""
     if plan.exists:
-        return plan.vg.lv(plan.name)
+        store = plan.vg.lv(plan.name)
+        found = _devices.blkid(lvm.runner, store.path)
+        if not found.get("TYPE"):
+            _fs.make(lvm.runner, store.path, fstype, label)
+        elif found.get("LABEL") != label:
+            raise MigrationError("the logical volume %s/%s holds a %s filesystem labelled %s, not the store's %s; "
+                                 "remove it (lvremove %s/%s) if it is not needed, and run again." % (
+                                     plan.vg.name, plan.name, found["TYPE"], found.get("LABEL") or "(none)", label,
+                                     plan.vg.name, plan.name))
+        return store
     if plan.fs_size is not None:
         _fs.kind("ext4").shrink(lvm.runner, plan.root.path, plan.fs_size, None)
         size = _fs.key_values(lvm.runner.output(["dumpe2fs", "-h", plan.root.path]))
@@ -232,7 +267,8 @@ def make_store(lvm, plan, label, fstype="ext4"):
                                  "was not reduced." % (plan.root.path, human(plan.root_extents * plan.vg.extent)))
     if plan.shrinks:
         lvm.reduce(plan.root.name, plan.root_extents)
-    lvm.create(plan.name, plan.store_extents)
+    before = plan.root.size // plan.vg.extent if root_extents_before is None else root_extents_before
+    lvm.create(plan.name, plan.store_extents, tags=(ROOT_LV_TAG + plan.root.name, ROOT_EXTENTS_TAG + str(before)))
     after = lvm.read()
     store, root = after.lv(plan.name), after.lv(plan.root.name)
     if store is None or store.size < plan.store_extents * plan.vg.extent or root.size != plan.root_extents * after.extent:
@@ -264,3 +300,81 @@ def remove_store(lvm, root_name, root_extents, name=STORE_LV, root_mountpoint=No
         root = _root_lv(lvm.read(), root_name)
     _fs.kind("ext4").grow(lvm.runner, root.path, root_mountpoint)
     return root
+
+
+def group_layout(vg):
+    """The volume group as plain dicts, for module results and the report."""
+    return {"vg": vg.name, "extent_bytes": vg.extent, "free_bytes": vg.free,
+            "volumes": [{"name": lv.name, "size": lv.size} for lv in vg.lvs]}
+
+
+def render_group(vg):
+    """The volume group as text, one line per logical volume and the free space, for --diff."""
+    lines = ["%-20s %12s" % (lv.name, human(lv.size)) for lv in vg.lvs]
+    return "\n".join(lines + ["%-20s %12s" % ("(free)", human(vg.free))]) + "\n"
+
+
+def _planned_group(plan):
+    """The volume group as ``plan`` leaves it."""
+    if plan.exists:
+        return plan.vg
+    root = LogicalVolume(plan.root.name, plan.root.uuid, plan.root.path, plan.root_extents * plan.vg.extent,
+                         plan.root.segtype, plan.root.tags)
+    store = LogicalVolume(plan.name, "", "/dev/%s/%s" % (plan.vg.name, plan.name), plan.store_extents * plan.vg.extent)
+    lvs = tuple(root if lv.name == root.name else lv for lv in plan.vg.lvs) + (store,)
+    used = sum(lv.size for lv in lvs) // plan.vg.extent
+    return VolumeGroup(plan.vg.name, plan.vg.uuid, plan.vg.extent, plan.vg.extents, plan.vg.extents - used, lvs,
+                       plan.vg.pvs)
+
+
+def store_volume(runner, vg_name, root_name, usable, label, vg_uuid=None, shrink=True, min_free=None,
+                 check_mode=False, fstype="ext4"):
+    """store_volume's run: the store as a logical volume holding ``usable`` bytes of data (see ``plan_store``)."""
+    lvm = Lvm(runner, vg_name, options_here())
+    if not check_mode:
+        lvm.activate()
+    group = lvm.read()
+    if vg_uuid and group.uuid.lower() != vg_uuid.lower():
+        raise MigrationError("the volume group %s has the UUID %s where %s was recorded when the migration was "
+                             "planned, so it is not the root's; making the store is refused." % (
+                                 vg_name, group.uuid, vg_uuid))
+    root = _root_lv(group, root_name)
+    root_fs = _fs.probe(runner, root.path) if shrink else None
+    # Sized as a store partition is: the filesystem's own overhead measured with this host's mkfs.
+    plan = plan_store(group, root_name, store_partition_bytes(runner, fstype, usable), root_fs, min_free)
+    planned = _planned_group(plan)
+    result = {"changed": not plan.exists, "actions": plan.descriptions, "layout_before": group_layout(group),
+              "diff": {"before": render_group(group), "after": render_group(planned),
+                       "before_header": vg_name, "after_header": vg_name}}
+    if check_mode:
+        store = planned.lv(plan.name)
+        return dict(result, layout_after=group_layout(planned), store={
+            "device": None, "path": store.path, "lv_uuid": store.uuid or None, "size": store.size, "label": label,
+            "uuid": None})
+    store = make_store(lvm, plan, label, fstype)
+    after = lvm.read()
+    found = _devices.blkid(runner, store.path)
+    return dict(result, layout_after=group_layout(after), store={
+        "device": os.path.realpath(store.path), "path": store.path, "lv_uuid": store.uuid, "size": store.size,
+        "label": found.get("LABEL"), "uuid": found.get("UUID")})
+
+
+def volume_of(runner, lv_uuid):
+    """(Lvm for its volume group, the logical volume) with the UUID ``lv_uuid``, or (None, None) when LVM lists
+    none: a store removed already."""
+    options = options_here()
+    rows = _rows(runner.output(["lvs"] + options + REPORT + ["-o", "vg_name,lv_uuid", "--select",
+                                                             "lv_uuid=%s" % lv_uuid]), "lv")
+    if not rows:
+        return None, None
+    lvm = Lvm(runner, rows[0]["vg_name"], options)
+    return lvm, next(lv for lv in lvm.read().lvs if lv.uuid.lower() == lv_uuid.lower())
+
+
+def root_to_restore(store):
+    """``{"vg", "lv", "extents"}``: the root and its size before the store, from the store's tags; None when the
+    store carries none (it was made by hand)."""
+    lv, extents = store.tag(ROOT_LV_TAG), store.tag(ROOT_EXTENTS_TAG)
+    if not lv or not (extents or "").isdigit():
+        return None
+    return {"lv": lv, "extents": int(extents)}

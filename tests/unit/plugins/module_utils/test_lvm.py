@@ -108,17 +108,18 @@ def test_a_missing_root_volume_is_named():
 class Recorder:
     """Answers LVM's reports from a model volume group and dumpe2fs from a model filesystem; records the rest."""
 
-    def __init__(self, vg, fs_bytes):
+    def __init__(self, vg, fs_bytes, blkid=None):
         self.vg = vg
         self.fs_bytes = fs_bytes
         self.commands = []
+        self.blkid = blkid or {}  # {path: "KEY=value\n..."} as blkid -o export prints a device's signature
 
     def _report(self, kind):
         vg = self.vg
         rows = {"vgs": ("vg", [{"vg_name": vg.name, "vg_uuid": vg.uuid, "vg_extent_size": str(vg.extent),
                                 "vg_extent_count": str(vg.extents), "vg_free_count": str(vg.free_extents)}]),
                 "lvs": ("lv", [{"lv_name": lv.name, "lv_uuid": lv.uuid, "lv_path": lv.path, "lv_size": str(lv.size),
-                                "segtype": lv.segtype} for lv in vg.lvs]),
+                                "segtype": lv.segtype, "lv_tags": ",".join(lv.tags)} for lv in vg.lvs]),
                 "pvs": ("pv", [{"pv_name": pv} for pv in vg.pvs])}[kind]
         return json.dumps({"report": [{rows[0]: rows[1]}]})
 
@@ -139,6 +140,8 @@ class Recorder:
         self.commands.append(" ".join(str(a) for a in args))
         if command == "dumpe2fs":
             return 0, "Block count: %d\nBlock size: 4096\n" % (self.fs_bytes // 4096), ""
+        if command == "blkid":
+            return 0, "".join("DEVNAME=%s\n%s" % (path, self.blkid[path]) for path in args[4:] if path in self.blkid), ""
         if command == "resize2fs" and len(args) > 2:
             self.fs_bytes = int(args[-1][:-1]) * 1024
         elif command == "resize2fs":
@@ -148,7 +151,8 @@ class Recorder:
         elif command == "lvcreate":
             name = args[args.index("--name") + 1]
             size = int(args[args.index("--extents") + 1]) * EXTENT
-            self._set(self.vg.lvs + (_lvm.LogicalVolume(name, "new", "/dev/vg0/" + name, size),))
+            tags = tuple(args[i + 1] for i, arg in enumerate(args) if arg == "--addtag")
+            self._set(self.vg.lvs + (_lvm.LogicalVolume(name, "new", "/dev/vg0/" + name, size, tags=tags),))
         elif command == "lvremove":
             self._set(tuple(lv for lv in self.vg.lvs if lv.name != args[-1].split("/")[1]))
         return 0, "", ""
@@ -169,6 +173,8 @@ def test_making_the_store_shrinks_the_filesystem_before_the_volume_and_growing_b
     assert store.path == "/dev/vg0/inplace-store" and store.size == GiB
     assert runner.vg.lv("root").size == runner.fs_bytes == 1802 * EXTENT
     assert "mkfs.ext4 -F -q -m 0 -L INPLACE-STORE /dev/vg0/inplace-store" in runner.commands
+    # The store says what the root was before it, for cleanup to grow it back to that and no further.
+    assert _lvm.root_to_restore(runner.vg.lv(_lvm.STORE_LV)) == {"lv": "root", "extents": 2048}
 
     runner.commands = []
     root = _lvm.remove_store(lvm, "root", 2048)
@@ -208,3 +214,41 @@ def test_preflight_s_facts_name_the_group_the_volume_the_free_extents_and_the_di
         "vg": "vg0", "vg_uuid": "rE3DhD-sOZp-zMpc-LTSg-ST4r-DIDo-6ihePH", "lv": "root",
         "lv_uuid": "D4QVHD-yeGf-dAgC-49Ts-HMmb-bONZ-EowUmN", "lv_bytes": 100 * MiB, "extent_bytes": EXTENT,
         "free_extents": 24, "free_bytes": 96 * MiB, "pvs": ["/dev/sda2"], "disks": ["/dev/sda"]}
+
+
+def test_a_store_cut_off_before_its_format_is_formatted_and_a_foreign_one_refused():
+    store = _lvm.LogicalVolume(_lvm.STORE_LV, "s-uuid", "/dev/vg0/inplace-store", GiB)
+    runner = Recorder(group(0, 7 * GiB, others=(store,)), 7 * GiB)
+    lvm = _lvm.Lvm(runner, "vg0")
+    plan = _lvm.plan_store(lvm.read(), "root", GiB, None)
+    assert plan.exists and plan.descriptions == []
+    _lvm.make_store(lvm, plan, "INPLACE-STORE")
+    assert runner.commands[-1] == "mkfs.ext4 -F -q -m 0 -L INPLACE-STORE /dev/vg0/inplace-store"
+
+    runner.blkid["/dev/vg0/inplace-store"] = "TYPE=ext4\nLABEL=INPLACE-STORE\nUSAGE=filesystem\n"
+    runner.commands = []
+    _lvm.make_store(lvm, plan, "INPLACE-STORE")
+    assert [c for c in runner.commands if not c.startswith("blkid")] == [], "a formatted store is kept as it is"
+
+    runner.blkid["/dev/vg0/inplace-store"] = "TYPE=xfs\nLABEL=scratch\nUSAGE=filesystem\n"
+    with pytest.raises(MigrationError, match="holds a xfs filesystem labelled scratch, not the store's INPLACE-STORE"):
+        _lvm.make_store(lvm, plan, "INPLACE-STORE")
+
+
+def test_store_volume_plans_in_check_mode_and_refuses_another_group_of_the_same_name(monkeypatch):
+    monkeypatch.setattr(_lvm, "store_partition_bytes", lambda runner, fstype, usable: usable + 64 * MiB)
+    monkeypatch.setattr(_lvm, "options_here", lambda: [])
+    runner = Recorder(group(0, 8 * GiB), 8 * GiB, blkid={"/dev/vg0/root": "TYPE=ext4\nUSAGE=filesystem\n"})
+    monkeypatch.setattr(_lvm._fs.Ext, "probe", lambda self, runner, device, blkid, mountpoint: ext4(
+        8 * GiB, 2 * GiB, 2 * GiB))
+    result = _lvm.store_volume(runner, "vg0", "root", GiB - 64 * MiB, "INPLACE-STORE", vg_uuid="VG-UUID",
+                               check_mode=True)
+    assert [c for c in runner.commands if not c.startswith("blkid")] == [], "check mode changes nothing, activates nothing"
+    assert result["changed"] is True and result["store"]["size"] == GiB and result["store"]["device"] is None
+    assert result["actions"] == ["shrink the filesystem on /dev/vg0/root to 7.0 GiB",
+                                 "reduce the logical volume vg0/root from 8.0 GiB to 7.0 GiB",
+                                 "create the logical volume vg0/inplace-store of 1.0 GiB and format it"]
+    assert [v["name"] for v in result["layout_after"]["volumes"]] == ["root", "inplace-store"]
+    assert result["layout_after"]["free_bytes"] == 0 and "inplace-store" in result["diff"]["after"]
+    with pytest.raises(MigrationError, match="the volume group vg0 has the UUID vg-uuid where other-uuid was recorded"):
+        _lvm.store_volume(runner, "vg0", "root", GiB, "INPLACE-STORE", vg_uuid="other-uuid", check_mode=True)
