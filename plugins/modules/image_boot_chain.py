@@ -14,8 +14,11 @@ description:
     only shim (C(/usr/lib/shim/shimx64.efi.signed)), the signed GRUB
     (C(/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed)) and the kernels (C(/boot/vmlinuz-*)) into a scratch
     directory that is removed afterwards. A kernel counts as signed when its PE header carries a certificate table.
+  - Also says whether the image has LVM's tool (C(/usr/sbin/lvm), from lvm2), which a new system whose root is a
+    logical volume needs in its initramfs.
   - Meant to run on the controller, once for the fleet, before M(inplace.migration.preflight_facts) judges each
-    PC. A UEFI PC with Secure Boot on is refused unless its image's chain is whole.
+    PC. A UEFI PC with Secure Boot on is refused unless its image's chain is whole, a PC whose root is on LVM
+    unless the image has lvm2.
   - A raw image is not looked into; RV(checked) is V(false) and RV(reason) says why.
   - Changes nothing.
 extends_documentation_fragment:
@@ -75,6 +78,10 @@ missing:
   returned: when checked
   type: list
   elements: str
+lvm:
+  description: Whether the image has LVM's tool (lvm2).
+  returned: when checked
+  type: bool
 """
 
 import os

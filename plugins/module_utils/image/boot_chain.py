@@ -1,6 +1,7 @@
 # Copyright: inplace.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Whether an image carries Debian's signed boot chain, read on the controller before any PC changes.
+"""Whether an image carries Debian's signed boot chain (and LVM's tools), read on the controller before any PC
+changes.
 
 A root-filesystem archive is streamed once through its decompressor into ``tar``, which extracts only
 shim, the signed GRUB and the kernels into a scratch directory; ``boot.efi.signed_boot_chain`` then
@@ -18,7 +19,9 @@ from ansible_collections.inplace.migration.plugins.module_utils.common.errors im
 
 DECOMPRESSORS = {"zst": ["zstd", "-dcq"], "gz": ["gzip", "-dc"], "xz": ["xz", "-dc"], None: None}
 ARCHIVE_SUFFIXES = {".tar": None, ".tar.zst": "zst", ".tar.gz": "gz", ".tgz": "gz", ".tar.xz": "xz"}
-MEMBERS = [path.lstrip("/") for path in _efi.SHIM_PATHS + _efi.GRUB_SIGNED_PATHS] + ["boot/vmlinuz-*"]
+# LVM's tool: a new system whose root is a logical volume needs it in its initramfs to find that root.
+LVM_PATHS = ["usr/sbin/lvm", "sbin/lvm"]
+MEMBERS = [path.lstrip("/") for path in _efi.SHIM_PATHS + _efi.GRUB_SIGNED_PATHS] + ["boot/vmlinuz-*"] + LVM_PATHS
 NOT_FOUND = ("Not found in archive", "Exiting with failure status due to previous errors")
 
 
@@ -32,7 +35,8 @@ def archive_compression(path):
 
 
 def extract_boot_files(path, compression, into):
-    """Extract shim, the signed GRUB and ``boot/vmlinuz-*`` (with or without a leading ``./``) into ``into``."""
+    """Extract shim, the signed GRUB, ``boot/vmlinuz-*`` and LVM's tool (with or without a leading ``./``) into
+    ``into``."""
     patterns = MEMBERS + ["./" + member for member in MEMBERS]
     tar = ["tar", "--extract", "--file=-", "--directory", into, "--wildcards", "--no-same-owner",
            "--no-same-permissions", "--"] + patterns
@@ -67,4 +71,5 @@ def image_boot_chain(path, scratch):
         return {"checked": False, "reason": "%s is not a root-filesystem archive (.tar, .tar.zst, .tar.gz, .tar.xz), "
                                             "whose boot files are read here" % os.path.basename(path)}
     extract_boot_files(path, compression, scratch)
-    return dict(_efi.signed_boot_chain(scratch), checked=True)
+    has_lvm = any(os.path.lexists(os.path.join(scratch, member)) for member in LVM_PATHS)
+    return dict(_efi.signed_boot_chain(scratch), checked=True, lvm=has_lvm)

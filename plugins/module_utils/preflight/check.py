@@ -15,6 +15,9 @@ from dataclasses import replace
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, parse_size
 from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
+from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
+from ansible_collections.inplace.migration.plugins.module_utils.disk import lvm as _lvm
+from ansible_collections.inplace.migration.plugins.module_utils.disk import model as _model
 from ansible_collections.inplace.migration.plugins.module_utils.disk import planner as _planner
 from ansible_collections.inplace.migration.plugins.module_utils.disk.model import SHRINKABLE
 from ansible_collections.inplace.migration.plugins.module_utils.disk.space import PartitionSpace, store_partition_bytes
@@ -80,6 +83,31 @@ def plan_store(runner, disk_path, need, label, shrink, root=None):
         raise MigrationError(sentence)
 
 
+def plan_store_volume(runner, disk_path, lvm, root, need, label, shrink):
+    """The store as a logical volume in the root's volume group (``disk.lvm.plan_store``), for a root on LVM.
+
+    The disk's partitions stay as they are: the volume group's free extents make the store, else the
+    root's logical volume gives its end, its filesystem shrunk first (offline, in the maintenance
+    environment). ``shrink=none`` takes free extents only.
+    """
+    if shrink not in ("auto", "none"):
+        raise MigrationError("shrink=%s names a partition, and this PC's root is on the logical volume %s/%s: its "
+                             "store is a logical volume, made from the volume group's free space or the root's end; "
+                             "set inplace_shrink to auto or none." % (shrink, lvm["vg"], lvm["lv"]))
+    group = _lvm.Lvm(runner, lvm["vg"]).read()
+    root_fs = _fs.probe(runner, root["device"]) if shrink == "auto" else None
+    plan = _lvm.plan_store(group, lvm["lv"], store_partition_bytes(runner, STORE_FSTYPE, need["total"]), root_fs)
+    layout = _model.layout(PartitionSpace(runner, disk_path, label).read())
+    return {
+        "logical_volume": {"vg": group.name, "vg_uuid": group.uuid, "name": plan.name,
+                           "size": plan.store_extents * group.extent, "extents": plan.store_extents,
+                           "root_lv": plan.root.name, "root_lv_uuid": plan.root.uuid,
+                           "root_extents_before": plan.root.size // group.extent,
+                           "root_extents": plan.root_extents, "root_fs_size": plan.fs_size},
+        "actions": plan.descriptions, "notes": [], "layout_before": layout, "layout_after": layout,
+    }
+
+
 def _no_room_sentence(runner, space, disk_path, need, label, shrink, error, root):
     """The no-room sentence when room is what is lacking; None when the planner refused for another reason."""
     unshrinkable_root = root.get("fstype") is not None and root.get("fstype") not in SHRINKABLE
@@ -130,10 +158,12 @@ def preflight(runner, maintenance_bytes=0, min_ram_mib=768, profiles=None, store
         image_bytes, image_sentences = _inhibitors.image_findings(image)
         sentences.extend(image_sentences)
         result["image"] = {"src": image["src"], "bytes": image_bytes}
+        chain = image.get("boot_chain") or {}
         if facts.get("uefi"):
-            chain = image.get("boot_chain") or {}
             sentences.extend(_inhibitors.secure_boot_findings(facts["uefi"]["secure_boot"],
                                                               chain if chain.get("checked") else None))
+        if facts.get("lvm") and chain.get("checked") and not chain.get("lvm", True):
+            sentences.append(_inhibitors.IMAGE_WITHOUT_LVM % facts["lvm"]["vg"])
 
     if profiles is not None:
         result["profiles"] = _attempt("estimating the profiles", sentences, estimate_profiles, runner,
@@ -147,23 +177,34 @@ def preflight(runner, maintenance_bytes=0, min_ram_mib=768, profiles=None, store
         result["store"] = {"need": need}
         if facts.get("disk"):
             identity = _attempt("reading the disk's identity", sentences, disk_identity, runner, facts["disk"])
-            planned = _attempt("planning the store", sentences, plan_store, runner, facts["disk"], need,
-                               store.get("label") or "INPLACE-STORE", store.get("shrink") or "auto", facts["root"])
+            label, shrink = store.get("label") or "INPLACE-STORE", store.get("shrink") or "auto"
+            if facts.get("lvm"):
+                planned = _attempt("planning the store", sentences, plan_store_volume, runner, facts["disk"],
+                                   facts["lvm"], facts["root"], need, label, shrink)
+            else:
+                planned = _attempt("planning the store", sentences, plan_store, runner, facts["disk"], need, label,
+                                   shrink, facts["root"])
+                if planned is not None:
+                    planned = dict(planned, partition=planned["store"])
             if planned is not None:
-                result["store"].update(partition=planned["store"], actions=planned["actions"],
-                                       notes=planned["notes"], layout_before=planned["layout_before"],
-                                       layout_after=planned["layout_after"])
+                result["store"].update({key: planned[key] for key in (
+                    "partition", "logical_volume", "actions", "notes", "layout_before", "layout_after") if key in planned})
 
     result["inhibitors"] = sentences
-    if not sentences and result["store"] and "partition" in result["store"]:
+    store_made = (result["store"] or {}).get("partition") or (result["store"] or {}).get("logical_volume")
+    if not sentences and store_made:
         result["plan"] = {
             "disk": facts["disk"],
             # The kernel name above is for people; the later phases find the disk by the root's PARTUUID
             # and hold it to this identity before changing it.
             "disk_identity": identity,
+            # For a root on LVM, the PARTUUID of its physical volume: what the disk is found by.
             "root_partuuid": facts["root"]["partuuid"],
+            # What the root filesystem's device is found by: its partition, or its logical volume's path.
+            "root_device": facts["root"].get("lv_path") or "PARTUUID=" + facts["root"]["partuuid"],
             "root_uuid": facts["root"]["uuid"],
-            "store_bytes": result["store"]["partition"]["size"],
+            "store_bytes": store_made["size"],
+            "lvm": result["store"].get("logical_volume"),
             "store_usable_bytes": result["store"]["need"]["total"],
             "image_bytes": image_bytes,
             "boot_separate": facts["boot"]["separate"],

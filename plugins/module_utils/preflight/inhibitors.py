@@ -141,7 +141,8 @@ def uefi_findings(uefi):
     return []
 
 
-LVM_NOT_BUILT = "the root filesystem is on LVM, which an in-place migration does not support yet."
+IMAGE_WITHOUT_LVM = ("the root is a logical volume in %s and the image has no LVM tools (/usr/sbin/lvm), so its "
+                     "initramfs could not find its root; build the image with lvm2.")
 LUKS = ("the root filesystem is inside LUKS encryption, which an in-place migration refuses: the unattended "
         "maintenance environment has no passphrase to open it, and the image would be written over it unencrypted.")
 MD_RAID = ("the root filesystem is on md RAID, which an in-place migration refuses: the image is written to one "
@@ -153,8 +154,8 @@ def stacked_root_findings(kinds, lvm=None):
 
     ``kinds`` names what lies between the root's filesystem and its disk (``inspect.STACKED``'s
     values, outermost first); ``lvm`` is ``disk.lvm.facts`` when the root is a logical volume. What
-    is refused for good (LUKS, md RAID, a volume group over several disks) is said instead of what is
-    only not built yet.
+    is refused for good (LUKS, md RAID, a volume group over several disks) is said; a volume group on one
+    disk is supported (the store becomes a logical volume, ``disk.lvm``).
     """
     if not kinds:
         return []
@@ -167,7 +168,7 @@ def stacked_root_findings(kinds, lvm=None):
             return ["the root's volume group %s spans the disks %s; the store and the new system are kept on one "
                     "disk, so the volume group must lie on the system disk alone." % (
                         lvm["vg"], ", ".join(lvm["disks"]))]
-        return [LVM_NOT_BUILT]
+        return []
     return ["the root filesystem is on %s, which an in-place migration does not support yet." % kinds[0]]
 
 

@@ -99,6 +99,19 @@ def lvm_facts(runner, devices, device):
     return _lvm.facts(_lvm.Lvm(runner, vg_name).read(), lv_name, lambda pv: disk_under(devices, pv))
 
 
+def _lvm_root(facts, node, chain):
+    """A root on a logical volume whose volume group lies on one disk: the later phases find that disk by the
+    physical volume's PARTUUID (kept as the root's ``partuuid``) and the root by its logical volume's path."""
+    partition = next((device for device in chain if device["type"] == "part"), None)
+    if partition is None or chain[-1]["type"] != "disk" or not partition.get("partuuid"):
+        return ["the root's volume group %s is not on a partition of a disk with a PARTUUID, which the later phases "
+                "find the disk by." % facts["lvm"]["vg"]]
+    facts["root"].update(partuuid=partition["partuuid"], lv_path=node["path"])
+    facts["disk"] = chain[-1]["path"]
+    facts["disk_bytes"] = int(chain[-1]["size"])
+    return []
+
+
 def _findmnt(runner, target):
     rc, out, unused_err = runner.run(["findmnt", "--noheadings", "--json", "--output", "SOURCE,UUID,FSTYPE,TARGET",
                                       target], ok=None)
@@ -131,6 +144,8 @@ def inspect(runner, min_ram_mib=768, boot_bytes_needed=0):
                 inhibitors.append(str(error))
         if stacked:
             inhibitors.extend(_inhibitors.stacked_root_findings(stacked, facts.get("lvm")))
+            if stacked == ["LVM"] and facts.get("lvm") and len(facts["lvm"]["disks"]) == 1:
+                inhibitors.extend(_lvm_root(facts, node, chain))
         elif node["type"] != "part" or chain[-1]["type"] != "disk":
             inhibitors.append("the root filesystem is not on a partition of a disk (%s is a %s)." % (
                 source, node["type"]))

@@ -97,7 +97,8 @@ class LvmRoot:
                                                    "fstype": "ext4", "target": "/"}]}), ""
         if command == "lsblk":
             lv = {"name": "vg0-root", "path": "/dev/mapper/vg0-root", "type": "lvm", "size": 104857600}
-            pv = {"name": "sda2", "path": "/dev/sda2", "type": "part", "size": 205520896, "children": [lv]}
+            pv = {"name": "sda2", "path": "/dev/sda2", "type": "part", "size": 205520896, "partuuid": "pv-partuuid",
+                  "children": [lv]}
             if self.crypt:
                 pv["children"] = [{"name": "sda2_crypt", "path": "/dev/mapper/sda2_crypt", "type": "crypt",
                                    "children": [lv]}]
@@ -118,13 +119,15 @@ class LvmRoot:
         return self.run(args, ok)[1]
 
 
-def test_a_root_on_lvm_is_refused_with_the_group_s_facts():
+def test_a_root_on_lvm_on_one_disk_is_accepted_and_found_by_its_physical_volume():
     from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
     facts = inspect(LvmRoot())
     assert facts["lvm"]["vg"] == "vg0" and facts["lvm"]["lv"] == "root"
     assert facts["lvm"]["free_bytes"] == 96 * 1024 * 1024 and facts["lvm"]["disks"] == ["/dev/sda"]
-    assert "the root filesystem is on LVM, which an in-place migration does not support yet." in facts["inhibitors"]
-    assert "disk" not in facts, "no store partition is planned on a disk under LVM"
+    assert not [s for s in facts["inhibitors"] if "LVM" in s or "volume group" in s]
+    assert facts["disk"] == "/dev/sda" and facts["disk_bytes"] == 10 ** 10
+    assert facts["root"]["partuuid"] == "pv-partuuid", "the disk is found later by the physical volume's PARTUUID"
+    assert facts["root"]["lv_path"] == "/dev/mapper/vg0-root"
 
 
 def test_a_volume_group_over_two_disks_is_refused_for_that():
@@ -140,7 +143,7 @@ def test_lvm_on_luks_is_refused_as_luks():
     from ansible_collections.inplace.migration.plugins.module_utils.preflight import inhibitors
     from ansible_collections.inplace.migration.plugins.module_utils.preflight.inspect import inspect
     facts = inspect(LvmRoot(crypt=True))
-    assert inhibitors.LUKS in facts["inhibitors"] and inhibitors.LVM_NOT_BUILT not in facts["inhibitors"]
+    assert inhibitors.LUKS in facts["inhibitors"] and "disk" not in facts
 
 
 class SystemRunner:

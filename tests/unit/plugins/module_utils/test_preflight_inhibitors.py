@@ -152,7 +152,8 @@ def test_a_pc_with_nothing_in_the_way_gets_its_plan_with_the_store_sized_once(pr
     assert result["plan"] == {"disk": "/dev/vda", "disk_identity": dict(DISK_IDENTITY, device="/dev/vda"),
                               "root_partuuid": "p-uuid", "root_uuid": "r-uuid",
                               "store_bytes": 700 * MiB, "store_usable_bytes": total, "image_bytes": 300 * MiB,
-                              "boot_separate": False, "boot_uuid": "r-uuid", "firmware": "bios", "esp_partuuid": None}
+                              "boot_separate": False, "boot_uuid": "r-uuid", "firmware": "bios", "esp_partuuid": None,
+                              "root_device": "PARTUUID=p-uuid", "lvm": None}
     assert result["store"]["layout_before"] == {"device": "/dev/vda"}
 
 
@@ -183,6 +184,36 @@ def test_a_uefi_pc_gets_a_plan_naming_its_esp_unless_secure_boot_meets_an_unprov
         assert (result["plan"]["firmware"], result["plan"]["esp_partuuid"]) == ("uefi", "e-uuid")
 
 
+LVM = {"vg": "labvg", "vg_uuid": "vg-uuid", "lv": "root", "lv_uuid": "lv-uuid", "disks": ["/dev/vda"]}
+PLANNED_VOLUME = {"logical_volume": {"vg": "labvg", "vg_uuid": "vg-uuid", "name": "inplace-store", "size": 700 * MiB,
+                                     "extents": 175, "root_lv": "root", "root_lv_uuid": "lv-uuid",
+                                     "root_extents_before": 1000, "root_extents": 825, "root_fs_size": 825 * 4 * MiB},
+                  "actions": ["reduce the logical volume labvg/root"], "notes": [], "layout_before": {"device": "/dev/vda"},
+                  "layout_after": {"device": "/dev/vda"}}
+
+
+@pytest.mark.parametrize("chain,refused", [
+    ({"checked": True, "missing": [], "lvm": True}, False),
+    ({"checked": True, "missing": [], "lvm": False}, True),
+    ({"checked": False, "reason": "a raw image"}, False),
+], ids=["with-lvm2", "without-lvm2", "unchecked"])
+def test_a_root_on_lvm_gets_a_store_volume_unless_the_image_cannot_find_its_root(probes, monkeypatch, chain, refused):
+    facts = dict(FACTS, lvm=LVM, root=dict(FACTS["root"], lv_path="/dev/mapper/labvg-root"))
+    monkeypatch.setattr(_check, "inspect", lambda runner, ram, boot: dict(facts, inhibitors=[]))
+    monkeypatch.setattr(_check, "plan_store_volume", lambda *args: PLANNED_VOLUME)
+    found = image(url_status=200, url_bytes=300 * MiB)
+    found["boot_chain"] = chain
+    result = run(image=found)
+    if refused:
+        assert result["inhibitors"] == [_inhibitors.IMAGE_WITHOUT_LVM % "labvg"] and result["plan"] is None
+        return
+    assert result["inhibitors"] == [] and "plan_store" not in probes, "no partition is planned under LVM"
+    plan = result["plan"]
+    assert plan["root_device"] == "/dev/mapper/labvg-root" and plan["root_partuuid"] == "p-uuid"
+    assert plan["lvm"] == PLANNED_VOLUME["logical_volume"] and plan["store_bytes"] == 700 * MiB
+    assert result["store"]["actions"] == ["reduce the logical volume labvg/root"]
+
+
 @pytest.mark.parametrize("probe,error,sentence", [
     ("estimate_profiles", MigrationError("root / holds no etc/passwd."), "root / holds no etc/passwd."),
     ("estimate_profiles", OSError(5, "Input/output error"),
@@ -209,10 +240,10 @@ def test_the_store_is_planned_without_the_profiles_when_their_estimate_failed(pr
 def test_system_and_image_inhibitors_come_together(probes, monkeypatch):
     monkeypatch.setattr(_check, "inspect", lambda runner, ram, boot: dict(
         {k: v for k, v in FACTS.items() if k not in ("disk", "disk_bytes")},
-        inhibitors=["the root filesystem is on LVM, which an in-place migration does not support yet."]))
+        inhibitors=[_inhibitors.MD_RAID]))
     result = run(image=image(url_status=404, url_error="Not Found"))
     assert result["inhibitors"] == [
-        "the root filesystem is on LVM, which an in-place migration does not support yet.",
+        _inhibitors.MD_RAID,
         "the image %s is not reachable from this PC (Not Found)." % URL]
     assert "plan_store" not in probes, "no disk, no store plan"
     assert result["plan"] is None and result["store"]["need"]["image"] == 0
@@ -410,8 +441,6 @@ LVM_ONE_DISK = {"vg": "vg0", "disks": ["/dev/nvme0n1"]}
 
 
 @pytest.mark.parametrize("kinds,lvm,sentence", [
-    (["LVM"], LVM_ONE_DISK, "the root filesystem is on LVM, which an in-place migration does not support yet."),
-    (["LVM"], None, "the root filesystem is on LVM, which an in-place migration does not support yet."),
     (["LVM"], {"vg": "vg0", "disks": ["/dev/sda", "/dev/sdb"]},
      "the root's volume group vg0 spans the disks /dev/sda, /dev/sdb; the store and the new system are kept on one "
      "disk, so the volume group must lie on the system disk alone."),
@@ -424,6 +453,12 @@ LVM_ONE_DISK = {"vg": "vg0", "disks": ["/dev/nvme0n1"]}
 ])
 def test_a_stacked_root_is_one_sentence_and_what_is_refused_for_good_comes_first(kinds, lvm, sentence):
     assert _inhibitors.stacked_root_findings(kinds, lvm) == [sentence]
+
+
+@pytest.mark.parametrize("lvm", [LVM_ONE_DISK, None])
+def test_a_root_on_lvm_on_one_disk_is_no_inhibitor(lvm):
+    # None: the volume group could not be read, and inspect says why in its own sentence.
+    assert _inhibitors.stacked_root_findings(["LVM"], lvm) == []
 
 
 def test_luks_and_md_raid_say_why():

@@ -18,12 +18,14 @@ WHOLE = {"checked": True, "shim": "/usr/lib/shim/shimx64.efi.signed",
          "kernels": ["/boot/vmlinuz-6.12.0-1-amd64"], "unsigned_kernels": [], "missing": []}
 
 
-def make_root(root, shim=True, kernel_signed=True):
+def make_root(root, shim=True, kernel_signed=True, lvm=False):
     files = {"boot/vmlinuz-6.12.0-1-amd64": pe_header(signed=kernel_signed) + bytes(3000),
              "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed": pe_header() + bytes(3000),
              "etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n", "usr/bin/big": os.urandom(1 << 20)}
     if shim:
         files["usr/lib/shim/shimx64.efi.signed"] = pe_header() + bytes(3000)
+    if lvm:
+        files["usr/sbin/lvm"] = b"\x7fELF" + bytes(100)
     for name, data in files.items():
         os.makedirs(str(root / os.path.dirname(name)), exist_ok=True)
         (root / name).write_bytes(data)
@@ -56,7 +58,14 @@ def test_a_whole_signed_chain_is_found_in_the_archive(run_module, tmp_path, name
     result = run_module(image_boot_chain, {"path": path}, check_mode=True)
     assert not result.get("failed") and result["changed"] is False
     assert {key: result[key] for key in WHOLE} == WHOLE
+    assert result["lvm"] is False
     assert scratch_left() == before
+
+
+def test_lvm_s_tool_is_looked_for_too(run_module, tmp_path):
+    path = archive(tmp_path, "debian13.tar.zst", make_root(tmp_path / "root", lvm=True), ["zstd", "-q", "-c"])
+    result = run_module(image_boot_chain, {"path": path})
+    assert result["checked"] is True and result["lvm"] is True and result["missing"] == []
 
 
 def test_what_the_chain_lacks_is_named(run_module, tmp_path):
