@@ -107,6 +107,9 @@ def find_store_device(runner, config, label=None, root="/"):
     taken; two on that disk are refused, naming both, rather than guessed.
     """
     identity = None if label else recorded_store(config)
+    if identity and identity.get("lv_uuid") and runner.has("vgchange"):
+        # udev activates the store's volume group at boot, but maybe not before this hook runs.
+        runner.run(["vgchange", "--activate", "ay"], ok=None)
     if identity:
         return _devices.find_recorded(runner, identity, WHAT)
     spec = "LABEL=" + (label or config.get("store_label") or DEFAULT_LABEL)

@@ -19,6 +19,7 @@ import re
 from ansible_collections.inplace.migration.plugins.module_utils.boot import efi_boot as _efi_boot
 from ansible_collections.inplace.migration.plugins.module_utils.common.errors import MigrationError
 from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs import inside, read_text
+from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.state.files import atomic_write, fsync_directory
 
 MAINTENANCE_ENTRY = "inplace-maintenance"
@@ -212,15 +213,23 @@ def grub_default_text(current):
     return "\n".join(rows) + "\n"
 
 
-def pin_root(config_text, uuid):
-    """grub.cfg with every kernel's ``root=`` naming the filesystem UUID (without udev, grub-mkconfig
+def root_spec(device, uuid):
+    """What the kernel's ``root=`` names: the filesystem UUID, or for a logical volume its /dev/mapper path,
+    which is how an initramfs's LVM script knows which volume to activate (grub-mkconfig writes the same)."""
+    name = _devices.read_attribute(os.path.join(_devices.sysfs(device), "dm", "name")) \
+        if _devices.lv_uuid(device) else None
+    return "/dev/mapper/" + name if name else "UUID=" + uuid
+
+
+def pin_root(config_text, spec):
+    """grub.cfg with every kernel's ``root=`` naming ``spec`` (``root_spec``: without udev, grub-mkconfig
     falls back to the device node, which is wrong on the next boot)."""
     changed = []
 
     def fix(match):
-        if match.group(2) != "UUID=" + uuid:
+        if match.group(2) != spec:
             changed.append(match.group(2))
-        return match.group(1) + "UUID=" + uuid
+        return match.group(1) + spec
 
     text = re.sub(r"(^\s*linux\s+\S+\s+(?:.*\s)?root=)(\S+)", fix, config_text, flags=re.M)
     return text, changed
@@ -300,8 +309,9 @@ def _prepare_menu(root, store_uuid, cmdline):
     atomic_write(defaults, grub_default_text(read_text(root, "/etc/default/grub")).encode("utf-8"), 0o644)
 
 
-def _make_menu(runner, root, mkconfig, uuid):
-    """grub-mkconfig in the chroot, the root pinned by UUID; ``(default entry, devices rewritten)``."""
+def _make_menu(runner, root, mkconfig, spec):
+    """grub-mkconfig in the chroot, the root pinned to ``spec`` (``root_spec``); ``(default entry, devices
+    rewritten)``."""
     config = inside(root, "/boot/grub/grub.cfg")
     os.makedirs(os.path.dirname(config), exist_ok=True)
     if mkconfig.endswith("update-grub"):
@@ -309,7 +319,7 @@ def _make_menu(runner, root, mkconfig, uuid):
     else:
         runner.run(["chroot", root, mkconfig, "-o", "/boot/grub/grub.cfg"])
     with open(config) as handle:
-        text, rewritten = pin_root(handle.read(), uuid)
+        text, rewritten = pin_root(handle.read(), spec)
     if rewritten:
         atomic_write(config, text.encode("utf-8"), 0o644)
     entry = default_entry(text)
@@ -345,7 +355,7 @@ def install_grub(runner, root, disk, device, uuid, store_uuid, cmdline, one_shot
                              "set bootloader=none." % ", ".join(missing or ["grub-mkconfig"]))
     _prepare_menu(root, store_uuid, cmdline)
     with chroot_mounts(runner, root, device, uuid, boot):
-        entry, rewritten = _make_menu(runner, root, mkconfig, uuid)
+        entry, rewritten = _make_menu(runner, root, mkconfig, root_spec(device, uuid))
         runner.run(["chroot", root, "/usr/sbin/grub-install", "--target=i386-pc", disk])
         values = _arm(root, entry, one_shot)
     return {"status": "done", "disk": disk, "default_entry": entry, "maintenance_entry": MAINTENANCE_ENTRY,
@@ -369,7 +379,7 @@ def install_grub_efi(runner, root, device, uuid, store_uuid, cmdline, one_shot, 
     vendor = _efi_boot.check_image(root)
     _prepare_menu(root, store_uuid, cmdline)
     with chroot_mounts(runner, root, device, uuid, boot):
-        entry, rewritten = _make_menu(runner, root, mkconfig, uuid)
+        entry, rewritten = _make_menu(runner, root, mkconfig, root_spec(device, uuid))
         values = _arm(root, entry, one_shot)
     on_esp = _efi_boot.deploy(esp, root, boot_uuid if boot else uuid, "/grub" if boot else "/boot/grub", nvram)
     return {"status": "done", "vendor": vendor, "default_entry": entry, "maintenance_entry": MAINTENANCE_ENTRY,

@@ -257,15 +257,15 @@ class Deploy(HandOver):
         self.expected = expected = _checksums.expected_sha256(params["checksum"], params["src"])
         scan = _devices.Scan(self.runner)
         record = self.journal.get(KEY)
-        device, partuuid = _target.find_dest(scan, params["dest"], record)
-        self.result["dest"] = {"device": device, "partuuid": partuuid, "spec": params["dest"]}
+        device, dest_id = _target.find_dest(scan, params["dest"], record)
+        self.result["dest"] = dict(dest_id, device=device, spec=params["dest"])
         _target.refuse(scan, device, params["dest"], self.store.root, params.get("protect"))
-        same = bool(record and record.get("checksum") == "sha256:" + expected and record.get("partuuid") == partuuid)
+        same = bool(record and record.get("checksum") == "sha256:" + expected and _target.is_dest(record, dest_id))
         if same and record.get("state") == "complete":
             self.result.update(state="complete", format=record.get("format"), filesystem=record.get("filesystem"),
                                message="this image was already deployed to %s (%s)." % (device, record.get("updated")))
             return self.rearm_first_boot(scan, device, record)
-        started = bool(record and record.get("partuuid") == partuuid and (
+        started = bool(_target.is_dest(record, dest_id) and (
             record.get("touched") or record.get("state") in WRITTEN_STATES))
         if params.get("require_capture", True) and not started:
             # Nothing is written over the old system before its profiles are safely on the store; a rerun
@@ -285,14 +285,14 @@ class Deploy(HandOver):
             self.verify(expected, compression)
             self.result.update(changed=True, state="planned", image_bytes=needed)
             return self.result
-        return self._run_locked(scan, device, partuuid, disk, fmt, compression, expected, size)
+        return self._run_locked(scan, device, dest_id, disk, fmt, compression, expected, size)
 
-    def _run_locked(self, scan, device, partuuid, disk, fmt, compression, expected, size):
+    def _run_locked(self, scan, device, dest_id, disk, fmt, compression, expected, size):
         params = self.params
         record = self.journal.get(KEY)
-        same = bool(record and record.get("checksum") == "sha256:" + expected and record.get("partuuid") == partuuid
+        same = bool(record and record.get("checksum") == "sha256:" + expected and _target.is_dest(record, dest_id)
                     and record.get("format") == fmt)
-        ours = bool(record and record.get("partuuid") == partuuid)
+        ours = _target.is_dest(record, dest_id)
         touched = bool(ours and record.get("state") != "complete" and (
             record.get("touched") or record.get("state") in WRITTEN_STATES))
         state = record.get("state") if same else None
@@ -300,9 +300,9 @@ class Deploy(HandOver):
         identity = self.verify(expected, compression)
         if not same:
             # "verifying": the image is verified, the old system's data is being carried; dest is untouched.
-            record = {"dest": params["dest"], "partuuid": partuuid, "device": device, "src": params["src"],
-                      "checksum": "sha256:" + expected, "format": fmt, "state": "verifying", "touched": touched,
-                      "started": now(), "updated": now()}
+            record = dict(dest_id, dest=params["dest"], device=device, src=params["src"],
+                          checksum="sha256:" + expected, format=fmt, state="verifying", touched=touched,
+                          started=now(), updated=now())
             self.journal.put(KEY, record)
         self.result["changed"] = True
         try:

@@ -20,13 +20,16 @@ from ansible_collections.inplace.migration.plugins.module_utils.image.fixups imp
 
 
 def find_dest(scan, spec, record):
-    """(device, PARTUUID) of the partition ``spec`` names, or of the one the journal's ``record`` names."""
-    if record and record.get("dest") == spec and record.get("partuuid"):
-        recorded = "PARTUUID=" + record["partuuid"]
-        device = scan.lookup(recorded, "dest=%s, recorded in the journal" % spec)
+    """(device, identity) of the partition or logical volume ``spec`` names, or of the one the journal's ``record``
+    names; ``identity`` is ``{"partuuid": ...}`` or, for a logical volume (a root on LVM), ``{"lv_uuid": ...}``."""
+    recorded = next((("%s=%s" % (prefix, record[key]), key) for key, prefix in (("partuuid", "PARTUUID"),
+                                                                                ("lv_uuid", "LVUUID"))
+                     if record and record.get("dest") == spec and record.get(key)), None)
+    if recorded:
+        device = scan.lookup(recorded[0], "dest=%s, recorded in the journal" % spec)
         if device is None:
-            raise MigrationError("the partition with PARTUUID %s (dest=%s, recorded in the journal) is not on "
-                                 "this machine." % (record["partuuid"], spec))
+            raise MigrationError("the %s with %s (dest=%s, recorded in the journal) is not on this machine." % (
+                "partition" if recorded[1] == "partuuid" else "logical volume", recorded[0], spec))
     else:
         device = scan.lookup(spec, "dest")
         if device is None:
@@ -34,12 +37,21 @@ def find_dest(scan, spec, record):
                 raise MigrationError("no partition has %s; dest names nothing on this machine." % spec)
             raise MigrationError("dest=%s is not a block device; name the system partition, such as /dev/sda2 or "
                                  "LABEL=<its label>." % spec)
+    values = scan.values(device)
+    if values.get(_devices.LV_UUID):
+        return device, {"lv_uuid": values[_devices.LV_UUID].lower()}
     if not _devices.is_partition(device):
-        raise MigrationError("dest=%s is a whole disk; image_deploy writes a partition only." % spec)
-    partuuid = (scan.values(device).get("PART_ENTRY_UUID") or "").lower()
+        raise MigrationError("dest=%s is a whole disk; image_deploy writes a partition (or a logical volume) only." %
+                             spec)
+    partuuid = (values.get("PART_ENTRY_UUID") or "").lower()
     if not partuuid:
         raise MigrationError("dest=%s (%s) has no PARTUUID to record it by." % (spec, device))
-    return device, partuuid
+    return device, {"partuuid": partuuid}
+
+
+def is_dest(record, identity):
+    """Whether the journal's ``record`` is about the dest with ``identity`` (``find_dest``'s)."""
+    return bool(record) and all(record.get(key) == value for key, value in identity.items())
 
 
 def esp_refusal(spec, device, values):

@@ -22,6 +22,7 @@ from ansible_collections.inplace.migration.plugins.module_utils.common.rootfs im
 from ansible_collections.inplace.migration.plugins.module_utils.common.units import MiB, human
 from ansible_collections.inplace.migration.plugins.module_utils.disk import devices as _devices
 from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
+from ansible_collections.inplace.migration.plugins.module_utils.disk import lvm as _lvm
 from ansible_collections.inplace.migration.plugins.module_utils.disk import mount as _mount
 from ansible_collections.inplace.migration.plugins.module_utils.disk import model as _model
 from ansible_collections.inplace.migration.plugins.module_utils.disk import planner as _planner
@@ -128,16 +129,19 @@ class StoreCleanup:
         writes; from the moment it starts, the partition is known by its PARTUUID and its disk.
         """
         identity = record["store"]
-        if not identity.get("partuuid"):
-            raise MigrationError("the store's recorded identity (%s) has no PARTUUID to find it by after it is "
-                                 "zeroed; remove %s only after wiping it by hand." % (identity, self.record_path))
-        device = scan.lookup("PARTUUID=" + identity["partuuid"], WHAT)
+        key = next((key for key in ("partuuid", "lv_uuid") if identity.get(key)), None)
+        if key is None:
+            raise MigrationError("the store's recorded identity (%s) has no PARTUUID (or logical volume UUID) to find it "
+                                 "by after it is zeroed; remove %s only after wiping it by hand." % (
+                                     identity, self.record_path))
+        spec = "%s=%s" % ("PARTUUID" if key == "partuuid" else "LVUUID", identity[key])
+        device = scan.lookup(spec, WHAT)
         if device is None:
             if record["state"] == WIPING:
-                raise MigrationError("the store (PARTUUID=%s) is not on this host, and cleanup has not zeroed it yet; "
-                                     "put its disk back and run again." % identity["partuuid"])
+                raise MigrationError("the store (%s) is not on this host, and cleanup has not zeroed it yet; put its "
+                                     "disk back and run again." % spec)
             return None
-        held = {"partuuid": identity["partuuid"], "disk": identity.get("disk")}
+        held = {key: identity[key], "disk": identity.get("disk")}
         now = scan.values(device)
         if record["state"] == WIPING and now.get("UUID"):
             held = identity  # not zeroed yet (or its start was not): it must be all of what was recorded
@@ -145,8 +149,8 @@ class StoreCleanup:
         if problems:
             said = "; ".join("%s %s where %s was recorded" % (name, value or "none", recorded)
                              for name, recorded, value in problems)
-            raise MigrationError("%s, found by PARTUUID=%s, has %s, so it is not the store recorded in %s; put the "
-                                 "recorded disk back." % (device, identity["partuuid"], said, self.record_path))
+            raise MigrationError("%s, found by %s, has %s, so it is not the store recorded in %s; put the recorded "
+                                 "disk back." % (device, spec, said, self.record_path))
         return device
 
     # The steps ---------------------------------------------------------------------------------------------
@@ -157,7 +161,9 @@ class StoreCleanup:
         if device is None:
             return record
         self.result["store"] = device
-        if self.mode == "delete":
+        if self.mode == "delete" and identity.get("lv_uuid"):
+            record["grow_lv"] = self.plan_volume_removal(identity["lv_uuid"])
+        elif self.mode == "delete":
             disk = PartitionSpace(self.runner, _devices.parent_disk(device), self.label).read()
             plan = _planner.plan_absent(disk, number=_devices.partition_number(device))
             self.result["diff"] = {"before": _model.render(plan.before), "after": _model.render(plan.after),
@@ -171,6 +177,21 @@ class StoreCleanup:
                 record["grow"] = scan.values(before[0].path).get("UUID", "").lower() or None
         self.step("record the cleanup of %s in %s" % (device, CLEANUP_RECORD))
         return self.save(record)
+
+    def plan_volume_removal(self, lv_uuid):
+        """A store that is a logical volume (a root on LVM): the root it gave its end to, and that root's size
+        before, from the store's tags; the steps that remove it and grow the root back."""
+        lvm, store = _lvm.volume_of(self.runner, lv_uuid)
+        grow = _lvm.root_to_restore(store) if store else None
+        if store is None:
+            return None
+        steps = ["remove the logical volume %s/%s" % (lvm.vg, store.name)]
+        if grow:
+            grow["vg"] = lvm.vg
+            steps.append("grow the logical volume %s/%s back to %d extents, and its filesystem" % (
+                lvm.vg, grow["lv"], grow["extents"]))
+        self.result["actions"] = steps
+        return grow
 
     def wipe(self, scan, record):
         device = self.store_now(scan, record)
@@ -196,6 +217,8 @@ class StoreCleanup:
         if device is not None and self.mode == "keep":
             _fs.make(self.runner, device, "ext4", self.data_label)
             self.step("make an empty ext4 filesystem labelled %s on %s" % (self.data_label, device))
+        elif record["store"] and record["store"].get("lv_uuid") and self.mode == "delete":
+            self.remove_volume(record)
         elif device is not None:
             done = PartitionSpace(self.runner, _devices.parent_disk(device), self.label).absent(
                 False, number=_devices.partition_number(device))
@@ -206,6 +229,29 @@ class StoreCleanup:
             self.took(PartitionSpace(self.runner, _devices.parent_disk(before), self.label).grow(
                 _devices.partition_number(before)))
         return self.save(record, state=RELEASED)
+
+    def remove_volume(self, record):
+        """Remove the store's logical volume (if it is still there), then grow the root back to its size before
+        the store, the volume first, then its filesystem (``disk.lvm.remove_store``)."""
+        lvm, store = _lvm.volume_of(self.runner, record["store"]["lv_uuid"])
+        grow = record.get("grow_lv")
+        if store is not None and not grow:
+            lvm.runner.run(["wipefs", "-a", "-q", store.path])
+            lvm.remove(store.name)
+            self.step("remove the logical volume %s/%s" % (lvm.vg, store.name))
+        elif grow:
+            lvm = lvm or _lvm.Lvm(self.runner, grow["vg"], _lvm.options_here())
+            root = _lvm.remove_store(lvm, grow["lv"], grow["extents"], name=store.name if store else _lvm.STORE_LV,
+                                     root_mountpoint=self._mountpoint_of_volume(lvm, grow["lv"]))
+            if store is not None:
+                self.step("remove the logical volume %s/%s" % (lvm.vg, store.name))
+            self.step("grow the logical volume %s/%s to %s, and its filesystem" % (
+                lvm.vg, grow["lv"], human(root.size)))
+
+    @staticmethod
+    def _mountpoint_of_volume(lvm, name):
+        volume = lvm.read().lv(name)
+        return _mount.mountpoint_of(os.path.realpath(volume.path)) if volume else None
 
     def took(self, done):
         self.result["layout_after"] = done["layout_after"]
@@ -219,7 +265,7 @@ class StoreCleanup:
             devices.append(scan.find("UUID=" + record["grow"], "the partition before the store"))
         if os.path.ismount(self.root):
             holding = _devices.device_holding(self.root)
-            if holding and _devices.is_partition(holding):
+            if holding and (_devices.is_partition(holding) or _devices.lv_uuid(holding)):
                 devices.append(holding)
         for device in sorted(set(os.path.realpath(d) for d in devices)):
             found = _fs.probe(self.runner, device)

@@ -106,6 +106,10 @@ def detect(runner, label, cmdline="/proc/cmdline", marker=MAINTENANCE_MARKER, co
     completion = read_json(completion_record) if not maintenance else None
     cleanup = read_json(cleanup_record) if not maintenance else None
     host = read_json(host_record) if maintenance else None
+    if (host or {}).get("lvm") and find_store is None:
+        # The root's volume group holds the old root and the store: activate it (udev may have already; LVM
+        # makes the device nodes itself where udev does not run).
+        runner.run(["vgchange", "--activate", "y", host["lvm"]["vg"]])
     found = (find_store or store_on_system_disk)(
         runner, label, _system_root(root, host, root_partuuid, maintenance, host_record))
     store, system_disk = found["store"], found["system_disk"]

@@ -49,10 +49,20 @@ def test_one_maintenance_entry_in_every_menu_that_offers_it():
     assert _grub.CMDLINE_FLAG in _grub.DEFAULT_CMDLINE.split()
 
 
+def test_a_logical_volume_s_root_is_named_by_its_mapper_path_and_a_partition_s_by_uuid(monkeypatch, tmp_path):
+    (tmp_path / "dm").mkdir()
+    (tmp_path / "dm" / "name").write_text("labvg-root\n")
+    (tmp_path / "dm" / "uuid").write_text("LVM-" + "a" * 32 + "b" * 32 + "\n")
+    monkeypatch.setattr(_grub._devices, "sysfs", lambda path: str(tmp_path) if path == "/dev/dm-0" else "/nonexistent")
+    assert _grub.root_spec("/dev/dm-0", "f00d") == "/dev/mapper/labvg-root"
+    assert _grub.root_spec("/dev/vda2", "f00d") == "UUID=f00d"
+    assert _grub._devices.lv_uuid("/dev/dm-0") == "bbbbbb-bbbb-bbbb-bbbb-bbbb-bbbb-bbbbbb"
+
+
 def test_root_is_pinned_to_the_uuid():
     config = ("\tlinux\t/boot/vmlinuz-6.1 root=/dev/loop3p1 ro quiet\n"
               "\tlinux\t/boot/vmlinuz-6.1 root=UUID=new ro single\n"
               "\tlinux /inplace/boot/vmlinuz panic=10\n")
-    text, changed = _grub.pin_root(config, "new")
+    text, changed = _grub.pin_root(config, "UUID=new")
     assert text == config.replace("root=/dev/loop3p1", "root=UUID=new")
     assert changed == ["/dev/loop3p1"]
