@@ -62,9 +62,12 @@ options:
     required: true
   dest:
     description:
-      - The partition to write, by device path, V(PARTUUID=...), V(LABEL=...), V(UUID=...) or V(PARTLABEL=...).
-      - It is resolved once to its PARTUUID, which the journal records, since a label vanishes when the partition
-        is overwritten; a rerun finds the partition by that PARTUUID.
+      - The partition to write, by device path, V(PARTUUID=...), V(LABEL=...), V(UUID=...) or V(PARTLABEL=...); or
+        the logical volume of a root on LVM, by its path (V(/dev/mapper/vg0-root)) or V(LVUUID=...).
+      - It is resolved once to its PARTUUID (a logical volume's LV UUID), which the journal records, since a label
+        vanishes when the partition is overwritten; a rerun finds the partition by that PARTUUID.
+      - For a logical volume the new system's kernel command line names the root by its V(/dev/mapper) path, which
+        the initramfs of an image with lvm2 activates.
       - A spec (or the recorded PARTUUID) that two devices carry is refused, naming both, on the first run and on
         every rerun.
     type: str
