@@ -239,8 +239,17 @@ class Tripwire:
     the processes ``stop`` matches (the same form), or with ``stop`` None only say the point is there.
     """
 
+    # The serial log is read this often: the mark comes within 20 ms of the point.
+    poll_interval = 0.05
+
     def __init__(self, label, steps, stop=None, delay=0.0, env="maintenance"):
         self.label, self.steps, self.stop, self.delay, self.env = label, steps, stop, delay, env
+
+    def arm(self, harness, probe, armed):
+        """Start the watcher on the guest once per boot (``armed`` holds the boot ids) in the environment named."""
+        if Observation(probe, "", "").env == self.env and probe["boot_id"] not in armed:
+            harness.ssh(*self.arm_command(), timeout=60, check=False)
+            armed.add(probe["boot_id"])
 
     def arm_command(self):
         script = base64.b64encode(TRIPWIRE.encode()).decode()
@@ -468,15 +477,15 @@ class Matrix:
         latest = {"probe": None}
         stop = threading.Event()
 
+        # A trigger may set itself up on the guest (an ``arm`` hook, once per boot) and ask to be checked more often.
         armed = set()
+        arm = getattr(trigger, "arm", None)
 
         def poll():
             while not stop.is_set():
                 probe = latest["probe"] = self.probe()
-                if isinstance(trigger, Tripwire) and probe and Observation(probe, "", "").env == trigger.env and \
-                        probe["boot_id"] not in armed:
-                    self.ssh(*trigger.arm_command(), timeout=60, check=False)
-                    armed.add(probe["boot_id"])
+                if arm and probe:
+                    arm(self, probe, armed)
                 stop.wait(0.3)
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
@@ -490,7 +499,7 @@ class Matrix:
                     return True
                 if ended:
                     return False
-                time.sleep(0.05 if isinstance(trigger, Tripwire) else 0.2)
+                time.sleep(getattr(trigger, "poll_interval", 0.2))
         finally:
             stop.set()
             poller.join(timeout=30)
