@@ -41,9 +41,11 @@ OLD_UEFI_PC_PACKAGES = ["linux-image-amd64", "shim-signed", "grub-efi-amd64-sign
 # The same with lvm2, which puts LVM's tools and udev rules into the initramfs that must find the root.
 OLD_UEFI_LVM_PC_PACKAGES = OLD_UEFI_PC_PACKAGES + ["lvm2"]
 # The new image for UEFI PCs: shim, the signed GRUB and the tools grub-mkconfig needs, no grub-pc (the cloud kernel
-# is signed too).
+# is signed too), and lvm2.
 NEW_UEFI_PACKAGES = [name for name in PACKAGES if name != "grub-pc"] + [
-    "shim-signed", "grub-efi-amd64-signed", "grub-efi-amd64-bin", "grub2-common", "efibootmgr"]
+    "shim-signed", "grub-efi-amd64-signed", "grub-efi-amd64-bin", "grub2-common", "efibootmgr",
+    # For the UEFI PC whose root is a logical volume: LVM's tools and initramfs script find that root.
+    "lvm2"]
 DROPPED_DOCS = ["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/info/*", "/usr/share/locale/*"]
 ADMIN = {"name": "labadmin", "uid": 900}
 LAYOUTS = {

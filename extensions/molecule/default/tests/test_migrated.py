@@ -18,7 +18,7 @@ EPHEMERAL = os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 sys.path.insert(0, REPO)
 
-from tests.lab.images import BOOT_PARTITIONS, ESP_PARTITIONS  # noqa: E402
+from tests.lab.images import BOOT_PARTITIONS, ESP_PARTITIONS, LVM_LAYOUTS  # noqa: E402
 TREES = os.path.join(REPO, "tests", "support", "trees.py")
 PROFILE_USERS = {"alice": 1000, "bob": 1001}
 MiB = 1024 * 1024
@@ -47,8 +47,15 @@ def devices_of(host):
 
 
 def disk_of(host, device):
-    """The whole disk ``device`` is on, by the name the kernel gave it in this boot."""
-    return "/dev/" + host.check_output("lsblk --nodeps --noheadings --output PKNAME %s" % device)
+    """The whole disk ``device`` is on (a logical volume's: its physical volume's), by the name the kernel gave it
+    in this boot."""
+    ancestors = host.check_output("lsblk --inverse --list --noheadings --output PATH,TYPE %s" % device)
+    return [line.split()[0] for line in ancestors.splitlines() if line.split()[1] == "disk"][0]
+
+
+def volume_group(host):
+    """The lab's volume group of an LVM PC (tests/lab/images.py LVM_LAYOUTS), or None."""
+    return LVM_LAYOUTS.get(lab()["pcs"][name_of(host)]["layout"], (None, None))[0]
 
 
 def root_disk(host):
@@ -114,6 +121,8 @@ def test_crontab_came_along(host):
 
 
 def test_store_gone_and_root_spans_the_disk_again(host):
+    if volume_group(host):
+        pytest.skip("an LVM PC: test_the_store_volume_is_gone_and_the_root_volume_has_its_size_back")
     with host.sudo():
         disk = root_disk(host)
         # On the system disk: the lab's stick carries the label too, and keeps it.
@@ -130,6 +139,26 @@ def test_store_gone_and_root_spans_the_disk_again(host):
     assert len([p for p in table["partitions"] if p["node"] != boot]) == (1 if table["label"] == "dos" else 2)
     assert disk_sectors * 512 - end < 2 * MiB, "space left after the root partition"
     assert entry["size"] * 512 - block_count * block_size < MiB, "the filesystem does not fill its partition"
+
+
+def test_the_store_volume_is_gone_and_the_root_volume_has_its_size_back(host):
+    """An LVM PC: the store's logical volume is gone, the root's has the extents it had before (the lab's fills its
+    volume group, so none are free), its filesystem fills it, and the partitions are as the lab made them."""
+    vg = volume_group(host)
+    if not vg:
+        pytest.skip("not an LVM lab PC")
+    with host.sudo():
+        report = json.loads(host.check_output("lvs --reportformat json --units b --nosuffix -o lv_name,lv_size %s" % vg))
+        free = int(host.check_output("vgs --noheadings --units b --nosuffix -o vg_free %s" % vg))
+        root = host.check_output("findmnt --noheadings --output SOURCE /")
+        block_count = int(host.check_output("dumpe2fs -h %s 2>/dev/null | sed -n 's/^Block count: *//p'" % root))
+        block_size = int(host.check_output("dumpe2fs -h %s 2>/dev/null | sed -n 's/^Block size: *//p'" % root))
+        table = json.loads(host.check_output("sfdisk --json %s" % root_disk(host)))["partitiontable"]
+    volumes = {row["lv_name"]: int(row["lv_size"]) for row in report["report"][0]["lv"]}
+    assert list(volumes) == [LVM_LAYOUTS[lab()["pcs"][name_of(host)]["layout"]][1]], volumes
+    assert free == 0, "the root did not take back the extents the store had"
+    assert list(volumes.values())[0] - block_count * block_size < MiB, "the filesystem does not fill its volume"
+    assert len(table["partitions"]) == 3, "the partitions of an LVM PC are not changed"
 
 
 def test_filesystem_clean_and_migration_recorded(host):
@@ -264,8 +293,12 @@ def test_the_report_names_the_system_disk_only(host):
             disks.append(disk_of(host, host.check_output("blkid --label %s" % STICK_LABEL)))
     named = {path.rstrip(".") for text in strings for path in re.findall(r"/dev/[^\s,;:'\"()]+", text)}
     assert set(disks) & named, "the report names no system disk"
+    # An LVM PC's volume group is on the system disk: its volumes by their names, and device mapper's own.
+    vg = volume_group(host)
+    lvm = re.compile(r"/dev/(mapper/%s-.+|%s/.+|dm-[0-9]+)" % (re.escape(vg), re.escape(vg))) if vg else None
     assert sorted(path for path in named
-                  if not any(re.fullmatch(re.escape(name) + r"(p?[0-9]+)?", path) for name in disks)) == []
+                  if not any(re.fullmatch(re.escape(name) + r"(p?[0-9]+)?", path) for name in disks)
+                  and not (lvm and lvm.fullmatch(path))) == []
     pc = lab_host(name_of(host))
     if "lab_stick_image" in pc:
         marks = stick_marks(pc["lab_stick_image"])
