@@ -77,3 +77,33 @@ def test_the_restore_options_are_written_whole_and_synced_before_they_count(tmp_
     synced.clear()
     assert put_restore_options(store, options) is False
     assert synced == []
+
+
+def test_a_store_volume_goes_and_the_root_grows_back_to_its_tagged_size_also_after_a_cut(tmp_path, monkeypatch):
+    """A root on LVM: the tags on the store name the root and its extents before the store; the cleanup record keeps
+    them, so a run cut off after lvremove still grows the root back, and only to that size (free stays free)."""
+    from ansible_collections.inplace.migration.plugins.module_utils.common.units import GiB
+    from ansible_collections.inplace.migration.plugins.module_utils.disk import fs as _fs
+    from ansible_collections.inplace.migration.plugins.module_utils.disk import lvm as _lvm
+    from ansible_collections.inplace.migration.plugins.module_utils.state.cleanup import StoreCleanup
+    from tests.support.lvm_reports import EXTENT, Recorder, group
+    monkeypatch.setattr(_fs.Ext, "_resize2fs_minimum", lambda self, runner, device: 0)
+    store = _lvm.LogicalVolume(_lvm.STORE_LV, "s-uuid", "/dev/vg0/inplace-store", GiB,
+                               tags=(_lvm.ROOT_LV_TAG + "root", _lvm.ROOT_EXTENTS_TAG + "2048"))
+    runner = Recorder(group(10, 7 * GiB, others=(store,)), 7 * GiB)
+    cleanup = StoreCleanup(runner, root=str(tmp_path))
+    grow = cleanup.plan_volume_removal("s-uuid")
+    assert grow == {"vg": "vg0", "lv": "root", "extents": 2048}
+    assert cleanup.result["actions"] == ["remove the logical volume vg0/inplace-store",
+                                         "grow the logical volume vg0/root back to 2048 extents, and its filesystem"]
+    record = {"store": {"lv_uuid": "s-uuid"}, "grow_lv": grow}
+
+    # Cut off after lvremove, before the root took the extents back.
+    runner.vg = group(10 + 256, 7 * GiB)
+    cleanup.remove_volume(record)
+    assert [c.split()[0] for c in runner.commands] == ["lvextend", "e2fsck", "resize2fs"]
+    assert runner.vg.lv("root").size == runner.fs_bytes == 2048 * EXTENT and runner.vg.free_extents == 10
+
+    runner.commands = []
+    cleanup.remove_volume(record)
+    assert [c.split()[0] for c in runner.commands] == ["e2fsck", "resize2fs"], "a second run only checks"
