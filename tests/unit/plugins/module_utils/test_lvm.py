@@ -13,7 +13,6 @@ from ansible_collections.inplace.migration.plugins.module_utils.disk.model impor
 from tests.support.lvm_reports import EXTENT, LVS, PVS, VGS, Recorder, group
 
 
-
 def ext4(size, used, min_size):
     return Filesystem(type="ext4", size=size, used=used, min_size=min_size)
 
