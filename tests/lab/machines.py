@@ -192,9 +192,17 @@ class Lab:
 
     def write_inventory(self):
         """YAML (written as JSON, which is YAML) with group lab-pcs; strict host keys from the lab's file."""
+        # Keep-alives: a guest that reboots under QEMU's user networking never resets the host side of a
+        # forwarded connection, so a dead session (a stale ControlMaster among them) would otherwise hang
+        # forever. Per host, not only for the group: Molecule's own inventory sets these arguments per host,
+        # which would win over the group's and drop the keep-alives and the strict host keys.
+        ssh_common_args = " ".join([
+            "-o StrictHostKeyChecking=yes", "-o UserKnownHostsFile=%s" % self.known_hosts,
+            "-o IdentitiesOnly=yes", "-o ServerAliveInterval=5", "-o ServerAliveCountMax=6"])
         hosts = {}
         for name, pc in sorted(self.pcs.items(), key=lambda item: int(item[0][2:])):
-            hosts[name] = {"ansible_host": "127.0.0.1", "ansible_port": pc["port"], "lab_disk_layout": pc["layout"]}
+            hosts[name] = {"ansible_host": "127.0.0.1", "ansible_port": pc["port"], "lab_disk_layout": pc["layout"],
+                           "ansible_ssh_common_args": ssh_common_args}
             if pc.get("guestfwd_port"):
                 hosts[name]["lab_http_url"] = "http://%s" % GUEST_HTTP.replace(":80", "")
             if pc.get("stick"):
@@ -203,11 +211,7 @@ class Lab:
         inventory = {"all": {"children": {GROUP: {"hosts": hosts, "vars": {
             "ansible_user": images.ADMIN["name"],
             "ansible_ssh_private_key_file": self.key,
-            # Keep-alives: a guest that reboots under QEMU's user networking never resets the
-            # host side of a forwarded connection, so a dead session would otherwise hang forever.
-            "ansible_ssh_common_args": " ".join([
-                "-o StrictHostKeyChecking=yes", "-o UserKnownHostsFile=%s" % self.known_hosts,
-                "-o IdentitiesOnly=yes", "-o ServerAliveInterval=5", "-o ServerAliveCountMax=6"]),
+            "ansible_ssh_common_args": ssh_common_args,
             "ansible_python_interpreter": "/usr/bin/python3",
             # Under TCG a busy maintenance environment can answer SSH's banner late; a refused or slow
             # connection is retried, not reported as an unreachable PC.
